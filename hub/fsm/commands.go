@@ -1,0 +1,188 @@
+// Package fsm is the hub's Raft state machine: the typed commands of the
+// Raft log, the function that applies each of them to the state (hub/state),
+// and the snapshots that compact the log.
+//
+// A log entry is one type byte followed by a protobuf body (see
+// proto/drover/fsm/v1). Types are append-only. A type with the high bit set
+// (IgnoreUnknownTypeFlag) may be skipped by a node too old to know it, which
+// lets a rolling upgrade introduce commands that old nodes can safely
+// ignore; an unknown type without the flag stops the node rather than let
+// it diverge from its peers.
+//
+// Applying is deterministic: a command carries its own time, actor and
+// reason (fsmv1.Header), and the state machine reads no clock, draws no
+// random number and does no I/O.
+package fsm
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/droverhq/drover/hub/state"
+	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// MessageType is the first byte of a log entry.
+type MessageType uint8
+
+// IgnoreUnknownTypeFlag marks a type that nodes which do not know it may skip.
+const IgnoreUnknownTypeFlag MessageType = 128
+
+// The command types. Never reuse or renumber one.
+const (
+	ClusterInitType          MessageType = 1
+	NodeUpsertType           MessageType = 2
+	NodeRemoveType           MessageType = 3
+	ModelCreateType          MessageType = 4
+	VersionCreateType        MessageType = 5
+	VersionStateSetType      MessageType = 6
+	ModelArchiveType         MessageType = 7
+	AliasSetType             MessageType = 8
+	AliasDeleteType          MessageType = 9
+	DatasetVersionCreateType MessageType = 10
+	TokenCreateType          MessageType = 11
+	TokenRevokeType          MessageType = 12
+)
+
+// Command is the body of any command: every one starts with a Header.
+type Command interface {
+	proto.Message
+	GetHeader() *fsmv1.Header
+}
+
+// command describes one type: how to make its body and its result, and how
+// to apply it.
+type command struct {
+	typ    MessageType
+	name   string
+	body   func() Command
+	result func() proto.Message
+	apply  func(s *state.Store, c state.Change, body Command) (proto.Message, error)
+}
+
+var commands = map[MessageType]*command{}
+var commandsByName = map[protoreflect.FullName]*command{}
+
+// register adds a command type. B is the body's message type and R the
+// result's; apply gets the body already typed.
+func register[B Command, R proto.Message](typ MessageType, apply func(*state.Store, state.Change, B) (R, error)) {
+	var zeroB B
+	var zeroR R
+	c := &command{
+		typ:    typ,
+		name:   string(zeroB.ProtoReflect().Descriptor().Name()),
+		body:   func() Command { return zeroB.ProtoReflect().New().Interface().(Command) },
+		result: func() proto.Message { return zeroR.ProtoReflect().New().Interface() },
+		apply: func(s *state.Store, c state.Change, body Command) (proto.Message, error) {
+			return apply(s, c, body.(B))
+		},
+	}
+	if _, dup := commands[typ]; dup {
+		panic(fmt.Sprintf("fsm: command type %d registered twice", typ))
+	}
+	commands[typ] = c
+	commandsByName[zeroB.ProtoReflect().Descriptor().FullName()] = c
+}
+
+func empty() *fsmv1.Empty { return &fsmv1.Empty{} }
+
+func init() {
+	register(ClusterInitType, func(s *state.Store, c state.Change, b *fsmv1.ClusterInit) (*fsmv1.Empty, error) {
+		return empty(), s.InitCluster(c, b.GetMeta(), b.GetAdminToken())
+	})
+	register(NodeUpsertType, func(s *state.Store, c state.Change, b *fsmv1.NodeUpsert) (*fsmv1.Empty, error) {
+		return empty(), s.UpsertNode(c, b.GetNode())
+	})
+	register(NodeRemoveType, func(s *state.Store, c state.Change, b *fsmv1.NodeRemove) (*fsmv1.Empty, error) {
+		return empty(), s.RemoveNode(c, b.GetName())
+	})
+	register(ModelCreateType, func(s *state.Store, c state.Change, b *fsmv1.ModelCreate) (*droverv1.Model, error) {
+		return s.CreateModel(c, b.GetName(), b.GetDescription(), b.GetLabels())
+	})
+	register(VersionCreateType, func(s *state.Store, c state.Change, b *fsmv1.VersionCreate) (*droverv1.ModelVersion, error) {
+		return s.CreateVersion(c, b.GetVersion(), b.GetCreateModel())
+	})
+	register(VersionStateSetType, func(s *state.Store, c state.Change, b *fsmv1.VersionStateSet) (*droverv1.ModelVersion, error) {
+		return s.SetVersionState(c, b.GetModel(), b.GetVersion(), b.GetState())
+	})
+	register(ModelArchiveType, func(s *state.Store, c state.Change, b *fsmv1.ModelArchive) (*droverv1.Model, error) {
+		return s.ArchiveModel(c, b.GetName(), b.GetUndo())
+	})
+	register(AliasSetType, func(s *state.Store, c state.Change, b *fsmv1.AliasSet) (*fsmv1.AliasSetResult, error) {
+		a, prev, err := s.SetAlias(c, b.GetModel(), b.GetAlias(), b.GetVersion(), b.ExpectedVersion, b.GetForce())
+		return &fsmv1.AliasSetResult{Alias: a, PreviousVersion: prev}, err
+	})
+	register(AliasDeleteType, func(s *state.Store, c state.Change, b *fsmv1.AliasDelete) (*fsmv1.Empty, error) {
+		return empty(), s.DeleteAlias(c, b.GetModel(), b.GetAlias())
+	})
+	register(DatasetVersionCreateType, func(s *state.Store, c state.Change, b *fsmv1.DatasetVersionCreate) (*droverv1.DatasetVersion, error) {
+		return s.CreateDatasetVersion(c, b.GetVersion())
+	})
+	register(TokenCreateType, func(s *state.Store, c state.Change, b *fsmv1.TokenCreate) (*droverv1.Token, error) {
+		return s.CreateToken(c, b.GetToken())
+	})
+	register(TokenRevokeType, func(s *state.Store, c state.Change, b *fsmv1.TokenRevoke) (*fsmv1.Empty, error) {
+		return empty(), s.RevokeToken(c, b.GetId())
+	})
+}
+
+// Encode returns the log entry for a command body.
+func Encode(body Command) ([]byte, error) {
+	c, ok := commandsByName[body.ProtoReflect().Descriptor().FullName()]
+	if !ok {
+		return nil, fmt.Errorf("fsm: %s is not a command", body.ProtoReflect().Descriptor().FullName())
+	}
+	if body.GetHeader().GetTime() == nil {
+		return nil, fmt.Errorf("fsm: %s has no time in its header", c.name)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode %s: %w", c.name, err)
+	}
+	return append([]byte{byte(c.typ)}, b...), nil
+}
+
+// ErrUnknownType is returned by Decode for a type this version does not know.
+type ErrUnknownType struct{ Type MessageType }
+
+func (e ErrUnknownType) Error() string {
+	return fmt.Sprintf("fsm: unknown command type %d", e.Type)
+}
+
+// Decode parses a log entry.
+func Decode(data []byte) (MessageType, Command, error) {
+	if len(data) == 0 {
+		return 0, nil, fmt.Errorf("fsm: empty command")
+	}
+	typ := MessageType(data[0])
+	c, ok := commands[typ&^IgnoreUnknownTypeFlag]
+	if !ok {
+		return typ, nil, ErrUnknownType{typ}
+	}
+	body := c.body()
+	if err := proto.Unmarshal(data[1:], body); err != nil {
+		return typ, nil, fmt.Errorf("fsm: decode %s: %w", c.name, err)
+	}
+	return typ, body, nil
+}
+
+// NewResult returns an empty result message for a command type, for
+// decoding the result of an apply forwarded to the leader.
+func NewResult(typ MessageType) (proto.Message, error) {
+	c, ok := commands[typ&^IgnoreUnknownTypeFlag]
+	if !ok {
+		return nil, ErrUnknownType{typ}
+	}
+	return c.result(), nil
+}
+
+// TypeName returns a command type's name, for logs and metrics.
+func TypeName(typ MessageType) string {
+	if c, ok := commands[typ&^IgnoreUnknownTypeFlag]; ok {
+		return c.name
+	}
+	return fmt.Sprintf("Unknown%d", typ)
+}

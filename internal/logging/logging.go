@@ -1,0 +1,58 @@
+// Package logging sets up Drover's structured logs (log/slog) and adapts them
+// for the HashiCorp libraries (raft, go-plugin) that log through hclog, so
+// that every line a process writes has one shape.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// Options chooses the format and verbosity of a process's logs.
+type Options struct {
+	// Format is "text" (logfmt-like, reads well in journald) or "json".
+	Format string
+	// Level is "debug", "info", "warn" or "error".
+	Level string
+}
+
+// New returns a logger writing to w. Unknown formats or levels are errors, so
+// that a typo in a unit file is caught at start-up rather than ignored.
+func New(w io.Writer, o Options) (*slog.Logger, error) {
+	level, err := ParseLevel(o.Level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(o.Format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("unknown log format %q: want text or json", o.Format)
+	}
+}
+
+// ParseLevel turns a level name into a slog.Level; empty means info.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug", "trace":
+		return slog.LevelDebug, nil
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	default:
+		return 0, fmt.Errorf("unknown log level %q: want debug, info, warn or error", s)
+	}
+}
+
+// Discard returns a logger that drops everything, for tests.
+func Discard() *slog.Logger {
+	return slog.New(slog.DiscardHandler)
+}

@@ -1,0 +1,10 @@
+// Package proto holds Drover's API and Raft log schemas as protobuf, and the
+// Go code generated from them under gen/. Generated code is committed, so a
+// plain build needs neither protoc nor buf.
+//
+// Regenerate after editing a .proto file (needs buf on PATH):
+//
+//	go generate ./proto
+package proto
+
+//go:generate buf generate
