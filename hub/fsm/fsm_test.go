@@ -445,7 +445,9 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 	}
 }
 
-type nopCloser struct{ r interface{ Read([]byte) (int, error) } }
+type nopCloser struct {
+	r interface{ Read([]byte) (int, error) }
+}
 
 func (n nopCloser) Read(p []byte) (int, error) { return n.r.Read(p) }
 func (nopCloser) Close() error                 { return nil }
