@@ -295,9 +295,9 @@ const file_drover_v1_audit_proto_rawDesc = "" +
 	"\x17ListAuditEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.drover.v1.AuditEventR\x06events\x12(\n" +
 	"\x10next_after_index\x18\x02 \x01(\x04R\x0enextAfterIndex\x12'\n" +
-	"\x04meta\x18\x03 \x01(\v2\x13.drover.v1.ReadMetaR\x04meta2h\n" +
-	"\fAuditService\x12X\n" +
-	"\x0fListAuditEvents\x12!.drover.v1.ListAuditEventsRequest\x1a\".drover.v1.ListAuditEventsResponseB9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
+	"\x04meta\x18\x03 \x01(\v2\x13.drover.v1.ReadMetaR\x04meta2m\n" +
+	"\fAuditService\x12]\n" +
+	"\x0fListAuditEvents\x12!.drover.v1.ListAuditEventsRequest\x1a\".drover.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
 
 var (
 	file_drover_v1_audit_proto_rawDescOnce sync.Once

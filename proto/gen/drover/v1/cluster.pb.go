@@ -441,9 +441,9 @@ const file_drover_v1_cluster_proto_rawDesc = "" +
 	"\x14MEMBER_ROLE_FOLLOWER\x10\x02\x12\x19\n" +
 	"\x15MEMBER_ROLE_CANDIDATE\x10\x03\x12\x18\n" +
 	"\x14MEMBER_ROLE_NONVOTER\x10\x04\x12\x1b\n" +
-	"\x17MEMBER_ROLE_UNREACHABLE\x10\x052\xb8\x01\n" +
-	"\x0eClusterService\x12[\n" +
-	"\x10GetClusterStatus\x12\".drover.v1.GetClusterStatusRequest\x1a#.drover.v1.GetClusterStatusResponse\x12I\n" +
+	"\x17MEMBER_ROLE_UNREACHABLE\x10\x052\xbd\x01\n" +
+	"\x0eClusterService\x12`\n" +
+	"\x10GetClusterStatus\x12\".drover.v1.GetClusterStatusRequest\x1a#.drover.v1.GetClusterStatusResponse\"\x03\x90\x02\x01\x12I\n" +
 	"\n" +
 	"RemoveNode\x12\x1c.drover.v1.RemoveNodeRequest\x1a\x1d.drover.v1.RemoveNodeResponseB9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
 

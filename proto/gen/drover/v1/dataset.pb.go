@@ -647,12 +647,12 @@ const file_drover_v1_dataset_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x16.drover.v1.ReadOptionsR\x04read\"o\n" +
 	"\x14ListDatasetsResponse\x12.\n" +
 	"\bdatasets\x18\x01 \x03(\v2\x12.drover.v1.DatasetR\bdatasets\x12'\n" +
-	"\x04meta\x18\x02 \x01(\v2\x13.drover.v1.ReadMetaR\x04meta2\x95\x02\n" +
+	"\x04meta\x18\x02 \x01(\v2\x13.drover.v1.ReadMetaR\x04meta2\x9f\x02\n" +
 	"\x0eDatasetService\x12g\n" +
-	"\x14CreateDatasetVersion\x12&.drover.v1.CreateDatasetVersionRequest\x1a'.drover.v1.CreateDatasetVersionResponse\x12I\n" +
+	"\x14CreateDatasetVersion\x12&.drover.v1.CreateDatasetVersionRequest\x1a'.drover.v1.CreateDatasetVersionResponse\x12N\n" +
 	"\n" +
-	"GetDataset\x12\x1c.drover.v1.GetDatasetRequest\x1a\x1d.drover.v1.GetDatasetResponse\x12O\n" +
-	"\fListDatasets\x12\x1e.drover.v1.ListDatasetsRequest\x1a\x1f.drover.v1.ListDatasetsResponseB9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
+	"GetDataset\x12\x1c.drover.v1.GetDatasetRequest\x1a\x1d.drover.v1.GetDatasetResponse\"\x03\x90\x02\x01\x12T\n" +
+	"\fListDatasets\x12\x1e.drover.v1.ListDatasetsRequest\x1a\x1f.drover.v1.ListDatasetsResponse\"\x03\x90\x02\x01B9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
 
 var (
 	file_drover_v1_dataset_proto_rawDescOnce sync.Once

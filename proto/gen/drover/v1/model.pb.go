@@ -2067,15 +2067,15 @@ const file_drover_v1_model_proto_rawDesc = "" +
 	"\x18FEATURE_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FEATURE_KIND_NUMERIC\x10\x01\x12\x1c\n" +
 	"\x18FEATURE_KIND_CATEGORICAL\x10\x02\x12\x17\n" +
-	"\x13FEATURE_KIND_BINARY\x10\x032\xc9\x05\n" +
+	"\x13FEATURE_KIND_BINARY\x10\x032\xd8\x05\n" +
 	"\fModelService\x12L\n" +
-	"\vCreateModel\x12\x1d.drover.v1.CreateModelRequest\x1a\x1e.drover.v1.CreateModelResponse\x12C\n" +
-	"\bGetModel\x12\x1a.drover.v1.GetModelRequest\x1a\x1b.drover.v1.GetModelResponse\x12I\n" +
+	"\vCreateModel\x12\x1d.drover.v1.CreateModelRequest\x1a\x1e.drover.v1.CreateModelResponse\x12H\n" +
+	"\bGetModel\x12\x1a.drover.v1.GetModelRequest\x1a\x1b.drover.v1.GetModelResponse\"\x03\x90\x02\x01\x12N\n" +
 	"\n" +
-	"ListModels\x12\x1c.drover.v1.ListModelsRequest\x1a\x1d.drover.v1.ListModelsResponse\x12R\n" +
-	"\rCreateVersion\x12\x1f.drover.v1.CreateVersionRequest\x1a .drover.v1.CreateVersionResponse\x12I\n" +
+	"ListModels\x12\x1c.drover.v1.ListModelsRequest\x1a\x1d.drover.v1.ListModelsResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\rCreateVersion\x12\x1f.drover.v1.CreateVersionRequest\x1a .drover.v1.CreateVersionResponse\x12N\n" +
 	"\n" +
-	"GetVersion\x12\x1c.drover.v1.GetVersionRequest\x1a\x1d.drover.v1.GetVersionResponse\x12X\n" +
+	"GetVersion\x12\x1c.drover.v1.GetVersionRequest\x1a\x1d.drover.v1.GetVersionResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\x0fSetVersionState\x12!.drover.v1.SetVersionStateRequest\x1a\".drover.v1.SetVersionStateResponse\x12O\n" +
 	"\fArchiveModel\x12\x1e.drover.v1.ArchiveModelRequest\x1a\x1f.drover.v1.ArchiveModelResponse\x12C\n" +
 	"\bSetAlias\x12\x1a.drover.v1.SetAliasRequest\x1a\x1b.drover.v1.SetAliasResponse\x12L\n" +

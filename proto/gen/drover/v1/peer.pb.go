@@ -133,6 +133,95 @@ func (x *JoinResponse) GetClusterId() string {
 	return ""
 }
 
+type RemoveMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Who asked, on the node that received the request.
+	Actor         *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_drover_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveMemberRequest) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_drover_v1_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
 type ApplyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One type byte followed by the protobuf body, exactly as it goes into
@@ -144,7 +233,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_drover_v1_peer_proto_msgTypes[2]
+	mi := &file_drover_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +245,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[2]
+	mi := &file_drover_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +258,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -193,7 +282,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_drover_v1_peer_proto_msgTypes[3]
+	mi := &file_drover_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +294,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[3]
+	mi := &file_drover_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +307,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ApplyResponse) GetIndex() uint64 {
@@ -254,7 +343,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_drover_v1_peer_proto_msgTypes[4]
+	mi := &file_drover_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +355,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[4]
+	mi := &file_drover_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +368,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CommandError) GetCode() string {
@@ -304,7 +393,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_drover_v1_peer_proto_msgTypes[5]
+	mi := &file_drover_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +405,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[5]
+	mi := &file_drover_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +418,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 type ReadIndexResponse struct {
@@ -341,7 +430,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_drover_v1_peer_proto_msgTypes[6]
+	mi := &file_drover_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +442,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[6]
+	mi := &file_drover_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +455,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -384,7 +473,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_drover_v1_peer_proto_msgTypes[7]
+	mi := &file_drover_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +485,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[7]
+	mi := &file_drover_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +498,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 type NodeInfoResponse struct {
@@ -423,7 +512,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_drover_v1_peer_proto_msgTypes[8]
+	mi := &file_drover_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +524,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[8]
+	mi := &file_drover_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +537,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeInfoResponse) GetMember() *Member {
@@ -483,7 +572,7 @@ type ReplicateBlobRequest struct {
 
 func (x *ReplicateBlobRequest) Reset() {
 	*x = ReplicateBlobRequest{}
-	mi := &file_drover_v1_peer_proto_msgTypes[9]
+	mi := &file_drover_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +584,7 @@ func (x *ReplicateBlobRequest) String() string {
 func (*ReplicateBlobRequest) ProtoMessage() {}
 
 func (x *ReplicateBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[9]
+	mi := &file_drover_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +597,7 @@ func (x *ReplicateBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateBlobRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateBlobRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReplicateBlobRequest) GetBlob() *BlobRef {
@@ -533,7 +622,7 @@ type ReplicateBlobResponse struct {
 
 func (x *ReplicateBlobResponse) Reset() {
 	*x = ReplicateBlobResponse{}
-	mi := &file_drover_v1_peer_proto_msgTypes[10]
+	mi := &file_drover_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +634,7 @@ func (x *ReplicateBlobResponse) String() string {
 func (*ReplicateBlobResponse) ProtoMessage() {}
 
 func (x *ReplicateBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_peer_proto_msgTypes[10]
+	mi := &file_drover_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +647,7 @@ func (x *ReplicateBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateBlobResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateBlobResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 var File_drover_v1_peer_proto protoreflect.FileDescriptor
@@ -573,7 +662,11 @@ const file_drover_v1_peer_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\"-\n" +
 	"\fJoinResponse\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"(\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"Q\n" +
+	"\x13RemoveMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x05actor\x18\x02 \x01(\v2\x10.drover.v1.ActorR\x05actor\"\x16\n" +
+	"\x14RemoveMemberResponse\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"l\n" +
 	"\rApplyResponse\x12\x14\n" +
@@ -595,9 +688,10 @@ const file_drover_v1_peer_proto_rawDesc = "" +
 	"\x14ReplicateBlobRequest\x12&\n" +
 	"\x04blob\x18\x01 \x01(\v2\x12.drover.v1.BlobRefR\x04blob\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\"\x17\n" +
-	"\x15ReplicateBlobResponse2\xe3\x02\n" +
+	"\x15ReplicateBlobResponse2\xb4\x03\n" +
 	"\vPeerService\x127\n" +
-	"\x04Join\x12\x16.drover.v1.JoinRequest\x1a\x17.drover.v1.JoinResponse\x12:\n" +
+	"\x04Join\x12\x16.drover.v1.JoinRequest\x1a\x17.drover.v1.JoinResponse\x12O\n" +
+	"\fRemoveMember\x12\x1e.drover.v1.RemoveMemberRequest\x1a\x1f.drover.v1.RemoveMemberResponse\x12:\n" +
 	"\x05Apply\x12\x17.drover.v1.ApplyRequest\x1a\x18.drover.v1.ApplyResponse\x12F\n" +
 	"\tReadIndex\x12\x1b.drover.v1.ReadIndexRequest\x1a\x1c.drover.v1.ReadIndexResponse\x12C\n" +
 	"\bNodeInfo\x12\x1a.drover.v1.NodeInfoRequest\x1a\x1b.drover.v1.NodeInfoResponse\x12R\n" +
@@ -615,41 +709,47 @@ func file_drover_v1_peer_proto_rawDescGZIP() []byte {
 	return file_drover_v1_peer_proto_rawDescData
 }
 
-var file_drover_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_drover_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_drover_v1_peer_proto_goTypes = []any{
 	(*JoinRequest)(nil),           // 0: drover.v1.JoinRequest
 	(*JoinResponse)(nil),          // 1: drover.v1.JoinResponse
-	(*ApplyRequest)(nil),          // 2: drover.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 3: drover.v1.ApplyResponse
-	(*CommandError)(nil),          // 4: drover.v1.CommandError
-	(*ReadIndexRequest)(nil),      // 5: drover.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 6: drover.v1.ReadIndexResponse
-	(*NodeInfoRequest)(nil),       // 7: drover.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 8: drover.v1.NodeInfoResponse
-	(*ReplicateBlobRequest)(nil),  // 9: drover.v1.ReplicateBlobRequest
-	(*ReplicateBlobResponse)(nil), // 10: drover.v1.ReplicateBlobResponse
-	(*Member)(nil),                // 11: drover.v1.Member
-	(*BlobRef)(nil),               // 12: drover.v1.BlobRef
+	(*RemoveMemberRequest)(nil),   // 2: drover.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),  // 3: drover.v1.RemoveMemberResponse
+	(*ApplyRequest)(nil),          // 4: drover.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 5: drover.v1.ApplyResponse
+	(*CommandError)(nil),          // 6: drover.v1.CommandError
+	(*ReadIndexRequest)(nil),      // 7: drover.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 8: drover.v1.ReadIndexResponse
+	(*NodeInfoRequest)(nil),       // 9: drover.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 10: drover.v1.NodeInfoResponse
+	(*ReplicateBlobRequest)(nil),  // 11: drover.v1.ReplicateBlobRequest
+	(*ReplicateBlobResponse)(nil), // 12: drover.v1.ReplicateBlobResponse
+	(*Actor)(nil),                 // 13: drover.v1.Actor
+	(*Member)(nil),                // 14: drover.v1.Member
+	(*BlobRef)(nil),               // 15: drover.v1.BlobRef
 }
 var file_drover_v1_peer_proto_depIdxs = []int32{
-	4,  // 0: drover.v1.ApplyResponse.error:type_name -> drover.v1.CommandError
-	11, // 1: drover.v1.NodeInfoResponse.member:type_name -> drover.v1.Member
-	12, // 2: drover.v1.ReplicateBlobRequest.blob:type_name -> drover.v1.BlobRef
-	0,  // 3: drover.v1.PeerService.Join:input_type -> drover.v1.JoinRequest
-	2,  // 4: drover.v1.PeerService.Apply:input_type -> drover.v1.ApplyRequest
-	5,  // 5: drover.v1.PeerService.ReadIndex:input_type -> drover.v1.ReadIndexRequest
-	7,  // 6: drover.v1.PeerService.NodeInfo:input_type -> drover.v1.NodeInfoRequest
-	9,  // 7: drover.v1.PeerService.ReplicateBlob:input_type -> drover.v1.ReplicateBlobRequest
-	1,  // 8: drover.v1.PeerService.Join:output_type -> drover.v1.JoinResponse
-	3,  // 9: drover.v1.PeerService.Apply:output_type -> drover.v1.ApplyResponse
-	6,  // 10: drover.v1.PeerService.ReadIndex:output_type -> drover.v1.ReadIndexResponse
-	8,  // 11: drover.v1.PeerService.NodeInfo:output_type -> drover.v1.NodeInfoResponse
-	10, // 12: drover.v1.PeerService.ReplicateBlob:output_type -> drover.v1.ReplicateBlobResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	13, // 0: drover.v1.RemoveMemberRequest.actor:type_name -> drover.v1.Actor
+	6,  // 1: drover.v1.ApplyResponse.error:type_name -> drover.v1.CommandError
+	14, // 2: drover.v1.NodeInfoResponse.member:type_name -> drover.v1.Member
+	15, // 3: drover.v1.ReplicateBlobRequest.blob:type_name -> drover.v1.BlobRef
+	0,  // 4: drover.v1.PeerService.Join:input_type -> drover.v1.JoinRequest
+	2,  // 5: drover.v1.PeerService.RemoveMember:input_type -> drover.v1.RemoveMemberRequest
+	4,  // 6: drover.v1.PeerService.Apply:input_type -> drover.v1.ApplyRequest
+	7,  // 7: drover.v1.PeerService.ReadIndex:input_type -> drover.v1.ReadIndexRequest
+	9,  // 8: drover.v1.PeerService.NodeInfo:input_type -> drover.v1.NodeInfoRequest
+	11, // 9: drover.v1.PeerService.ReplicateBlob:input_type -> drover.v1.ReplicateBlobRequest
+	1,  // 10: drover.v1.PeerService.Join:output_type -> drover.v1.JoinResponse
+	3,  // 11: drover.v1.PeerService.RemoveMember:output_type -> drover.v1.RemoveMemberResponse
+	5,  // 12: drover.v1.PeerService.Apply:output_type -> drover.v1.ApplyResponse
+	8,  // 13: drover.v1.PeerService.ReadIndex:output_type -> drover.v1.ReadIndexResponse
+	10, // 14: drover.v1.PeerService.NodeInfo:output_type -> drover.v1.NodeInfoResponse
+	12, // 15: drover.v1.PeerService.ReplicateBlob:output_type -> drover.v1.ReplicateBlobResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_peer_proto_init() }
@@ -665,7 +765,7 @@ func file_drover_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_peer_proto_rawDesc), len(file_drover_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

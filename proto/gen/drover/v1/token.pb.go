@@ -513,13 +513,13 @@ const file_drover_v1_token_proto_rawDesc = "" +
 	"\x13RevokeTokenResponse\"\x0f\n" +
 	"\rWhoAmIRequest\"8\n" +
 	"\x0eWhoAmIResponse\x12&\n" +
-	"\x05token\x18\x01 \x01(\v2\x10.drover.v1.TokenR\x05token2\xb4\x02\n" +
+	"\x05token\x18\x01 \x01(\v2\x10.drover.v1.TokenR\x05token2\xbe\x02\n" +
 	"\fTokenService\x12L\n" +
-	"\vCreateToken\x12\x1d.drover.v1.CreateTokenRequest\x1a\x1e.drover.v1.CreateTokenResponse\x12I\n" +
+	"\vCreateToken\x12\x1d.drover.v1.CreateTokenRequest\x1a\x1e.drover.v1.CreateTokenResponse\x12N\n" +
 	"\n" +
-	"ListTokens\x12\x1c.drover.v1.ListTokensRequest\x1a\x1d.drover.v1.ListTokensResponse\x12L\n" +
-	"\vRevokeToken\x12\x1d.drover.v1.RevokeTokenRequest\x1a\x1e.drover.v1.RevokeTokenResponse\x12=\n" +
-	"\x06WhoAmI\x12\x18.drover.v1.WhoAmIRequest\x1a\x19.drover.v1.WhoAmIResponseB9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
+	"ListTokens\x12\x1c.drover.v1.ListTokensRequest\x1a\x1d.drover.v1.ListTokensResponse\"\x03\x90\x02\x01\x12L\n" +
+	"\vRevokeToken\x12\x1d.drover.v1.RevokeTokenRequest\x1a\x1e.drover.v1.RevokeTokenResponse\x12B\n" +
+	"\x06WhoAmI\x12\x18.drover.v1.WhoAmIRequest\x1a\x19.drover.v1.WhoAmIResponse\"\x03\x90\x02\x01B9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
 
 var (
 	file_drover_v1_token_proto_rawDescOnce sync.Once

@@ -32,9 +32,10 @@ const (
 var (
 	auditServiceListAuditEventsSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_audit_proto.Services().ByName("AuditService").Methods().ByName("ListAuditEvents"),
-			Procedure:  AuditServiceListAuditEventsProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_audit_proto.Services().ByName("AuditService").Methods().ByName("ListAuditEvents"),
+			Procedure:        AuditServiceListAuditEventsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 )

@@ -34,9 +34,10 @@ const (
 var (
 	clusterServiceGetClusterStatusSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_cluster_proto.Services().ByName("ClusterService").Methods().ByName("GetClusterStatus"),
-			Procedure:  ClusterServiceGetClusterStatusProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_cluster_proto.Services().ByName("ClusterService").Methods().ByName("GetClusterStatus"),
+			Procedure:        ClusterServiceGetClusterStatusProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	clusterServiceRemoveNodeSpec = sync.OnceValue(func() connect.Spec {

@@ -44,16 +44,18 @@ var (
 	})
 	datasetServiceGetDatasetSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_dataset_proto.Services().ByName("DatasetService").Methods().ByName("GetDataset"),
-			Procedure:  DatasetServiceGetDatasetProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_dataset_proto.Services().ByName("DatasetService").Methods().ByName("GetDataset"),
+			Procedure:        DatasetServiceGetDatasetProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	datasetServiceListDatasetsSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_dataset_proto.Services().ByName("DatasetService").Methods().ByName("ListDatasets"),
-			Procedure:  DatasetServiceListDatasetsProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_dataset_proto.Services().ByName("DatasetService").Methods().ByName("ListDatasets"),
+			Procedure:        DatasetServiceListDatasetsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 )

@@ -55,16 +55,18 @@ var (
 	})
 	modelServiceGetModelSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("GetModel"),
-			Procedure:  ModelServiceGetModelProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("GetModel"),
+			Procedure:        ModelServiceGetModelProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	modelServiceListModelsSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("ListModels"),
-			Procedure:  ModelServiceListModelsProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("ListModels"),
+			Procedure:        ModelServiceListModelsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	modelServiceCreateVersionSpec = sync.OnceValue(func() connect.Spec {
@@ -76,9 +78,10 @@ var (
 	})
 	modelServiceGetVersionSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("GetVersion"),
-			Procedure:  ModelServiceGetVersionProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_model_proto.Services().ByName("ModelService").Methods().ByName("GetVersion"),
+			Procedure:        ModelServiceGetVersionProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	modelServiceSetVersionStateSpec = sync.OnceValue(func() connect.Spec {

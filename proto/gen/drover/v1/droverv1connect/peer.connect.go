@@ -26,6 +26,8 @@ const (
 const (
 	// PeerServiceJoinProcedure is the procedure name of the PeerService's Join RPC.
 	PeerServiceJoinProcedure = "/drover.v1.PeerService/Join"
+	// PeerServiceRemoveMemberProcedure is the procedure name of the PeerService's RemoveMember RPC.
+	PeerServiceRemoveMemberProcedure = "/drover.v1.PeerService/RemoveMember"
 	// PeerServiceApplyProcedure is the procedure name of the PeerService's Apply RPC.
 	PeerServiceApplyProcedure = "/drover.v1.PeerService/Apply"
 	// PeerServiceReadIndexProcedure is the procedure name of the PeerService's ReadIndex RPC.
@@ -42,6 +44,13 @@ var (
 			StreamType: connect.StreamTypeUnary,
 			Schema:     v1.File_drover_v1_peer_proto.Services().ByName("PeerService").Methods().ByName("Join"),
 			Procedure:  PeerServiceJoinProcedure,
+		}
+	})
+	peerServiceRemoveMemberSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_drover_v1_peer_proto.Services().ByName("PeerService").Methods().ByName("RemoveMember"),
+			Procedure:  PeerServiceRemoveMemberProcedure,
 		}
 	})
 	peerServiceApplySpec = sync.OnceValue(func() connect.Spec {
@@ -78,6 +87,8 @@ var (
 type PeerServiceClient interface {
 	// Join adds the calling node to the cluster as a voter. Idempotent.
 	Join(context.Context, *v1.JoinRequest) (*v1.JoinResponse, error)
+	// RemoveMember removes a node from the cluster, on the leader.
+	RemoveMember(context.Context, *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error)
 	// Apply commits an encoded command through the leader's Raft log.
 	Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error)
 	// ReadIndex confirms leadership and returns the index a linearizable
@@ -100,6 +111,8 @@ func NewPeerServiceClient(client *connect.Client) PeerServiceClient {
 type PeerServiceHandler interface {
 	// Join adds the calling node to the cluster as a voter. Idempotent.
 	Join(context.Context, *v1.JoinRequest) (*v1.JoinResponse, error)
+	// RemoveMember removes a node from the cluster, on the leader.
+	RemoveMember(context.Context, *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error)
 	// Apply commits an encoded command through the leader's Raft log.
 	Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error)
 	// ReadIndex confirms leadership and returns the index a linearizable
@@ -117,6 +130,7 @@ func RegisterPeerServiceHandler(server *connect.Server, svc PeerServiceHandler) 
 	adapter := peerServiceHandler{svc: svc}
 	server.Register(
 		connect.Method{Spec: peerServiceJoinSpec(), Handler: adapter.join},
+		connect.Method{Spec: peerServiceRemoveMemberSpec(), Handler: adapter.removeMember},
 		connect.Method{Spec: peerServiceApplySpec(), Handler: adapter.apply},
 		connect.Method{Spec: peerServiceReadIndexSpec(), Handler: adapter.readIndex},
 		connect.Method{Spec: peerServiceNodeInfoSpec(), Handler: adapter.nodeInfo},
@@ -129,6 +143,10 @@ type UnimplementedPeerServiceHandler struct{}
 
 func (UnimplementedPeerServiceHandler) Join(context.Context, *v1.JoinRequest) (*v1.JoinResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.Join is not implemented")
+}
+
+func (UnimplementedPeerServiceHandler) RemoveMember(context.Context, *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.RemoveMember is not implemented")
 }
 
 func (UnimplementedPeerServiceHandler) Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error) {
@@ -154,6 +172,14 @@ type peerServiceClient struct {
 func (c *peerServiceClient) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinResponse, error) {
 	var res v1.JoinResponse
 	if err := c.client.CallUnary(ctx, peerServiceJoinSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *peerServiceClient) RemoveMember(ctx context.Context, req *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
+	var res v1.RemoveMemberResponse
+	if err := c.client.CallUnary(ctx, peerServiceRemoveMemberSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -199,6 +225,18 @@ func (h peerServiceHandler) join(ctx context.Context, _ connect.Spec, stream con
 		return err
 	}
 	res, err := h.svc.Join(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h peerServiceHandler) removeMember(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.RemoveMemberRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.RemoveMember(ctx, &req)
 	if err != nil {
 		return err
 	}

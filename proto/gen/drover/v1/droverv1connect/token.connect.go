@@ -44,9 +44,10 @@ var (
 	})
 	tokenServiceListTokensSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_token_proto.Services().ByName("TokenService").Methods().ByName("ListTokens"),
-			Procedure:  TokenServiceListTokensProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_token_proto.Services().ByName("TokenService").Methods().ByName("ListTokens"),
+			Procedure:        TokenServiceListTokensProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 	tokenServiceRevokeTokenSpec = sync.OnceValue(func() connect.Spec {
@@ -58,9 +59,10 @@ var (
 	})
 	tokenServiceWhoAmISpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
-			StreamType: connect.StreamTypeUnary,
-			Schema:     v1.File_drover_v1_token_proto.Services().ByName("TokenService").Methods().ByName("WhoAmI"),
-			Procedure:  TokenServiceWhoAmIProcedure,
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_drover_v1_token_proto.Services().ByName("TokenService").Methods().ByName("WhoAmI"),
+			Procedure:        TokenServiceWhoAmIProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
 )

@@ -1,0 +1,260 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync/atomic"
+
+	"connectrpc.com/connect/v2"
+
+	"github.com/droverhq/drover/internal/digest"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// Progress is told, now and then, how many bytes of total have moved.
+// total is -1 when unknown.
+type Progress func(done, total int64)
+
+// UploadResult is what the hub answers to a blob upload.
+type UploadResult struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	// Replicas lists the hub nodes that held the blob when the upload
+	// returned: at least a quorum.
+	Replicas []string `json:"replicas"`
+	// Existed is true when the hub already had the blob and nothing was sent.
+	Existed bool `json:"existed,omitempty"`
+}
+
+// failoverBlobs remembers which node answered last, like failover does for
+// RPCs.
+type failoverBlobs struct {
+	addrs   []string
+	current atomic.Int32
+}
+
+// each calls fn with each node's base URL in turn, starting from the one
+// that answered last, until fn succeeds or fails for a reason other than
+// the node being unreachable.
+func (f *failoverBlobs) each(fn func(base string) error) error {
+	n := len(f.addrs)
+	start := int(f.current.Load())
+	var err error
+	for i := range n {
+		idx := (start + i) % n
+		if err = fn(BaseURL(f.addrs[idx])); err == nil || !unreachable(err) {
+			if err == nil {
+				f.current.Store(int32(idx))
+			}
+			return err
+		}
+	}
+	return err
+}
+
+func (c *Client) newRequest(ctx context.Context, method, url string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	return req, nil
+}
+
+// HashFile returns a file's digest and size, reporting progress.
+func HashFile(path string, progress Progress) (digest.Digest, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return digest.Digest{}, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return digest.Digest{}, 0, err
+	}
+	d, n, err := digest.FromReader(&progressReader{r: f, total: fi.Size(), fn: progress})
+	return d, n, err
+}
+
+// UploadFile hashes a file and uploads it, unless the hub already has it.
+func (c *Client) UploadFile(ctx context.Context, path string, hashing, uploading Progress) (*UploadResult, error) {
+	d, size, err := HashFile(path, hashing)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return c.Upload(ctx, f, size, d, uploading)
+}
+
+// Upload sends size bytes from r as the blob d. The hub verifies the
+// digest as the bytes arrive and keeps nothing unless they match. r is
+// read from its start on each attempt (a fail-over re-sends).
+func (c *Client) Upload(ctx context.Context, r io.ReadSeeker, size int64, d digest.Digest, progress Progress) (*UploadResult, error) {
+	var res *UploadResult
+	err := c.blobs.each(func(base string) error {
+		url := base + "/v1/blobs/" + d.String()
+		head, err := c.newRequest(ctx, http.MethodHead, url, nil)
+		if err != nil {
+			return err
+		}
+		head.Header.Set("Drover-Local-Only", "1")
+		resp, err := c.http.Do(head)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			res = &UploadResult{Digest: d.String(), Size: resp.ContentLength, Existed: true}
+			if progress != nil {
+				progress(size, size)
+			}
+			return nil
+		}
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		body := &progressReader{r: io.LimitReader(r, size), total: size, fn: progress}
+		put, err := c.newRequest(ctx, http.MethodPut, url, body)
+		if err != nil {
+			return err
+		}
+		put.ContentLength = size
+		put.Header.Set("Content-Type", "application/octet-stream")
+		resp, err = c.http.Do(put)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return httpError(resp)
+		}
+		res = new(UploadResult)
+		return json.NewDecoder(resp.Body).Decode(res)
+	})
+	return res, err
+}
+
+// BlobRef returns the reference to an uploaded blob.
+func (r *UploadResult) BlobRef() *droverv1.BlobRef {
+	return &droverv1.BlobRef{Digest: r.Digest, SizeBytes: r.Size}
+}
+
+// DownloadFile fetches the blob d of the given size (-1 if unknown) into
+// path. It writes to path+".partial" and resumes from what is there with an
+// HTTP Range request, so an interrupted download continues where it
+// stopped. The whole file is checked against d before it is renamed into
+// place: a corrupt or substituted blob never appears at path.
+func (c *Client) DownloadFile(ctx context.Context, d digest.Digest, size int64, path string, progress Progress) error {
+	partial := path + ".partial"
+	return c.blobs.each(func(base string) error {
+		return c.download(ctx, base+"/v1/blobs/"+d.String(), d, size, partial, path, progress)
+	})
+}
+
+func (c *Client) download(ctx context.Context, url string, d digest.Digest, size int64, partial, path string, progress Progress) error {
+	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Hash what is already there, then ask for the rest.
+	v := digest.NewVerifier()
+	have, err := io.Copy(v, f)
+	if err != nil {
+		return err
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if have > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", have))
+		req.Header.Set("If-Range", `"`+d.String()+`"`)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		// A full body: start again from nothing.
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		have, v = 0, digest.NewVerifier()
+	case http.StatusRequestedRangeNotSatisfiable:
+		// We may already have every byte; the digest check decides.
+	default:
+		return httpError(resp)
+	}
+	if size < 0 && resp.ContentLength >= 0 {
+		size = have + resp.ContentLength
+	}
+	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		body := &progressReader{r: resp.Body, done: have, total: size, fn: progress}
+		if _, err := io.Copy(io.MultiWriter(f, v), body); err != nil {
+			return fmt.Errorf("download of %s interrupted (it resumes from here): %w", d, err)
+		}
+	}
+	if got := v.Digest(); got != d {
+		_ = os.Remove(partial)
+		return fmt.Errorf("downloaded bytes hash to %s, not %s; discarded", got, d)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(partial, path)
+}
+
+// httpError turns a non-success blob response into a Connect error with
+// the hub's code and message.
+func httpError(resp *http.Response) error {
+	var body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(raw, &body) != nil || body.Message == "" {
+		body.Message = fmt.Sprintf("HTTP %s: %s", resp.Status, raw)
+	}
+	var code connect.Code
+	if code.UnmarshalText([]byte(body.Code)) != nil {
+		code = connect.CodeUnknown
+	}
+	return connect.NewError(code, body.Message).WithRemote()
+}
+
+// progressReader reports bytes read through it.
+type progressReader struct {
+	r           io.Reader
+	done, total int64
+	fn          Progress
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if p.fn != nil && (n > 0 || errors.Is(err, io.EOF)) {
+		p.fn(p.done, p.total)
+	}
+	return n, err
+}

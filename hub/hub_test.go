@@ -1,0 +1,92 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"connectrpc.com/connect/v2"
+
+	"github.com/droverhq/drover/hub/hubtest"
+	"github.com/droverhq/drover/internal/digest"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+func TestSingleNodeRegistry(t *testing.T) {
+	c := hubtest.StartCluster(t, 1, hubtest.Options{})
+	cl := c.Client()
+	ctx := t.Context()
+
+	if _, err := cl.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "churn"}); err != nil {
+		t.Fatal(err)
+	}
+	art := []byte("model bytes v1")
+	d := digest.FromBytes(art)
+	up, err := cl.Upload(ctx, bytes.NewReader(art), int64(len(art)), d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := cl.Models.CreateVersion(ctx, &droverv1.CreateVersionRequest{Model: "churn", Artifact: up.BlobRef(), Format: "onnx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.GetVersion().GetVersion() != 1 || v.GetVersion().GetCreatedBy().GetName() != "bootstrap" {
+		t.Fatalf("version = %v", v.GetVersion())
+	}
+	got, err := cl.Models.GetModel(ctx, &droverv1.GetModelRequest{Name: "churn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetVersions()) != 1 || got.GetMeta().GetStale() || got.GetMeta().GetIndex() == 0 {
+		t.Fatalf("get model = %v", got)
+	}
+	_, err = cl.Models.GetModel(ctx, &droverv1.GetModelRequest{Name: "nope"})
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("unknown model: %v", err)
+	}
+	_ = context.Background()
+}
+
+func TestThreeNodeForwardingAndBlobs(t *testing.T) {
+	c := hubtest.StartCluster(t, 3, hubtest.Options{})
+	ctx := t.Context()
+	leader := c.Leader()
+	follower := (leader + 1) % 3
+	fcl := c.ClientFor(c.AdminToken, c.Nodes[follower].HTTPAddr())
+
+	// A write to a follower is forwarded to the leader.
+	if _, err := fcl.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "churn"}); err != nil {
+		t.Fatal(err)
+	}
+	// An upload to a follower is on a quorum when it returns.
+	art := bytes.Repeat([]byte("weights"), 100000)
+	d := digest.FromBytes(art)
+	up, err := fcl.Upload(ctx, bytes.NewReader(art), int64(len(art)), d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(up.Replicas) < 2 {
+		t.Fatalf("upload replicas = %v, want a quorum", up.Replicas)
+	}
+	v, err := fcl.Models.CreateVersion(ctx, &droverv1.CreateVersionRequest{Model: "churn", Artifact: up.BlobRef()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A linearizable read on another follower sees the write at once.
+	other := (leader + 2) % 3
+	ocl := c.ClientFor(c.AdminToken, c.Nodes[other].HTTPAddr())
+	mv, err := ocl.Models.GetVersion(ctx, &droverv1.GetVersionRequest{Model: "churn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mv.GetVersion().GetVersion() != v.GetVersion().GetVersion() || mv.GetMeta().GetServedBy() != c.Nodes[other].Name() {
+		t.Fatalf("read on %s = %v", c.Nodes[other].Name(), mv)
+	}
+	// Every node ends up with the blob, and serves it.
+	for i := range c.Nodes {
+		cl := c.ClientFor(c.AdminToken, c.Nodes[i].HTTPAddr())
+		hubtest.WaitFor(t, 5e9, func() error {
+			return cl.DownloadFile(ctx, d, int64(len(art)), t.TempDir()+"/blob", nil)
+		})
+	}
+}

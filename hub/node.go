@@ -1,0 +1,264 @@
+// Package hub is one node of the Drover hub: a member of a Raft cluster of
+// 1, 3 or 5 nodes that owns the fleet's state, serving the Connect API, the
+// blob store, /metrics, /healthz and /readyz on one HTTP port.
+//
+// The pieces, each in its own file:
+//
+//   - node.go: start-up and shut-down.
+//   - raft.go: the Raft log, bootstrap, joining, and what the leader does
+//     when it takes office.
+//   - apply.go: writes, applied on the leader or forwarded to it.
+//   - read.go: reads, linearizable by default or stale on request.
+//   - auth.go: who is calling and what they may do.
+//   - *_endpoint.go: one Connect service each.
+//   - blobs.go: blob upload, download, replication and collection.
+//
+// The replicated state itself is hub/state, changed only through the
+// commands of hub/fsm.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/droverhq/drover/hub/blob"
+	"github.com/droverhq/drover/hub/fsm"
+)
+
+// Node is a running hub node.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+	now    func() time.Time
+
+	fsm      *fsm.FSM
+	raft     *raft.Raft
+	logStore *wal.WAL
+	trans    raft.Transport
+	blobs    *blob.Store
+	metrics  *metrics
+	peers    *peerClients
+
+	// httpAddr and raftAddr are the addresses this node advertises.
+	httpAddr string
+	raftAddr string
+	listener net.Listener
+	server   *http.Server
+
+	// leaderNotify receives Raft's leadership changes.
+	leaderNotify <-chan bool
+	// hadState is true if the data directory held Raft state at start-up.
+	hadState bool
+	// leaderReady is true while this node is leader and has applied every
+	// entry of earlier terms (see establishLeadership).
+	leaderReady atomic.Bool
+
+	pulls pullGroup
+	// gcMu keeps the blob collector from removing a blob between a
+	// version's check that it exists and the version's commit.
+	gcMu sync.Mutex
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closing atomic.Bool
+}
+
+// New starts a hub node: it opens the data directory, starts Raft,
+// bootstraps or joins a cluster as configured, and serves HTTP. Call
+// Shutdown to stop it.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("hub config: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n = &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeName), now: time.Now, ctx: ctx, cancel: cancel}
+	defer func() {
+		if err != nil {
+			n.closeResources()
+		}
+	}()
+
+	if err := n.claimDataDir(); err != nil {
+		return nil, err
+	}
+	if n.blobs, err = blob.Open(filepath.Join(cfg.DataDir, "blobs"), n.logger.With("component", "blobs")); err != nil {
+		return nil, err
+	}
+	if n.listener = cfg.HTTPListener; n.listener == nil {
+		if n.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	if n.httpAddr, err = advertise(cfg.AdvertiseHTTP, n.listener.Addr()); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	n.peers = newPeerClients(cfg.PeerHTTPClient, n.peerSecret)
+
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	n.metrics = newMetrics(n)
+	n.fsm.Observe = n.metrics.observeApply
+
+	n.server = &http.Server{
+		Handler:           n.routes(),
+		Protocols:         serverProtocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.logger.Handler(), slog.LevelDebug),
+	}
+	n.goFunc(func() {
+		if err := n.server.Serve(n.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.logger.Error("HTTP server stopped", "err", err)
+		}
+	})
+	n.goFunc(n.monitorLeadership)
+	n.goFunc(n.registerSelf)
+	n.goFunc(n.reconcileBlobs)
+	n.goFunc(n.collectBlobs)
+	n.logger.Info("hub node started", "http", n.httpAddr, "raft", n.raftAddr, "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) goFunc(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// claimDataDir creates the data directory and records which node owns it,
+// refusing to start a node under another node's name: that would give two
+// Raft servers one identity.
+func (n *Node) claimDataDir() error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	path := filepath.Join(n.cfg.DataDir, "node-name")
+	owner, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if got := strings.TrimSpace(string(owner)); got != n.cfg.NodeName {
+			return fmt.Errorf("data dir %s belongs to node %q, not %q: start it with --node-name %s or use another data dir", n.cfg.DataDir, got, n.cfg.NodeName, got)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return writeFileAtomic(path, []byte(n.cfg.NodeName+"\n"), 0o600)
+	default:
+		return fmt.Errorf("data dir: %w", err)
+	}
+}
+
+// HTTPAddr returns the address the node serves HTTP on, as advertised.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// RaftAddr returns the node's advertised Raft address.
+func (n *Node) RaftAddr() string { return n.raftAddr }
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.NodeName }
+
+// IsLeader reports whether the node is the leader and ready to serve as one.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader && n.leaderReady.Load() }
+
+// AdminTokenPath is where a bootstrapped node writes the first admin token.
+func AdminTokenPath(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
+
+// Shutdown stops the node: it stops serving HTTP (waiting up to ctx for
+// requests in flight), leaves Raft running until then, and closes the log.
+func (n *Node) Shutdown(ctx context.Context) error {
+	if !n.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.logger.Info("hub node shutting down")
+	var errs []error
+	if n.server != nil {
+		if err := n.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			_ = n.server.Close()
+		}
+	}
+	n.cancel()
+	errs = append(errs, n.closeResources())
+	n.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// closeResources stops Raft and closes what New opened.
+func (n *Node) closeResources() error {
+	n.cancel()
+	var errs []error
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	if c, ok := n.trans.(closer); ok {
+		_ = c.Close()
+	}
+	if n.logStore != nil {
+		if err := n.logStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		}
+	}
+	if n.server == nil && n.listener != nil {
+		_ = n.listener.Close()
+	}
+	return errors.Join(errs...)
+}
+
+type closer interface{ Close() error }
+
+// writeFileAtomic writes a file so that it is either whole or absent.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}

@@ -1,0 +1,164 @@
+package hub
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect/v2"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/droverhq/drover/hub/fsm"
+	"github.com/droverhq/drover/hub/state"
+	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+	"github.com/droverhq/drover/proto/gen/drover/v1/droverv1connect"
+)
+
+// peerService implements drover.v1.PeerService, spoken between nodes.
+type peerService struct {
+	droverv1connect.UnimplementedPeerServiceHandler
+	n *Node
+}
+
+// notLeader is how a node tells a peer that it is not the leader and did
+// nothing; the peer may retry elsewhere.
+func notLeader() error {
+	return connect.NewError(connect.CodeFailedPrecondition, "not the leader")
+}
+
+func now(n *Node) *timestamppb.Timestamp { return timestamppb.New(n.now()) }
+
+func (s *peerService) Join(ctx context.Context, req *droverv1.JoinRequest) (*droverv1.JoinResponse, error) {
+	n := s.n
+	if err := state.ValidateName("node name", req.GetName()); err != nil {
+		return nil, err
+	}
+	if req.GetRaftAddress() == "" || req.GetHttpAddress() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, "a joining node must give its raft and HTTP addresses")
+	}
+	if n.raft.State() != raft.Leader {
+		leader, err := n.leaderHTTP(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if leader != n.httpAddr {
+			resp, err := n.peers.client(leader).Join(ctx, req)
+			if err != nil {
+				return nil, relay(err)
+			}
+			return resp, nil
+		}
+	}
+	if err := n.addMember(ctx, req); err != nil {
+		return nil, err
+	}
+	return &droverv1.JoinResponse{ClusterId: n.fsm.State().Snapshot().ClusterMeta().GetClusterId()}, nil
+}
+
+// addMember adds or updates a voter and records its addresses. Joining
+// again with the same name and address changes nothing.
+func (n *Node) addMember(ctx context.Context, req *droverv1.JoinRequest) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return unavailable("reading the raft configuration: %v", err)
+	}
+	id, addr := raft.ServerID(req.GetName()), raft.ServerAddress(req.GetRaftAddress())
+	member := false
+	for _, srv := range f.Configuration().Servers {
+		switch {
+		case srv.ID == id && srv.Address == addr:
+			member = true
+		case srv.ID != id && srv.Address == addr:
+			// Another name at this address: a node rebuilt under a new name.
+			n.logger.Info("removing a member whose address a new node has taken", "old", srv.ID, "new", id, "address", addr)
+			if err := n.raft.RemoveServer(srv.ID, 0, n.cfg.ApplyTimeout).Error(); err != nil {
+				return unavailable("removing %q: %v", srv.ID, err)
+			}
+		}
+	}
+	if !member {
+		if err := n.raft.AddVoter(id, addr, 0, n.cfg.ApplyTimeout).Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) {
+				return unavailable("this node lost its leadership while adding %q; retry", id)
+			}
+			return unavailable("adding %q to the raft configuration: %v", id, err)
+		}
+		n.logger.Info("added a member to the cluster", "member", id, "raft", addr, "http", req.GetHttpAddress())
+	}
+	_, _, err := n.apply(ctx, &fsmv1.NodeUpsert{
+		Header: n.header(ctx, ""),
+		Node:   &fsmv1.Node{Name: req.GetName(), RaftAddress: req.GetRaftAddress(), HttpAddress: req.GetHttpAddress(), Version: req.GetVersion()},
+	})
+	return err
+}
+
+func (s *peerService) RemoveMember(ctx context.Context, req *droverv1.RemoveMemberRequest) (*droverv1.RemoveMemberResponse, error) {
+	if err := s.n.removeMember(ctx, req.GetName(), req.GetActor()); err != nil {
+		return nil, err
+	}
+	return &droverv1.RemoveMemberResponse{}, nil
+}
+
+// Apply commits a command a follower forwarded. A refusal by the state is a
+// result, not an RPC error; FailedPrecondition means "not the leader, nothing
+// applied".
+func (s *peerService) Apply(_ context.Context, req *droverv1.ApplyRequest) (*droverv1.ApplyResponse, error) {
+	n := s.n
+	if n.raft.State() != raft.Leader {
+		return nil, notLeader()
+	}
+	if _, _, err := fsm.Decode(req.GetCommand()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err.Error())
+	}
+	v, idx, err := n.applyData(req.GetCommand())
+	resp := &droverv1.ApplyResponse{Index: idx}
+	if se, ok := errors.AsType[*state.Error](err); ok {
+		resp.Error = &droverv1.CommandError{Code: se.Kind.String(), Message: se.Message}
+		return resp, nil
+	}
+	if errors.Is(err, errNotLeader) {
+		return nil, notLeader()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.Result, err = proto.Marshal(v); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *peerService) ReadIndex(ctx context.Context, _ *droverv1.ReadIndexRequest) (*droverv1.ReadIndexResponse, error) {
+	if s.n.raft.State() != raft.Leader {
+		return nil, notLeader()
+	}
+	idx, err := s.n.localReadIndex(ctx)
+	if errors.Is(err, errNotLeader) {
+		return nil, notLeader()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &droverv1.ReadIndexResponse{Index: idx}, nil
+}
+
+func (s *peerService) NodeInfo(context.Context, *droverv1.NodeInfoRequest) (*droverv1.NodeInfoResponse, error) {
+	_, leader := s.n.raft.LeaderWithID()
+	return &droverv1.NodeInfoResponse{
+		Member:    s.n.selfInfo(),
+		Leader:    string(leader),
+		ClusterId: s.n.fsm.State().Snapshot().ClusterMeta().GetClusterId(),
+	}, nil
+}
+
+func (s *peerService) ReplicateBlob(ctx context.Context, req *droverv1.ReplicateBlobRequest) (*droverv1.ReplicateBlobResponse, error) {
+	if err := state.ValidateBlobRef("blob", req.GetBlob()); err != nil {
+		return nil, err
+	}
+	if err := s.n.pullBlob(ctx, req.GetBlob(), req.GetSources()); err != nil {
+		return nil, err
+	}
+	return &droverv1.ReplicateBlobResponse{}, nil
+}
