@@ -9,8 +9,8 @@ import (
 	"connectrpc.com/connect/v2"
 	"github.com/hashicorp/raft"
 
-	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/hub/state"
+	"github.com/droverhq/drover/internal/buildinfo"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 	"github.com/droverhq/drover/proto/gen/drover/v1/droverv1connect"
