@@ -3,6 +3,7 @@ package logging
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -15,13 +16,18 @@ import (
 // hashicorp/raft and hashicorp/go-plugin. Levels map one to one (trace goes
 // to debug); a logger's name becomes the "component" attribute.
 func HCLog(l *slog.Logger, name string) hclog.Logger {
-	return &hclogAdapter{l: l.With("component", name), name: name}
+	return newAdapter(l, name, nil)
 }
 
 type hclogAdapter struct {
-	l       *slog.Logger
+	root    *slog.Logger // as given, without the component or implied args
+	l       *slog.Logger // root with the component and implied args
 	name    string
 	implied []any
+}
+
+func newAdapter(root *slog.Logger, name string, implied []any) *hclogAdapter {
+	return &hclogAdapter{root: root, l: root.With("component", name).With(implied...), name: name, implied: implied}
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
@@ -56,6 +62,12 @@ func fixArgs(args []any) []any {
 		if _, ok := args[i].(string); !ok {
 			args[i] = slog.AnyValue(args[i]).String()
 		}
+		// hclog.Fmt values are a format and its arguments.
+		if f, ok := args[i+1].(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i+1] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
 	}
 	return args
 }
@@ -79,26 +91,20 @@ func (a *hclogAdapter) IsError() bool { return a.enabled(hclog.Error) }
 func (a *hclogAdapter) ImpliedArgs() []any { return a.implied }
 
 func (a *hclogAdapter) With(args ...any) hclog.Logger {
-	args = fixArgs(args)
-	return &hclogAdapter{
-		l:       a.l.With(args...),
-		name:    a.name,
-		implied: append(a.implied[:len(a.implied):len(a.implied)], args...),
-	}
+	return newAdapter(a.root, a.name, append(a.implied[:len(a.implied):len(a.implied)], fixArgs(args)...))
 }
 
 func (a *hclogAdapter) Name() string { return a.name }
 
 func (a *hclogAdapter) Named(name string) hclog.Logger {
-	full := name
 	if a.name != "" {
-		full = a.name + "." + name
+		name = a.name + "." + name
 	}
-	return &hclogAdapter{l: a.l.With("component", full), name: full, implied: a.implied}
+	return newAdapter(a.root, name, a.implied)
 }
 
 func (a *hclogAdapter) ResetNamed(name string) hclog.Logger {
-	return &hclogAdapter{l: a.l.With("component", name), name: name, implied: a.implied}
+	return newAdapter(a.root, name, a.implied)
 }
 
 // SetLevel is a no-op: the level belongs to the slog handler.
