@@ -24,7 +24,7 @@ type clusterService struct {
 
 // GetClusterStatus answers from this node's view of the membership, asking
 // every other member for its own indexes (unreachable ones are marked so).
-func (s *clusterService) GetClusterStatus(ctx context.Context, _ *droverv1.GetClusterStatusRequest) (*droverv1.GetClusterStatusResponse, error) {
+func (s *clusterService) GetClusterStatus(ctx context.Context, req *droverv1.GetClusterStatusRequest) (*droverv1.GetClusterStatusResponse, error) {
 	n := s.n
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -53,7 +53,7 @@ func (s *clusterService) GetClusterStatus(ctx context.Context, _ *droverv1.GetCl
 		}
 		members[i] = m
 		if srv.ID == raft.ServerID(n.cfg.NodeName) {
-			fill(m, n.selfInfo())
+			fill(m, n.selfInfo(req.GetVerify()))
 			continue
 		}
 		if m.HttpAddress == "" {
@@ -63,7 +63,7 @@ func (s *clusterService) GetClusterStatus(ctx context.Context, _ *droverv1.GetCl
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			info, err := n.peers.client(m.HttpAddress).NodeInfo(cctx, &droverv1.NodeInfoRequest{})
+			info, err := n.peers.client(m.HttpAddress).NodeInfo(cctx, &droverv1.NodeInfoRequest{WithStateDigest: req.GetVerify()})
 			if err != nil {
 				m.Role, m.Error = droverv1.MemberRole_MEMBER_ROLE_UNREACHABLE, err.Error()
 				return
@@ -82,13 +82,15 @@ func fill(m, info *droverv1.Member) {
 	m.AppliedIndex = info.GetAppliedIndex()
 	m.Term = info.GetTerm()
 	m.Version = info.GetVersion()
+	m.StateDigest = info.GetStateDigest()
 	if !m.Voter && m.Role == droverv1.MemberRole_MEMBER_ROLE_FOLLOWER {
 		m.Role = droverv1.MemberRole_MEMBER_ROLE_NONVOTER
 	}
 }
 
-// selfInfo is this node's own view of itself.
-func (n *Node) selfInfo() *droverv1.Member {
+// selfInfo is this node's own view of itself, with a digest of its state
+// if asked.
+func (n *Node) selfInfo(withDigest bool) *droverv1.Member {
 	role := droverv1.MemberRole_MEMBER_ROLE_FOLLOWER
 	switch n.raft.State() {
 	case raft.Leader:
@@ -96,7 +98,7 @@ func (n *Node) selfInfo() *droverv1.Member {
 	case raft.Candidate:
 		role = droverv1.MemberRole_MEMBER_ROLE_CANDIDATE
 	}
-	return &droverv1.Member{
+	m := &droverv1.Member{
 		Name:         n.cfg.NodeName,
 		RaftAddress:  n.raftAddr,
 		HttpAddress:  n.httpAddr,
@@ -106,6 +108,15 @@ func (n *Node) selfInfo() *droverv1.Member {
 		Term:         n.raft.CurrentTerm(),
 		Version:      buildinfo.Get().Version,
 	}
+	if withDigest {
+		idx, d, err := n.fsm.Digest()
+		if err != nil {
+			m.Error = "state digest: " + err.Error()
+		} else {
+			m.AppliedIndex, m.StateDigest = idx, d.String()
+		}
+	}
+	return m
 }
 
 func (s *clusterService) RemoveNode(ctx context.Context, req *droverv1.RemoveNodeRequest) (*droverv1.RemoveNodeResponse, error) {

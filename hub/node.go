@@ -33,9 +33,11 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/droverhq/drover/hub/blob"
 	"github.com/droverhq/drover/hub/fsm"
+	"github.com/droverhq/drover/hub/state"
 )
 
 // Node is a running hub node.
@@ -47,6 +49,7 @@ type Node struct {
 	fsm      *fsm.FSM
 	raft     *raft.Raft
 	logStore *wal.WAL
+	walMeta  *metadb.BoltMetaDB
 	trans    raft.Transport
 	blobs    *blob.Store
 	metrics  *metrics
@@ -175,6 +178,20 @@ func (n *Node) Name() string { return n.cfg.NodeName }
 // IsLeader reports whether the node is the leader and ready to serve as one.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader && n.leaderReady.Load() }
 
+// State returns a view of this node's replicated state as applied so far
+// (it may lag the leader).
+func (n *Node) State() *state.Snapshot { return n.fsm.State().Snapshot() }
+
+// StateDigest returns the applied index and a digest of the whole state at
+// it; replicas at the same index must agree.
+func (n *Node) StateDigest() (uint64, string, error) {
+	idx, d, err := n.fsm.Digest()
+	return idx, d.String(), err
+}
+
+// RaftStats returns Raft's own statistics (last_snapshot_index, num_peers, ...).
+func (n *Node) RaftStats() map[string]string { return n.raft.Stats() }
+
 // AdminTokenPath is where a bootstrapped node writes the first admin token.
 func AdminTokenPath(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
 
@@ -213,6 +230,11 @@ func (n *Node) closeResources() error {
 	if n.logStore != nil {
 		if err := n.logStore.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		}
+	}
+	if n.walMeta != nil {
+		if err := n.walMeta.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log metadata: %w", err))
 		}
 	}
 	if n.server == nil && n.listener != nil {

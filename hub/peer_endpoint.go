@@ -144,10 +144,10 @@ func (s *peerService) ReadIndex(ctx context.Context, _ *droverv1.ReadIndexReques
 	return &droverv1.ReadIndexResponse{Index: idx}, nil
 }
 
-func (s *peerService) NodeInfo(context.Context, *droverv1.NodeInfoRequest) (*droverv1.NodeInfoResponse, error) {
+func (s *peerService) NodeInfo(_ context.Context, req *droverv1.NodeInfoRequest) (*droverv1.NodeInfoResponse, error) {
 	_, leader := s.n.raft.LeaderWithID()
 	return &droverv1.NodeInfoResponse{
-		Member:    s.n.selfInfo(),
+		Member:    s.n.selfInfo(req.GetWithStateDigest()),
 		Leader:    string(leader),
 		ClusterId: s.n.fsm.State().Snapshot().ClusterMeta().GetClusterId(),
 	}, nil

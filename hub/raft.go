@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -34,7 +35,11 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("raft dir: %w", err)
 	}
 	var err error
-	if n.logStore, err = wal.Open(walDir); err != nil {
+	// raft-wal's Close leaves its metadata database open (and locked); own
+	// it, so that Shutdown can close it and the node can start again in the
+	// same process.
+	n.walMeta = &metadb.BoltMetaDB{}
+	if n.logStore, err = wal.Open(walDir, wal.WithMetaStore(n.walMeta)); err != nil {
 		return fmt.Errorf("open raft log in %s: %w", walDir, err)
 	}
 	hclog := logging.HCLog(n.logger, "raft")

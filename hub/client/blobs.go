@@ -158,9 +158,18 @@ func (r *UploadResult) BlobRef() *droverv1.BlobRef {
 func (c *Client) DownloadFile(ctx context.Context, d digest.Digest, size int64, path string, progress Progress) error {
 	partial := path + ".partial"
 	return c.blobs.each(func(base string) error {
-		return c.download(ctx, base+"/v1/blobs/"+d.String(), d, size, partial, path, progress)
+		err := c.download(ctx, base+"/v1/blobs/"+d.String(), d, size, partial, path, progress)
+		if errors.Is(err, errCorrupt) {
+			// What was there before was not the start of this blob: the
+			// partial file is gone now, so begin again.
+			err = c.download(ctx, base+"/v1/blobs/"+d.String(), d, size, partial, path, progress)
+		}
+		return err
 	})
 }
+
+// errCorrupt means the downloaded bytes did not hash to the digest.
+var errCorrupt = errors.New("downloaded bytes do not match the digest")
 
 func (c *Client) download(ctx context.Context, url string, d digest.Digest, size int64, partial, path string, progress Progress) error {
 	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o600)
@@ -207,6 +216,9 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 		size = have + resp.ContentLength
 	}
 	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		if progress != nil && have > 0 {
+			progress(have, size) // resuming from here
+		}
 		body := &progressReader{r: resp.Body, done: have, total: size, fn: progress}
 		if _, err := io.Copy(io.MultiWriter(f, v), body); err != nil {
 			return fmt.Errorf("download of %s interrupted (it resumes from here): %w", d, err)
@@ -214,7 +226,7 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 	}
 	if got := v.Digest(); got != d {
 		_ = os.Remove(partial)
-		return fmt.Errorf("downloaded bytes hash to %s, not %s; discarded", got, d)
+		return fmt.Errorf("%w: they hash to %s, not %s; discarded", errCorrupt, got, d)
 	}
 	if err := f.Sync(); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/droverhq/drover/hub/state"
+	"github.com/droverhq/drover/internal/digest"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
 )
 
@@ -123,4 +124,16 @@ func ReadSnapshot(r io.Reader) (*state.Store, uint64, error) {
 		return nil, 0, err
 	}
 	return store, header.GetIndex(), nil
+}
+
+// Digest returns the SHA-256 of the whole state as a snapshot would write
+// it, and the index it was taken at. Two replicas at the same index have
+// the same digest, or they have diverged.
+func (f *FSM) Digest() (uint64, digest.Digest, error) {
+	s := &snapshot{view: f.State().Snapshot()}
+	v := digest.NewVerifier()
+	if err := s.write(v); err != nil {
+		return 0, digest.Digest{}, err
+	}
+	return s.view.Index(), v.Digest(), nil
 }

@@ -219,10 +219,13 @@ func (c *Cluster) Leader() int {
 	return idx
 }
 
-// Kill stops node i abruptly (as far as a process can in-process: Raft and
-// HTTP stop at once) and forgets it.
+// Kill stops node i abruptly, as far as that can be done in-process:
+// connections are dropped and Raft stops at once, without waiting for
+// requests in flight. (The integration tests kill real processes.)
 func (c *Cluster) Kill(i int) {
-	Stop(c.Nodes[i])
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = c.Nodes[i].Shutdown(ctx)
 	c.Nodes[i] = nil
 }
 

@@ -97,7 +97,10 @@ type Member struct {
 	// The drover version the member runs.
 	Version string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
 	// Why the member could not be asked, when it could not.
-	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// With verify: the SHA-256 of the member's whole replicated state at its
+	// applied index. Members at the same applied index must agree.
+	StateDigest   string `protobuf:"bytes,11,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,8 +205,17 @@ func (x *Member) GetError() string {
 	return ""
 }
 
+func (x *Member) GetStateDigest() string {
+	if x != nil {
+		return x.StateDigest
+	}
+	return ""
+}
+
 type GetClusterStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ask every member for a digest of its state, to check that replicas agree.
+	Verify        bool `protobuf:"varint,1,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,6 +248,13 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
 	return file_drover_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetClusterStatusRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
 }
 
 type GetClusterStatusResponse struct {
@@ -408,7 +427,7 @@ var File_drover_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_drover_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/v1/cluster.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\"\xab\x02\n" +
+	"\x17drover/v1/cluster.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\"\xce\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -421,8 +440,10 @@ const file_drover_v1_cluster_proto_rawDesc = "" +
 	"\x04term\x18\b \x01(\x04R\x04term\x12\x18\n" +
 	"\aversion\x18\t \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xe7\x01\n" +
+	" \x01(\tR\x05error\x12!\n" +
+	"\fstate_digest\x18\v \x01(\tR\vstateDigest\"1\n" +
+	"\x17GetClusterStatusRequest\x12\x16\n" +
+	"\x06verify\x18\x01 \x01(\bR\x06verify\"\xe7\x01\n" +
 	"\x18GetClusterStatusResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +

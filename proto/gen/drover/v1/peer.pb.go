@@ -466,9 +466,11 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 }
 
 type NodeInfoRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include a digest of the node's state.
+	WithStateDigest bool `protobuf:"varint,1,opt,name=with_state_digest,json=withStateDigest,proto3" json:"with_state_digest,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeInfoRequest) Reset() {
@@ -499,6 +501,13 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
 	return file_drover_v1_peer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NodeInfoRequest) GetWithStateDigest() bool {
+	if x != nil {
+		return x.WithStateDigest
+	}
+	return false
 }
 
 type NodeInfoResponse struct {
@@ -678,8 +687,9 @@ const file_drover_v1_peer_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\x11\n" +
-	"\x0fNodeInfoRequest\"t\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"=\n" +
+	"\x0fNodeInfoRequest\x12*\n" +
+	"\x11with_state_digest\x18\x01 \x01(\bR\x0fwithStateDigest\"t\n" +
 	"\x10NodeInfoResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.drover.v1.MemberR\x06member\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1d\n" +
