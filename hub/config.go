@@ -46,6 +46,9 @@ type Config struct {
 	JoinToken string
 
 	Raft RaftTimings
+	// RaftSegmentBytes is the size of one Raft log segment file (0: the
+	// log's default, 64 MiB). Compaction frees whole segments.
+	RaftSegmentBytes int
 
 	// LeaderWait is how long a write or a linearizable read waits for a
 	// leader to be elected before it fails with Unavailable.

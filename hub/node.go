@@ -111,11 +111,10 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.peers = newPeerClients(cfg.PeerHTTPClient, n.peerSecret)
 
+	n.metrics = newMetrics(n)
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
-	n.metrics = newMetrics(n)
-	n.fsm.Observe = n.metrics.observeApply
 
 	n.server = &http.Server{
 		Handler:           n.routes(),

@@ -39,7 +39,11 @@ func (n *Node) startRaft() error {
 	// it, so that Shutdown can close it and the node can start again in the
 	// same process.
 	n.walMeta = &metadb.BoltMetaDB{}
-	if n.logStore, err = wal.Open(walDir, wal.WithMetaStore(n.walMeta)); err != nil {
+	segment := wal.WithSegmentSize(64 << 20)
+	if n.cfg.RaftSegmentBytes > 0 {
+		segment = wal.WithSegmentSize(n.cfg.RaftSegmentBytes)
+	}
+	if n.logStore, err = wal.Open(walDir, wal.WithMetaStore(n.walMeta), segment); err != nil {
 		return fmt.Errorf("open raft log in %s: %w", walDir, err)
 	}
 	hclog := logging.HCLog(n.logger, "raft")
@@ -84,6 +88,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("read raft state: %w", err)
 	}
 	n.fsm = fsm.New(n.logger.With("component", "fsm"))
+	n.fsm.Observe = n.metrics.observeApply
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logStore, n.logStore, snaps, n.trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
