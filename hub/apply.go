@@ -31,10 +31,14 @@ func (n *Node) apply(ctx context.Context, body fsm.Command) (proto.Message, uint
 	if err != nil {
 		return nil, 0, err
 	}
-	for attempt := 0; ; attempt++ {
+	// Retry, until LeaderWait has passed, whatever cannot have been applied:
+	// a leader that stepped down before taking the write, or one that could
+	// not be reached at all (it died, and no new one is known yet).
+	deadline := time.Now().Add(n.cfg.LeaderWait)
+	for {
 		if n.raft.State() == raft.Leader {
 			v, idx, err := n.applyData(data)
-			if !errors.Is(err, errNotLeader) || attempt >= 3 {
+			if !errors.Is(err, errNotLeader) || time.Now().After(deadline) {
 				return v, idx, err
 			}
 			continue
@@ -51,16 +55,17 @@ func (n *Node) apply(ctx context.Context, body fsm.Command) (proto.Message, uint
 		if err == nil {
 			return decodeApplyResponse(data, resp)
 		}
-		// Retry where nothing can have been applied: the leader said it is
-		// not the leader, or it could not be reached at all.
 		retriable := connect.CodeOf(err) == connect.CodeFailedPrecondition || errors.Is(err, syscall.ECONNREFUSED)
-		if !retriable || attempt >= 3 {
+		if !retriable {
 			return nil, 0, unavailable("forwarding the write to the leader (%s) failed, and it may or may not have been applied: %v", leader, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, unavailable("the leader (%s) did not take the write within %v: %v", leader, n.cfg.LeaderWait, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+			return nil, 0, connectError(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

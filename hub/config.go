@@ -46,9 +46,6 @@ type Config struct {
 	JoinToken string
 
 	Raft RaftTimings
-	// RaftSegmentBytes is the size of one Raft log segment file (0: the
-	// log's default, 64 MiB). Compaction frees whole segments.
-	RaftSegmentBytes int
 
 	// LeaderWait is how long a write or a linearizable read waits for a
 	// leader to be elected before it fails with Unavailable.
@@ -96,13 +93,15 @@ type RaftTimings struct {
 	TrailingLogs uint64
 }
 
-// DefaultRaftTimings suit a LAN: a dead leader is replaced within about two
-// seconds.
+// DefaultRaftTimings suit a LAN: a follower notices a dead leader after
+// 0.5 to 1 s, and a new leader takes writes well within two seconds of the
+// old one's death (see docs/benchmarks.md). Raise them together for a
+// slow or lossy network.
 func DefaultRaftTimings() RaftTimings {
 	return RaftTimings{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,

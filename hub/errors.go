@@ -14,6 +14,10 @@ import (
 // largest reference profile the state accepts fits well inside it.
 const maxMessageBytes = 16 << 20
 
+// compressMinBytes is the smallest message worth gzipping; smaller ones
+// cost more CPU to compress than they save on a LAN.
+const compressMinBytes = 8 << 10
+
 // errNotLeader means this node is not the leader and nothing was applied:
 // the caller may safely retry through the leader.
 var errNotLeader = errors.New("this node is not the leader")

@@ -28,7 +28,7 @@ func (n *Node) routes() http.Handler {
 	grpcreflect.Register(server)
 
 	mux := http.NewServeMux()
-	connecthttp.Mount(mux, server, connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes))
+	connecthttp.Mount(mux, server, connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes), connecthttp.WithCompressMinBytes(compressMinBytes))
 	mux.HandleFunc("/v1/blobs/{digest}", n.handleBlob)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -71,13 +71,12 @@ func (n *Node) observeInterceptor(next connect.ServerFunc) connect.ServerFunc {
 		}
 		n.metrics.rpcRequests.WithLabelValues(spec.Procedure, code).Inc()
 		n.metrics.rpcDuration.WithLabelValues(spec.Procedure).Observe(time.Since(start).Seconds())
-		switch connect.CodeOf(err) {
-		case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
-			n.logger.Error("rpc failed", "procedure", spec.Procedure, "err", errors.Unwrap(err), "took", time.Since(start))
+		switch {
+		case err == nil:
+		case code == connect.CodeInternal.String(), code == connect.CodeUnknown.String(), code == connect.CodeDataLoss.String():
+			n.logger.Error("rpc failed", "procedure", spec.Procedure, "code", code, "err", err, "cause", errors.Unwrap(err), "took", time.Since(start))
 		default:
-			if err != nil {
-				n.logger.Debug("rpc refused", "procedure", spec.Procedure, "code", code, "err", err)
-			}
+			n.logger.Debug("rpc refused", "procedure", spec.Procedure, "code", code, "err", err)
 		}
 		return err
 	}

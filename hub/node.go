@@ -32,12 +32,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/droverhq/drover/hub/blob"
 	"github.com/droverhq/drover/hub/fsm"
+	"github.com/droverhq/drover/hub/raftlog"
 	"github.com/droverhq/drover/hub/state"
+	"github.com/droverhq/drover/internal/kvstore"
 )
 
 // Node is a running hub node.
@@ -48,8 +48,7 @@ type Node struct {
 
 	fsm      *fsm.FSM
 	raft     *raft.Raft
-	logStore *wal.WAL
-	walMeta  *metadb.BoltMetaDB
+	logStore *raftlog.Store
 	trans    raft.Transport
 	blobs    *blob.Store
 	metrics  *metrics
@@ -131,6 +130,9 @@ func New(cfg Config) (n *Node, err error) {
 	n.goFunc(n.registerSelf)
 	n.goFunc(n.reconcileBlobs)
 	n.goFunc(n.collectBlobs)
+	n.goFunc(func() {
+		kvstore.CollectGarbage(n.ctx, n.logStore.DB(), 5*time.Minute, n.logger.With("component", "raftlog"))
+	})
 	n.logger.Info("hub node started", "http", n.httpAddr, "raft", n.raftAddr, "data_dir", cfg.DataDir)
 	return n, nil
 }
@@ -231,11 +233,7 @@ func (n *Node) closeResources() error {
 			errs = append(errs, fmt.Errorf("close raft log: %w", err))
 		}
 	}
-	if n.walMeta != nil {
-		if err := n.walMeta.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close raft log metadata: %w", err))
-		}
-	}
+
 	if n.server == nil && n.listener != nil {
 		_ = n.listener.Close()
 	}

@@ -136,7 +136,6 @@ func TestCatchUpFromSnapshot(t *testing.T) {
 		cfg.Raft.SnapshotThreshold = 32
 		cfg.Raft.SnapshotInterval = 50 * time.Millisecond
 		cfg.Raft.TrailingLogs = 8
-		cfg.RaftSegmentBytes = 4 << 10 // so that compaction frees whole segments
 	}})
 	ctx := t.Context()
 	cl := c.Client()

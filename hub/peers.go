@@ -36,7 +36,7 @@ func (p *peerClients) client(addr string) droverv1connect.PeerServiceClient {
 		return c
 	}
 	c := droverv1connect.NewPeerServiceClient(connect.NewClient(
-		connecthttp.NewTransport(p.http, client.BaseURL(addr), connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes)),
+		connecthttp.NewTransport(p.http, client.BaseURL(addr), connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes), connecthttp.WithCompressMinBytes(compressMinBytes)),
 		client.Bearer(p.secret),
 	))
 	p.byAddr[addr] = c

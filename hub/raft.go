@@ -11,13 +11,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/auth"
 	"github.com/droverhq/drover/hub/fsm"
+	"github.com/droverhq/drover/hub/raftlog"
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/internal/logging"
@@ -30,21 +29,13 @@ var systemActor = &droverv1.Actor{TokenId: "system", Name: "hub"}
 
 func (n *Node) startRaft() error {
 	raftDir := filepath.Join(n.cfg.DataDir, "raft")
-	walDir := filepath.Join(raftDir, "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	logDir := filepath.Join(raftDir, "log")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return fmt.Errorf("raft dir: %w", err)
 	}
 	var err error
-	// raft-wal's Close leaves its metadata database open (and locked); own
-	// it, so that Shutdown can close it and the node can start again in the
-	// same process.
-	n.walMeta = &metadb.BoltMetaDB{}
-	segment := wal.WithSegmentSize(64 << 20)
-	if n.cfg.RaftSegmentBytes > 0 {
-		segment = wal.WithSegmentSize(n.cfg.RaftSegmentBytes)
-	}
-	if n.logStore, err = wal.Open(walDir, wal.WithMetaStore(n.walMeta), segment); err != nil {
-		return fmt.Errorf("open raft log in %s: %w", walDir, err)
+	if n.logStore, err = raftlog.Open(logDir, n.logger.With("component", "raftlog")); err != nil {
+		return fmt.Errorf("open raft log in %s: %w", logDir, err)
 	}
 	hclog := logging.HCLog(n.logger, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hclog)

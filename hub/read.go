@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"connectrpc.com/connect/v2"
 	"github.com/hashicorp/raft"
 
 	"github.com/droverhq/drover/hub/state"
@@ -48,10 +47,11 @@ func (n *Node) read(ctx context.Context, opts *droverv1.ReadOptions) (*state.Sna
 
 // readIndex returns the index a linearizable read must wait for.
 func (n *Node) readIndex(ctx context.Context) (uint64, error) {
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(n.cfg.LeaderWait)
+	for {
 		if n.raft.State() == raft.Leader {
 			idx, err := n.localReadIndex(ctx)
-			if !errors.Is(err, errNotLeader) || attempt >= 3 {
+			if !errors.Is(err, errNotLeader) || time.Now().After(deadline) {
 				return idx, err
 			}
 			continue
@@ -67,8 +67,13 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		if err == nil {
 			return resp.GetIndex(), nil
 		}
-		if connect.CodeOf(err) != connect.CodeFailedPrecondition || attempt >= 3 {
+		if time.Now().After(deadline) {
 			return 0, unavailable("asking the leader (%s) for a read index failed: %v", leader, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, connectError(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -61,13 +61,9 @@ type hubProc struct {
 	logPath  string
 	extra    []string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-}
-
-// raftFlags make elections quick enough for tests.
-var raftFlags = []string{
-	"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms", "--raft-leader-lease-timeout", "250ms",
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
 }
 
 func newHub(t testing.TB, dir, name string, extra ...string) *hubProc {
@@ -93,19 +89,21 @@ func (h *hubProc) start(args ...string) {
 	}
 	fmt.Fprintf(log, "----- start %s %v\n", time.Now().Format(time.RFC3339Nano), args)
 	full := append([]string{"hub", "--node-name", h.name, "--data-dir", h.dataDir, "--http-addr", h.httpAddr,
-		"--raft-addr", h.raftAddr, "--log-level", "debug"}, raftFlags...)
-	full = append(append(full, h.extra...), args...)
+		"--raft-addr", h.raftAddr, "--log-level", "debug"}, h.extra...)
+	full = append(full, args...)
 	cmd := exec.Command(droverBin, full...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
+	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		log.Close()
+		close(exited)
 	}()
 	h.mu.Lock()
-	h.cmd = cmd
+	h.cmd, h.exited = cmd, exited
 	h.mu.Unlock()
 }
 
@@ -113,13 +111,12 @@ func (h *hubProc) start(args ...string) {
 func (h *hubProc) kill() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.cmd != nil && h.cmd.Process != nil {
+	if h.cmd != nil {
 		_ = h.cmd.Process.Signal(syscall.SIGKILL)
-		for range 100 {
-			if h.cmd.ProcessState != nil || h.cmd.Process.Signal(syscall.Signal(0)) != nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+		select {
+		case <-h.exited:
+		case <-time.After(10 * time.Second):
+			h.t.Errorf("%s did not die within 10s of SIGKILL", h.name)
 		}
 		h.cmd = nil
 	}
@@ -170,7 +167,8 @@ type cluster struct {
 	token string
 }
 
-// startCluster bootstraps hub-1 and joins the others through it.
+// startCluster bootstraps hub-1 and joins the others through it, each
+// started with the default settings an operator gets plus extra flags.
 func startCluster(t testing.TB, size int, extra ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()

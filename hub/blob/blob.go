@@ -34,9 +34,6 @@ var (
 	ErrSizeMismatch = errors.New("blob size mismatch")
 )
 
-// copyBuffer is the size of the buffer Ingest copies through.
-const copyBuffer = 1 << 20
-
 // Store is a directory of blobs. It is safe for concurrent use.
 type Store struct {
 	dir    string
@@ -131,21 +128,19 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, want digest.Digest, siz
 			os.Remove(tmp.Name())
 		}
 	}()
-	v := digest.NewVerifier()
 	src := r
 	if size >= 0 {
 		// Read one byte past the announced size to catch a longer body.
 		src = io.LimitReader(r, size+1)
 	}
-	buf := make([]byte, copyBuffer)
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, v), ctxReader{ctx, src}, buf)
+	got, n, err := digest.Copy(tmp, ctxReader{ctx, src})
 	if err != nil {
 		return n, fmt.Errorf("blob: upload of %s cut off after %d bytes: %w", want, n, err)
 	}
 	if size >= 0 && n != size {
 		return n, fmt.Errorf("%w: %s announced %d bytes, got %d", ErrSizeMismatch, want, size, n)
 	}
-	if got := v.Digest(); got != want {
+	if got != want {
 		return n, fmt.Errorf("%w: the bytes hash to %s, not %s", ErrDigestMismatch, got, want)
 	}
 	if err := tmp.Sync(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect/v2"
 
@@ -124,7 +125,8 @@ func (c *Client) Upload(ctx context.Context, r io.ReadSeeker, size int64, d dige
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		body := &progressReader{r: io.LimitReader(r, size), total: size, fn: progress}
+		body, stop := uploadBody(r, size, progress)
+		defer stop()
 		put, err := c.newRequest(ctx, http.MethodPut, url, body)
 		if err != nil {
 			return err
@@ -143,6 +145,45 @@ func (c *Client) Upload(ctx context.Context, r io.ReadSeeker, size int64, d dige
 		return json.NewDecoder(resp.Body).Decode(res)
 	})
 	return res, err
+}
+
+// uploadBody returns what to send for an upload. A file goes as itself, so
+// that the kernel can send it without copying it through this process
+// (sendfile); its progress is read off the file's offset. Any other reader
+// is counted as it is read.
+func uploadBody(r io.ReadSeeker, size int64, progress Progress) (io.Reader, func()) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return &progressReader{r: io.LimitReader(r, size), total: size, fn: progress}, func() {}
+	}
+	// NopCloser keeps the transport from closing the file (a fail-over may
+	// send it again); net/http looks through it to find the file.
+	body := io.NopCloser(f)
+	if progress == nil {
+		return body, func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if pos, err := f.Seek(0, io.SeekCurrent); err == nil {
+					progress(min(pos, size), size)
+				}
+			}
+		}
+	}()
+	return body, func() {
+		close(done)
+		<-stopped
+		progress(size, size)
+	}
 }
 
 // BlobRef returns the reference to an uploaded blob.
@@ -215,16 +256,24 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 	if size < 0 && resp.ContentLength >= 0 {
 		size = have + resp.ContentLength
 	}
+	got := v.Digest()
 	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
 		if progress != nil && have > 0 {
 			progress(have, size) // resuming from here
 		}
 		body := &progressReader{r: resp.Body, done: have, total: size, fn: progress}
-		if _, err := io.Copy(io.MultiWriter(f, v), body); err != nil {
+		if have == 0 {
+			// The common case, hashed on a second core as it is written.
+			got, _, err = digest.Copy(f, body)
+		} else {
+			_, err = io.Copy(io.MultiWriter(f, v), body)
+			got = v.Digest()
+		}
+		if err != nil {
 			return fmt.Errorf("download of %s interrupted (it resumes from here): %w", d, err)
 		}
 	}
-	if got := v.Digest(); got != d {
+	if got != d {
 		_ = os.Remove(partial)
 		return fmt.Errorf("%w: they hash to %s, not %s; discarded", errCorrupt, got, d)
 	}

@@ -26,6 +26,9 @@ const DefaultAddr = "127.0.0.1:8420"
 // maxMessageBytes matches the hub's limit on one message.
 const maxMessageBytes = 16 << 20
 
+// compressMinBytes is the smallest message worth gzipping.
+const compressMinBytes = 8 << 10
+
 // Config says how to reach the hub.
 type Config struct {
 	// Addrs are hub node addresses ("host:port" or URLs). Calls go to one
@@ -33,8 +36,11 @@ type Config struct {
 	Addrs []string
 	// Token is the API token sent with every call.
 	Token string
-	// HTTPClient is used for every request; nil means NewHTTPClient().
+	// HTTPClient is used for API calls; nil means NewHTTPClient().
 	HTTPClient *http.Client
+	// BlobHTTPClient is used for blob uploads and downloads; nil means
+	// NewBlobHTTPClient().
+	BlobHTTPClient *http.Client
 	// Interceptors run around every call, after authentication is added.
 	Interceptors []connect.ClientInterceptor
 }
@@ -73,13 +79,16 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = NewHTTPClient()
 	}
+	if cfg.BlobHTTPClient == nil {
+		cfg.BlobHTTPClient = NewBlobHTTPClient()
+	}
 	fo := &failover{}
 	for _, a := range cfg.Addrs {
 		if strings.TrimSpace(a) == "" {
 			return nil, errors.New("empty hub address")
 		}
 		fo.transports = append(fo.transports, connecthttp.NewTransport(cfg.HTTPClient, BaseURL(a),
-			connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes)))
+			connecthttp.WithReadMaxBytes(maxMessageBytes), connecthttp.WithSendMaxBytes(maxMessageBytes), connecthttp.WithCompressMinBytes(compressMinBytes)))
 	}
 	token := cfg.Token
 	ics := append([]connect.ClientInterceptor{Bearer(func() string { return token })}, cfg.Interceptors...)
@@ -91,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 		Audit:    droverv1connect.NewAuditServiceClient(cc),
 		Cluster:  droverv1connect.NewClusterServiceClient(cc),
 		cfg:      cfg,
-		http:     cfg.HTTPClient,
+		http:     cfg.BlobHTTPClient,
 		blobs:    &failoverBlobs{addrs: cfg.Addrs},
 	}, nil
 }
