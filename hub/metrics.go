@@ -72,11 +72,12 @@ func newMetrics(n *Node) *metrics {
 		return 0
 	})
 	gauges := []prometheus.Collector{raftState}
+	// Closures, not method values: Raft starts after the metrics exist.
 	for name, f := range map[string]func() uint64{
-		"drover_hub_raft_last_index":    n.raft.LastIndex,
-		"drover_hub_raft_commit_index":  n.raft.CommitIndex,
-		"drover_hub_raft_applied_index": n.raft.AppliedIndex,
-		"drover_hub_raft_term":          n.raft.CurrentTerm,
+		"drover_hub_raft_last_index":    func() uint64 { return n.raft.LastIndex() },
+		"drover_hub_raft_commit_index":  func() uint64 { return n.raft.CommitIndex() },
+		"drover_hub_raft_applied_index": func() uint64 { return n.raft.AppliedIndex() },
+		"drover_hub_raft_term":          func() uint64 { return n.raft.CurrentTerm() },
 	} {
 		gauges = append(gauges, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: name, Help: "Raft's " + name[len("drover_hub_raft_"):] + " as this node sees it.",
