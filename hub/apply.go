@@ -48,7 +48,9 @@ func (n *Node) apply(ctx context.Context, body fsm.Command) (proto.Message, uint
 			return nil, 0, err
 		}
 		if leader == n.httpAddr {
-			continue // elected while we looked: apply locally
+			// Elected while we looked; Raft's state catches up in a moment.
+			time.Sleep(5 * time.Millisecond)
+			continue
 		}
 		n.metrics.forwarded.Inc()
 		resp, err := n.peers.client(leader).Apply(ctx, &droverv1.ApplyRequest{Command: data})

@@ -32,21 +32,6 @@ import (
 //
 // Errors are JSON in the shape of Connect's: {"code": ..., "message": ...}.
 
-// LocalOnlyHeader asks a node to answer a blob request from its own disk
-// only, with 404 rather than fetching from a peer. Nodes send it to each other.
-const LocalOnlyHeader = "Drover-Local-Only"
-
-// DigestHeader carries a blob's digest in responses.
-const DigestHeader = "Drover-Digest"
-
-// UploadResult is the JSON body of a successful upload.
-type UploadResult struct {
-	Digest string `json:"digest"`
-	Size   int64  `json:"size"`
-	// Replicas lists the nodes that hold the blob when the upload returns.
-	Replicas []string `json:"replicas"`
-}
-
 func (n *Node) handleBlob(w http.ResponseWriter, r *http.Request) {
 	d, err := digest.Parse(r.PathValue("digest"))
 	if err != nil {
@@ -89,9 +74,9 @@ func (n *Node) uploadBlob(w http.ResponseWriter, r *http.Request, d digest.Diges
 	}
 	n.logger.Info("blob uploaded", "digest", d, "bytes", got, "replicas", holders)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set(DigestHeader, d.String())
+	w.Header().Set(client.DigestHeader, d.String())
 	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(UploadResult{Digest: d.String(), Size: got, Replicas: holders})
+	_ = json.NewEncoder(w).Encode(client.UploadResult{Digest: d.String(), Size: got, Replicas: holders})
 }
 
 func writeIngestError(w http.ResponseWriter, err error, got int64) {
@@ -115,7 +100,7 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 	}
 	f, err := n.blobs.Open(d)
 	if errors.Is(err, blob.ErrNotFound) {
-		if r.Header.Get(LocalOnlyHeader) == "" && n.fsm.State().Snapshot().BlobReferenced(d.String()) {
+		if r.Header.Get(client.LocalOnlyHeader) == "" && n.fsm.State().Snapshot().BlobReferenced(d.String()) {
 			n.proxyBlob(w, r, d)
 			return
 		}
@@ -131,7 +116,7 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 	h.Set("ETag", `"`+d.String()+`"`)
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	h.Set(DigestHeader, d.String())
+	h.Set(client.DigestHeader, d.String())
 	// ServeContent answers Range, If-Range and If-None-Match. A blob never
 	// changes, so there is no Last-Modified to offer.
 	http.ServeContent(w, r, "", time.Time{}, f)
@@ -156,7 +141,7 @@ func (n *Node) proxyBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 			}
 		}
 		req.Header.Set("Authorization", "Bearer "+n.peerSecret())
-		req.Header.Set(LocalOnlyHeader, "1")
+		req.Header.Set(client.LocalOnlyHeader, "1")
 		resp, err := n.peers.http.Do(req)
 		if err != nil {
 			continue
@@ -165,7 +150,7 @@ func (n *Node) proxyBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 			resp.Body.Close()
 			continue
 		}
-		for _, k := range []string{"Content-Length", "Content-Range", "Content-Type", "ETag", "Accept-Ranges", "Cache-Control", DigestHeader} {
+		for _, k := range []string{"Content-Length", "Content-Range", "Content-Type", "ETag", "Accept-Ranges", "Cache-Control", client.DigestHeader} {
 			if v := resp.Header.Get(k); v != "" {
 				w.Header().Set(k, v)
 			}
@@ -340,7 +325,7 @@ func (n *Node) pullFrom(ctx context.Context, src string, d digest.Digest, size i
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+n.peerSecret())
-	req.Header.Set(LocalOnlyHeader, "1")
+	req.Header.Set(client.LocalOnlyHeader, "1")
 	resp, err := n.peers.http.Do(req)
 	if err != nil {
 		return err

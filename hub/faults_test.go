@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/droverhq/drover/hub"
-	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/digest"
@@ -341,6 +339,4 @@ func TestRemoveAndRestart(t *testing.T) {
 	if _, err := c.Client().Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "after-removal"}); err != nil {
 		t.Fatalf("write with two of two members: %v", err)
 	}
-	_ = client.DefaultAddr
-	_ = context.Background
 }

@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"bytes"
-	"context"
 	"testing"
 
 	"connectrpc.com/connect/v2"
@@ -44,7 +43,6 @@ func TestSingleNodeRegistry(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("unknown model: %v", err)
 	}
-	_ = context.Background()
 }
 
 func TestThreeNodeForwardingAndBlobs(t *testing.T) {
@@ -88,5 +86,29 @@ func TestThreeNodeForwardingAndBlobs(t *testing.T) {
 		hubtest.WaitFor(t, 5e9, func() error {
 			return cl.DownloadFile(ctx, d, int64(len(art)), t.TempDir()+"/blob", nil)
 		})
+	}
+}
+
+// TestClientFailsOver gives the client a dead address first: calls go on to
+// the live node, writes included (the dead one never saw them).
+func TestClientFailsOver(t *testing.T) {
+	c := hubtest.StartCluster(t, 1, hubtest.Options{})
+	dead := "127.0.0.1:1" // nothing listens on port 1
+	cl := c.ClientFor(c.AdminToken, dead, c.Nodes[0].HTTPAddr())
+	ctx := t.Context()
+	if _, err := cl.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "m"}); err != nil {
+		t.Fatalf("write with a dead first address: %v", err)
+	}
+	if _, err := cl.Models.GetModel(ctx, &droverv1.GetModelRequest{Name: "m"}); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	art := []byte("x")
+	if _, err := cl.Upload(ctx, bytes.NewReader(art), 1, digest.FromBytes(art), nil); err != nil {
+		t.Fatalf("upload with a dead first address: %v", err)
+	}
+	// Refusals are not failures to fail over from.
+	_, err := cl.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "m"})
+	if connect.CodeOf(err) != connect.CodeAlreadyExists {
+		t.Fatalf("duplicate: %v", err)
 	}
 }

@@ -91,7 +91,7 @@ func (n *Node) startRaft() error {
 	case n.cfg.Bootstrap:
 		return n.bootstrap()
 	case !hasState && len(n.cfg.Join) == 0:
-		n.logger.Warn("no cluster state, and neither --bootstrap nor --join given: waiting to be added by an existing member")
+		return fmt.Errorf("%s holds no cluster state: start with --bootstrap to create a cluster, or --join to enter one", n.cfg.DataDir)
 	}
 	return nil
 }

@@ -61,6 +61,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		if leader == n.httpAddr {
+			time.Sleep(5 * time.Millisecond) // elected while we looked
 			continue
 		}
 		resp, err := n.peers.client(leader).ReadIndex(ctx, &droverv1.ReadIndexRequest{})

@@ -17,6 +17,15 @@ import (
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
+// Headers of the blob endpoints.
+const (
+	// LocalOnlyHeader asks a node to answer a blob request from its own
+	// disk only, with 404 rather than fetching from a peer.
+	LocalOnlyHeader = "Drover-Local-Only"
+	// DigestHeader carries a blob's digest in responses.
+	DigestHeader = "Drover-Digest"
+)
+
 // Progress is told, now and then, how many bytes of total have moved.
 // total is -1 when unknown.
 type Progress func(done, total int64)
@@ -109,7 +118,7 @@ func (c *Client) Upload(ctx context.Context, r io.ReadSeeker, size int64, d dige
 		if err != nil {
 			return err
 		}
-		head.Header.Set("Drover-Local-Only", "1")
+		head.Header.Set(LocalOnlyHeader, "1")
 		resp, err := c.http.Do(head)
 		if err != nil {
 			return err
