@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/droverhq/drover/hub/hubtest"
 )
 
 // TestHubFromConfigFileAndEnvironment starts a hub whose settings come from
@@ -44,7 +46,7 @@ func TestHubFromConfigFileAndEnvironment(t *testing.T) {
 			t.Logf("hub log:\n%s", b)
 		}
 	})
-	waitFor(t, 20*time.Second, func() error {
+	hubtest.WaitFor(t, 20*time.Second, func() error {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/hub/hubtest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -134,7 +135,7 @@ func (h *hubProc) dumpLog() {
 // waitReady waits for /readyz to answer 200.
 func (h *hubProc) waitReady(timeout time.Duration) {
 	h.t.Helper()
-	waitFor(h.t, timeout, func() error {
+	hubtest.WaitFor(h.t, timeout, func() error {
 		resp, err := http.Get("http://" + h.httpAddr + "/readyz")
 		if err != nil {
 			return err
@@ -152,7 +153,7 @@ func (h *hubProc) waitReady(timeout time.Duration) {
 func (h *hubProc) adminToken() string {
 	h.t.Helper()
 	var tok string
-	waitFor(h.t, 10*time.Second, func() error {
+	hubtest.WaitFor(h.t, 10*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(h.dataDir, "admin.token"))
 		tok = strings.TrimSpace(string(b))
 		return err
@@ -223,7 +224,7 @@ func (c *cluster) status() (*droverv1.GetClusterStatusResponse, error) {
 
 func (c *cluster) waitMembers(n int) {
 	c.t.Helper()
-	waitFor(c.t, 30*time.Second, func() error {
+	hubtest.WaitFor(c.t, 30*time.Second, func() error {
 		st, err := c.status()
 		if err != nil {
 			return err
@@ -244,7 +245,7 @@ func (c *cluster) waitMembers(n int) {
 func (c *cluster) leader() *hubProc {
 	c.t.Helper()
 	var leader *hubProc
-	waitFor(c.t, 20*time.Second, func() error {
+	hubtest.WaitFor(c.t, 20*time.Second, func() error {
 		st, err := c.status()
 		if err != nil {
 			return err
@@ -265,7 +266,7 @@ func (c *cluster) leader() *hubProc {
 func (c *cluster) waitConverged(timeout time.Duration) uint64 {
 	c.t.Helper()
 	var index uint64
-	waitFor(c.t, timeout, func() error {
+	hubtest.WaitFor(c.t, timeout, func() error {
 		st, err := c.status()
 		if err != nil {
 			return err
@@ -287,19 +288,4 @@ func (c *cluster) waitConverged(timeout time.Duration) uint64 {
 		return nil
 	})
 	return index
-}
-
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/internal/digest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -301,7 +302,7 @@ func TestRegistryLinearizableThroughKill9(t *testing.T) {
 	w.killedAt.Store(w.now())
 	leader.kill()
 	t.Logf("killed the leader %s after %d acknowledged writes", leader.name, before)
-	waitFor(t, 15*time.Second, func() error {
+	hubtest.WaitFor(t, 15*time.Second, func() error {
 		if w.firstAfterKill.Load() == 0 {
 			return fmt.Errorf("no write made since the kill has been acknowledged")
 		}

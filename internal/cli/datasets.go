@@ -87,14 +87,7 @@ func (a *app) datasetsPush() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hashBar := progress.New(a.stderr, "hashing  ")
-			upBar := progress.New(a.stderr, "uploading")
-			up, err := c.UploadFile(cmd.Context(), file, hashBar.Update, func(done, total int64) {
-				hashBar.Done()
-				upBar.Update(done, total)
-			})
-			hashBar.Done()
-			upBar.Done()
+			up, err := a.upload(cmd, c, file)
 			if err != nil {
 				return err
 			}

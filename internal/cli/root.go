@@ -17,6 +17,7 @@ import (
 
 	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/internal/config"
+	"github.com/droverhq/drover/internal/progress"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -123,6 +124,19 @@ func (a *app) read() *droverv1.ReadOptions {
 		return &droverv1.ReadOptions{Consistency: droverv1.ReadConsistency_READ_CONSISTENCY_STALE}
 	}
 	return nil
+}
+
+// upload hashes and uploads a file, with progress bars on a terminal.
+func (a *app) upload(cmd *cobra.Command, c *client.Client, file string) (*client.UploadResult, error) {
+	hashBar := progress.New(a.stderr, "hashing  ")
+	upBar := progress.New(a.stderr, "uploading")
+	defer upBar.Done()
+	up, err := c.UploadFile(cmd.Context(), file, hashBar.Update, func(done, total int64) {
+		hashBar.Done()
+		upBar.Update(done, total)
+	})
+	hashBar.Done()
+	return up, err
 }
 
 // printJSON writes v as indented JSON.
