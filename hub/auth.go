@@ -43,11 +43,27 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.ClusterServiceGetClusterStatusProcedure: auth.Read,
 	droverv1connect.ClusterServiceRemoveNodeProcedure:       auth.Admin,
 
-	droverv1connect.PeerServiceJoinProcedure:          auth.Admin, // or a peer
-	droverv1connect.PeerServiceApplyProcedure:         auth.Peer,
-	droverv1connect.PeerServiceReadIndexProcedure:     auth.Peer,
-	droverv1connect.PeerServiceNodeInfoProcedure:      auth.Peer,
-	droverv1connect.PeerServiceReplicateBlobProcedure: auth.Peer,
+	droverv1connect.AgentServiceListAgentsProcedure:       auth.Read,
+	droverv1connect.AgentServiceGetAgentProcedure:         auth.Read,
+	droverv1connect.AgentServiceSetAgentLabelsProcedure:   auth.Write,
+	droverv1connect.AgentServiceDrainAgentProcedure:       auth.Write,
+	droverv1connect.AgentServiceSetAssignmentProcedure:    auth.Write,
+	droverv1connect.AgentServiceDeleteAssignmentProcedure: auth.Write,
+
+	// Agents act only for themselves (checkAgent).
+	droverv1connect.AgentControlServiceEnrollProcedure:       auth.Agent,
+	droverv1connect.AgentControlServiceHeartbeatProcedure:    auth.Agent,
+	droverv1connect.AgentControlServiceWatchDesiredProcedure: auth.Agent,
+	droverv1connect.AgentControlServiceReportProcedure:       auth.Agent,
+
+	droverv1connect.PeerServiceJoinProcedure:            auth.Admin, // or a peer
+	droverv1connect.PeerServiceApplyProcedure:           auth.Peer,
+	droverv1connect.PeerServiceReadIndexProcedure:       auth.Peer,
+	droverv1connect.PeerServiceNodeInfoProcedure:        auth.Peer,
+	droverv1connect.PeerServiceReplicateBlobProcedure:   auth.Peer,
+	droverv1connect.PeerServiceAgentHeartbeatsProcedure: auth.Peer,
+	droverv1connect.PeerServiceAgentReportProcedure:     auth.Peer,
+	droverv1connect.PeerServiceAgentTelemetryProcedure:  auth.Peer,
 }
 
 // unauthenticated lists the services anyone may call: server reflection

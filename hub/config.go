@@ -60,6 +60,10 @@ type Config struct {
 	// BlobMaxBytes caps the size of one upload.
 	BlobMaxBytes int64
 
+	// AgentTimeout is how long an agent may go without a heartbeat before
+	// the leader marks it down.
+	AgentTimeout time.Duration
+
 	Logger *slog.Logger
 
 	// For tests: a Raft transport to use instead of TCP on RaftAddr, and a
@@ -121,6 +125,7 @@ func DefaultConfig() Config {
 		BlobGCGrace:    time.Hour,
 		BlobGCInterval: 10 * time.Minute,
 		BlobMaxBytes:   64 << 30,
+		AgentTimeout:   15 * time.Second,
 	}
 }
 
@@ -147,6 +152,9 @@ func (c *Config) validate() error {
 	}
 	if r.LeaderLeaseTimeout > r.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("raft leader lease timeout %v must not exceed the heartbeat timeout %v", r.LeaderLeaseTimeout, r.HeartbeatTimeout))
+	}
+	if c.AgentTimeout <= 0 {
+		errs = append(errs, errors.New("agent timeout must be positive"))
 	}
 	if c.LeaderWait <= 0 || c.ApplyTimeout <= 0 {
 		errs = append(errs, errors.New("leader wait and apply timeout must be positive"))

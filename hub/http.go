@@ -25,6 +25,8 @@ func (n *Node) routes() http.Handler {
 	droverv1connect.RegisterAuditServiceHandler(server, &auditService{n: n})
 	droverv1connect.RegisterClusterServiceHandler(server, &clusterService{n: n})
 	droverv1connect.RegisterPeerServiceHandler(server, &peerService{n: n})
+	droverv1connect.RegisterAgentServiceHandler(server, &agentService{n: n})
+	droverv1connect.RegisterAgentControlServiceHandler(server, &agentControlService{n: n})
 	grpcreflect.Register(server)
 
 	mux := http.NewServeMux()

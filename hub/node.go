@@ -68,7 +68,9 @@ type Node struct {
 	// entry of earlier terms (see establishLeadership).
 	leaderReady atomic.Bool
 
-	pulls pullGroup
+	pulls     pullGroup
+	liveness  *liveness
+	telemetry *telemetryStore
 	// gcMu keeps the blob collector from removing a blob between a
 	// version's check that it exists and the version's commit.
 	gcMu sync.Mutex
@@ -109,6 +111,8 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	n.peers = newPeerClients(cfg.PeerHTTPClient, n.peerSecret)
+	n.liveness = newLiveness(n.now)
+	n.telemetry = newTelemetryStore()
 
 	n.metrics = newMetrics(n)
 	if err := n.startRaft(); err != nil {
@@ -130,6 +134,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.goFunc(n.registerSelf)
 	n.goFunc(n.reconcileBlobs)
 	n.goFunc(n.collectBlobs)
+	n.goFunc(n.forwardHeartbeats)
 	n.goFunc(func() {
 		kvstore.CollectGarbage(n.ctx, n.logStore.DB(), 5*time.Minute, n.logger.With("component", "raftlog"))
 	})

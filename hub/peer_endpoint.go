@@ -162,3 +162,29 @@ func (s *peerService) ReplicateBlob(ctx context.Context, req *droverv1.Replicate
 	}
 	return &droverv1.ReplicateBlobResponse{}, nil
 }
+
+func (s *peerService) AgentHeartbeats(_ context.Context, req *droverv1.AgentHeartbeatsRequest) (*droverv1.AgentHeartbeatsResponse, error) {
+	if s.n.raft.State() != raft.Leader {
+		return nil, notLeader()
+	}
+	s.n.liveness.mark(req.GetAgentIds())
+	return &droverv1.AgentHeartbeatsResponse{}, nil
+}
+
+func (s *peerService) AgentReport(ctx context.Context, req *droverv1.AgentReportRequest) (*droverv1.AgentReportResponse, error) {
+	if s.n.raft.State() != raft.Leader {
+		return nil, notLeader()
+	}
+	resp, err := s.n.takeReports(ctx, req.GetRequest())
+	if err != nil {
+		return nil, err
+	}
+	return &droverv1.AgentReportResponse{Response: resp}, nil
+}
+
+func (s *peerService) AgentTelemetry(_ context.Context, req *droverv1.AgentTelemetryRequest) (*droverv1.AgentTelemetryResponse, error) {
+	if s.n.raft.State() != raft.Leader {
+		return nil, notLeader()
+	}
+	return &droverv1.AgentTelemetryResponse{Windows: s.n.telemetry.get(req.GetAgentId())}, nil
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -171,7 +172,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		if err == nil {
 			n.leaderReady.Store(true)
 			n.logger.Info("leadership established", "term", n.raft.CurrentTerm(), "applied_index", n.fsm.AppliedIndex())
-			<-ctx.Done()
+			n.runControllers(ctx)
 			return
 		}
 		n.logger.Warn("cannot establish leadership yet", "err", err, "retry_in", backoff)
@@ -182,6 +183,14 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// runControllers runs the leader's controllers until leadership ends. Each
+// resumes from the replicated state; their decisions are commands.
+func (n *Node) runControllers(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { n.watchAgents(ctx) })
+	wg.Wait()
 }
 
 // establishLeadership makes the new leader safe to serve reads and run

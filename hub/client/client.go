@@ -65,6 +65,7 @@ type Client struct {
 	Tokens   droverv1connect.TokenServiceClient
 	Audit    droverv1connect.AuditServiceClient
 	Cluster  droverv1connect.ClusterServiceClient
+	Agents   droverv1connect.AgentServiceClient
 
 	cfg   Config
 	http  *http.Client
@@ -99,6 +100,7 @@ func New(cfg Config) (*Client, error) {
 		Tokens:   droverv1connect.NewTokenServiceClient(cc),
 		Audit:    droverv1connect.NewAuditServiceClient(cc),
 		Cluster:  droverv1connect.NewClusterServiceClient(cc),
+		Agents:   droverv1connect.NewAgentServiceClient(cc),
 		cfg:      cfg,
 		http:     cfg.BlobHTTPClient,
 		blobs:    &failoverBlobs{addrs: cfg.Addrs},

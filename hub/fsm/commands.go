@@ -45,6 +45,13 @@ const (
 	DatasetVersionCreateType MessageType = 10
 	TokenCreateType          MessageType = 11
 	TokenRevokeType          MessageType = 12
+	AgentEnrollType          MessageType = 13
+	AgentLabelsSetType       MessageType = 14
+	AgentDrainType           MessageType = 15
+	AssignmentSetType        MessageType = 16
+	AssignmentDeleteType     MessageType = 17
+	AgentReportsType         MessageType = 18
+	AgentStatusSetType       MessageType = 19
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -126,6 +133,28 @@ func init() {
 	})
 	register(TokenRevokeType, func(s *state.Store, c state.Change, b *fsmv1.TokenRevoke) (*fsmv1.Empty, error) {
 		return empty(), s.RevokeToken(c, b.GetId())
+	})
+	register(AgentEnrollType, func(s *state.Store, c state.Change, b *fsmv1.AgentEnroll) (*droverv1.Agent, error) {
+		return s.EnrollAgent(c, b.GetAgent(), b.GetToken())
+	})
+	register(AgentLabelsSetType, func(s *state.Store, c state.Change, b *fsmv1.AgentLabelsSet) (*droverv1.Agent, error) {
+		return s.SetAgentLabels(c, b.GetAgentId(), b.GetSet(), b.GetRemove())
+	})
+	register(AgentDrainType, func(s *state.Store, c state.Change, b *fsmv1.AgentDrain) (*droverv1.Agent, error) {
+		return s.DrainAgent(c, b.GetAgentId(), b.GetUndo())
+	})
+	register(AssignmentSetType, func(s *state.Store, c state.Change, b *fsmv1.AssignmentSet) (*droverv1.Agent, error) {
+		return s.SetAssignment(c, b.GetAgentId(), b.GetAssignment())
+	})
+	register(AssignmentDeleteType, func(s *state.Store, c state.Change, b *fsmv1.AssignmentDelete) (*droverv1.Agent, error) {
+		return s.DeleteAssignment(c, b.GetAgentId(), b.GetModel(), b.GetRole())
+	})
+	register(AgentReportsType, func(s *state.Store, c state.Change, b *fsmv1.AgentReports) (*fsmv1.AgentReportsResult, error) {
+		acked, err := s.ApplyAgentReports(c, b.GetAgentId(), b.GetReports())
+		return &fsmv1.AgentReportsResult{AckedSeq: acked}, err
+	})
+	register(AgentStatusSetType, func(s *state.Store, c state.Change, b *fsmv1.AgentStatusSet) (*fsmv1.Empty, error) {
+		return empty(), s.SetAgentStatus(c, b.GetStatus(), b.GetAgentIds())
 	})
 }
 

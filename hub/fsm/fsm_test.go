@@ -300,7 +300,7 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		h := header(i)
 		m := models[r.IntN(len(models))]
 		var c Command
-		switch r.IntN(12) {
+		switch r.IntN(16) {
 		case 0:
 			c = &fsmv1.ModelCreate{Header: h, Name: m, Labels: map[string]string{"team": fmt.Sprint(r.IntN(3))}}
 		case 1, 2, 3:
@@ -331,6 +331,32 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		case 10:
 			hash := sha256.Sum256([]byte(fmt.Sprint("secret", i)))
 			c = &fsmv1.TokenCreate{Header: h, Token: &fsmv1.TokenRecord{Token: &droverv1.Token{Id: fmt.Sprint("t", i), Name: "n", Role: roles[r.IntN(4)]}, SecretHash: hash[:]}}
+		case 12:
+			name := fmt.Sprint("gpu-", r.IntN(3))
+			hash := sha256.Sum256([]byte(fmt.Sprint("agent-secret", i)))
+			c = &fsmv1.AgentEnroll{Header: h, Agent: &droverv1.Agent{Id: fmt.Sprint("a", i), Name: name,
+				ReportedLabels: map[string]string{"site": "lab"}, Version: "dev",
+				Inventory: &droverv1.Inventory{Gpus: []*droverv1.Gpu{{Index: 0, Uuid: "GPU-1"}}}},
+				Token: &fsmv1.TokenRecord{Token: &droverv1.Token{Id: fmt.Sprint("at", i), Role: droverv1.Role_ROLE_AGENT}, SecretHash: hash[:]}}
+		case 13:
+			c = &fsmv1.AssignmentSet{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Assignment: &droverv1.Assignment{
+				Model: m, Version: uint64(r.IntN(3)), Alias: []string{"", "champion"}[r.IntN(2)], Role: droverv1.AssignmentRole(1 + r.IntN(3)), Weight: uint32(r.IntN(101))}}
+		case 14:
+			var reports []*droverv1.Report
+			for j := range 3 {
+				reports = append(reports, &droverv1.Report{Seq: uint64(i*3 + j), Body: &droverv1.Report_Assignment{Assignment: &droverv1.AssignmentStatus{
+					Model: m, Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Phase: droverv1.AssignmentPhase(1 + r.IntN(6))}}})
+			}
+			c = &fsmv1.AgentReports{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Reports: reports}
+		case 15:
+			switch r.IntN(3) {
+			case 0:
+				c = &fsmv1.AgentDrain{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Undo: r.IntN(2) == 0}
+			case 1:
+				c = &fsmv1.AgentLabelsSet{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Set: map[string]string{"rack": fmt.Sprint(r.IntN(3))}}
+			default:
+				c = &fsmv1.AgentStatusSet{Header: h, Status: droverv1.AgentStatus(1 + r.IntN(2)), AgentIds: []string{fmt.Sprint("a", r.IntN(i+1))}}
+			}
 		case 11:
 			if r.IntN(2) == 0 {
 				c = &fsmv1.TokenRevoke{Header: h, Id: fmt.Sprint("t", r.IntN(i+1))}
@@ -404,7 +430,7 @@ func TestEveryTableInSnapshot(t *testing.T) {
 			return nil
 		})
 	}
-	for k := state.RecordClusterMeta; k <= state.RecordAudit; k++ {
+	for k := state.RecordClusterMeta; k <= state.RecordAgentEvent; k++ {
 		if seen[k] == 0 {
 			t.Errorf("no record of kind %d", k)
 		}

@@ -24,6 +24,8 @@ const (
 	RecordDatasetVersion RecordKind = 7
 	RecordToken          RecordKind = 8
 	RecordAudit          RecordKind = 9
+	RecordAgent          RecordKind = 10
+	RecordAgentEvent     RecordKind = 11
 )
 
 // records lists every table with its kind, in the order they are written.
@@ -40,6 +42,8 @@ var records = []struct {
 	{RecordDatasetVersion, tableDatasetVersions, func() proto.Message { return new(droverv1.DatasetVersion) }},
 	{RecordToken, tableTokens, func() proto.Message { return new(fsmv1.TokenRecord) }},
 	{RecordAudit, tableAudit, func() proto.Message { return new(droverv1.AuditEvent) }},
+	{RecordAgent, tableAgents, func() proto.Message { return new(droverv1.Agent) }},
+	{RecordAgentEvent, tableAgentEvents, func() proto.Message { return new(droverv1.AgentEvent) }},
 }
 
 // NewRecord returns an empty message for a record kind, or an error for a

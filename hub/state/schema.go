@@ -21,6 +21,8 @@ const (
 	tableDatasetVersions = "dataset_versions"
 	tableTokens          = "tokens"
 	tableAudit           = "audit"
+	tableAgents          = "agents"
+	tableAgentEvents     = "agent_events"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -68,7 +70,18 @@ func schema() *memdb.DBSchema {
 			return o.(*fsmv1.TokenRecord).GetToken().GetId()
 		}), index("hash", true, byString(func(o any) string {
 			return string(o.(*fsmv1.TokenRecord).GetSecretHash())
+		})), index("agent", false, byString(func(o any) string {
+			return o.(*fsmv1.TokenRecord).GetToken().GetAgentId()
 		}))),
+		tableAgents: table(tableAgents, byString(func(o any) string {
+			return o.(*droverv1.Agent).GetId()
+		}), index("name", true, byString(func(o any) string {
+			return o.(*droverv1.Agent).GetName()
+		}))),
+		tableAgentEvents: table(tableAgentEvents, byStringUint(func(o any) (string, uint64) {
+			e := o.(*droverv1.AgentEvent)
+			return e.GetAgentId(), e.GetSeq()
+		})),
 		tableAudit: table(tableAudit, byUint(func(o any) uint64 {
 			return o.(*droverv1.AuditEvent).GetIndex()
 		})),

@@ -659,11 +659,268 @@ func (*ReplicateBlobResponse) Descriptor() ([]byte, []int) {
 	return file_drover_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
+type AgentHeartbeatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Agent ids, each heard from within the last forwarding interval.
+	AgentIds      []string `protobuf:"bytes,1,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHeartbeatsRequest) Reset() {
+	*x = AgentHeartbeatsRequest{}
+	mi := &file_drover_v1_peer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHeartbeatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHeartbeatsRequest) ProtoMessage() {}
+
+func (x *AgentHeartbeatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHeartbeatsRequest.ProtoReflect.Descriptor instead.
+func (*AgentHeartbeatsRequest) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AgentHeartbeatsRequest) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+type AgentHeartbeatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHeartbeatsResponse) Reset() {
+	*x = AgentHeartbeatsResponse{}
+	mi := &file_drover_v1_peer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHeartbeatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHeartbeatsResponse) ProtoMessage() {}
+
+func (x *AgentHeartbeatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHeartbeatsResponse.ProtoReflect.Descriptor instead.
+func (*AgentHeartbeatsResponse) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{14}
+}
+
+type AgentReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ReportRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReportRequest) Reset() {
+	*x = AgentReportRequest{}
+	mi := &file_drover_v1_peer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReportRequest) ProtoMessage() {}
+
+func (x *AgentReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReportRequest.ProtoReflect.Descriptor instead.
+func (*AgentReportRequest) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AgentReportRequest) GetRequest() *ReportRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type AgentReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *ReportResponse        `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReportResponse) Reset() {
+	*x = AgentReportResponse{}
+	mi := &file_drover_v1_peer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReportResponse) ProtoMessage() {}
+
+func (x *AgentReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReportResponse.ProtoReflect.Descriptor instead.
+func (*AgentReportResponse) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AgentReportResponse) GetResponse() *ReportResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+type AgentTelemetryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentTelemetryRequest) Reset() {
+	*x = AgentTelemetryRequest{}
+	mi := &file_drover_v1_peer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentTelemetryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentTelemetryRequest) ProtoMessage() {}
+
+func (x *AgentTelemetryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentTelemetryRequest.ProtoReflect.Descriptor instead.
+func (*AgentTelemetryRequest) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AgentTelemetryRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type AgentTelemetryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Windows       []*TelemetryWindow     `protobuf:"bytes,1,rep,name=windows,proto3" json:"windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentTelemetryResponse) Reset() {
+	*x = AgentTelemetryResponse{}
+	mi := &file_drover_v1_peer_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentTelemetryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentTelemetryResponse) ProtoMessage() {}
+
+func (x *AgentTelemetryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_peer_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentTelemetryResponse.ProtoReflect.Descriptor instead.
+func (*AgentTelemetryResponse) Descriptor() ([]byte, []int) {
+	return file_drover_v1_peer_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AgentTelemetryResponse) GetWindows() []*TelemetryWindow {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
 var File_drover_v1_peer_proto protoreflect.FileDescriptor
 
 const file_drover_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x14drover/v1/peer.proto\x12\tdrover.v1\x1a\x17drover/v1/cluster.proto\x1a\x16drover/v1/common.proto\"\x81\x01\n" +
+	"\x14drover/v1/peer.proto\x12\tdrover.v1\x1a\x15drover/v1/agent.proto\x1a\x17drover/v1/cluster.proto\x1a\x16drover/v1/common.proto\"\x81\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -698,13 +955,27 @@ const file_drover_v1_peer_proto_rawDesc = "" +
 	"\x14ReplicateBlobRequest\x12&\n" +
 	"\x04blob\x18\x01 \x01(\v2\x12.drover.v1.BlobRefR\x04blob\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\"\x17\n" +
-	"\x15ReplicateBlobResponse2\xb4\x03\n" +
+	"\x15ReplicateBlobResponse\"5\n" +
+	"\x16AgentHeartbeatsRequest\x12\x1b\n" +
+	"\tagent_ids\x18\x01 \x03(\tR\bagentIds\"\x19\n" +
+	"\x17AgentHeartbeatsResponse\"H\n" +
+	"\x12AgentReportRequest\x122\n" +
+	"\arequest\x18\x01 \x01(\v2\x18.drover.v1.ReportRequestR\arequest\"L\n" +
+	"\x13AgentReportResponse\x125\n" +
+	"\bresponse\x18\x01 \x01(\v2\x19.drover.v1.ReportResponseR\bresponse\"2\n" +
+	"\x15AgentTelemetryRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"N\n" +
+	"\x16AgentTelemetryResponse\x124\n" +
+	"\awindows\x18\x01 \x03(\v2\x1a.drover.v1.TelemetryWindowR\awindows2\xb3\x05\n" +
 	"\vPeerService\x127\n" +
 	"\x04Join\x12\x16.drover.v1.JoinRequest\x1a\x17.drover.v1.JoinResponse\x12O\n" +
 	"\fRemoveMember\x12\x1e.drover.v1.RemoveMemberRequest\x1a\x1f.drover.v1.RemoveMemberResponse\x12:\n" +
 	"\x05Apply\x12\x17.drover.v1.ApplyRequest\x1a\x18.drover.v1.ApplyResponse\x12F\n" +
 	"\tReadIndex\x12\x1b.drover.v1.ReadIndexRequest\x1a\x1c.drover.v1.ReadIndexResponse\x12C\n" +
-	"\bNodeInfo\x12\x1a.drover.v1.NodeInfoRequest\x1a\x1b.drover.v1.NodeInfoResponse\x12R\n" +
+	"\bNodeInfo\x12\x1a.drover.v1.NodeInfoRequest\x1a\x1b.drover.v1.NodeInfoResponse\x12X\n" +
+	"\x0fAgentHeartbeats\x12!.drover.v1.AgentHeartbeatsRequest\x1a\".drover.v1.AgentHeartbeatsResponse\x12L\n" +
+	"\vAgentReport\x12\x1d.drover.v1.AgentReportRequest\x1a\x1e.drover.v1.AgentReportResponse\x12U\n" +
+	"\x0eAgentTelemetry\x12 .drover.v1.AgentTelemetryRequest\x1a!.drover.v1.AgentTelemetryResponse\x12R\n" +
 	"\rReplicateBlob\x12\x1f.drover.v1.ReplicateBlobRequest\x1a .drover.v1.ReplicateBlobResponseB9Z7github.com/droverhq/drover/proto/gen/drover/v1;droverv1b\x06proto3"
 
 var (
@@ -719,47 +990,65 @@ func file_drover_v1_peer_proto_rawDescGZIP() []byte {
 	return file_drover_v1_peer_proto_rawDescData
 }
 
-var file_drover_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_drover_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_drover_v1_peer_proto_goTypes = []any{
-	(*JoinRequest)(nil),           // 0: drover.v1.JoinRequest
-	(*JoinResponse)(nil),          // 1: drover.v1.JoinResponse
-	(*RemoveMemberRequest)(nil),   // 2: drover.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),  // 3: drover.v1.RemoveMemberResponse
-	(*ApplyRequest)(nil),          // 4: drover.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 5: drover.v1.ApplyResponse
-	(*CommandError)(nil),          // 6: drover.v1.CommandError
-	(*ReadIndexRequest)(nil),      // 7: drover.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 8: drover.v1.ReadIndexResponse
-	(*NodeInfoRequest)(nil),       // 9: drover.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 10: drover.v1.NodeInfoResponse
-	(*ReplicateBlobRequest)(nil),  // 11: drover.v1.ReplicateBlobRequest
-	(*ReplicateBlobResponse)(nil), // 12: drover.v1.ReplicateBlobResponse
-	(*Actor)(nil),                 // 13: drover.v1.Actor
-	(*Member)(nil),                // 14: drover.v1.Member
-	(*BlobRef)(nil),               // 15: drover.v1.BlobRef
+	(*JoinRequest)(nil),             // 0: drover.v1.JoinRequest
+	(*JoinResponse)(nil),            // 1: drover.v1.JoinResponse
+	(*RemoveMemberRequest)(nil),     // 2: drover.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),    // 3: drover.v1.RemoveMemberResponse
+	(*ApplyRequest)(nil),            // 4: drover.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 5: drover.v1.ApplyResponse
+	(*CommandError)(nil),            // 6: drover.v1.CommandError
+	(*ReadIndexRequest)(nil),        // 7: drover.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 8: drover.v1.ReadIndexResponse
+	(*NodeInfoRequest)(nil),         // 9: drover.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),        // 10: drover.v1.NodeInfoResponse
+	(*ReplicateBlobRequest)(nil),    // 11: drover.v1.ReplicateBlobRequest
+	(*ReplicateBlobResponse)(nil),   // 12: drover.v1.ReplicateBlobResponse
+	(*AgentHeartbeatsRequest)(nil),  // 13: drover.v1.AgentHeartbeatsRequest
+	(*AgentHeartbeatsResponse)(nil), // 14: drover.v1.AgentHeartbeatsResponse
+	(*AgentReportRequest)(nil),      // 15: drover.v1.AgentReportRequest
+	(*AgentReportResponse)(nil),     // 16: drover.v1.AgentReportResponse
+	(*AgentTelemetryRequest)(nil),   // 17: drover.v1.AgentTelemetryRequest
+	(*AgentTelemetryResponse)(nil),  // 18: drover.v1.AgentTelemetryResponse
+	(*Actor)(nil),                   // 19: drover.v1.Actor
+	(*Member)(nil),                  // 20: drover.v1.Member
+	(*BlobRef)(nil),                 // 21: drover.v1.BlobRef
+	(*ReportRequest)(nil),           // 22: drover.v1.ReportRequest
+	(*ReportResponse)(nil),          // 23: drover.v1.ReportResponse
+	(*TelemetryWindow)(nil),         // 24: drover.v1.TelemetryWindow
 }
 var file_drover_v1_peer_proto_depIdxs = []int32{
-	13, // 0: drover.v1.RemoveMemberRequest.actor:type_name -> drover.v1.Actor
+	19, // 0: drover.v1.RemoveMemberRequest.actor:type_name -> drover.v1.Actor
 	6,  // 1: drover.v1.ApplyResponse.error:type_name -> drover.v1.CommandError
-	14, // 2: drover.v1.NodeInfoResponse.member:type_name -> drover.v1.Member
-	15, // 3: drover.v1.ReplicateBlobRequest.blob:type_name -> drover.v1.BlobRef
-	0,  // 4: drover.v1.PeerService.Join:input_type -> drover.v1.JoinRequest
-	2,  // 5: drover.v1.PeerService.RemoveMember:input_type -> drover.v1.RemoveMemberRequest
-	4,  // 6: drover.v1.PeerService.Apply:input_type -> drover.v1.ApplyRequest
-	7,  // 7: drover.v1.PeerService.ReadIndex:input_type -> drover.v1.ReadIndexRequest
-	9,  // 8: drover.v1.PeerService.NodeInfo:input_type -> drover.v1.NodeInfoRequest
-	11, // 9: drover.v1.PeerService.ReplicateBlob:input_type -> drover.v1.ReplicateBlobRequest
-	1,  // 10: drover.v1.PeerService.Join:output_type -> drover.v1.JoinResponse
-	3,  // 11: drover.v1.PeerService.RemoveMember:output_type -> drover.v1.RemoveMemberResponse
-	5,  // 12: drover.v1.PeerService.Apply:output_type -> drover.v1.ApplyResponse
-	8,  // 13: drover.v1.PeerService.ReadIndex:output_type -> drover.v1.ReadIndexResponse
-	10, // 14: drover.v1.PeerService.NodeInfo:output_type -> drover.v1.NodeInfoResponse
-	12, // 15: drover.v1.PeerService.ReplicateBlob:output_type -> drover.v1.ReplicateBlobResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	20, // 2: drover.v1.NodeInfoResponse.member:type_name -> drover.v1.Member
+	21, // 3: drover.v1.ReplicateBlobRequest.blob:type_name -> drover.v1.BlobRef
+	22, // 4: drover.v1.AgentReportRequest.request:type_name -> drover.v1.ReportRequest
+	23, // 5: drover.v1.AgentReportResponse.response:type_name -> drover.v1.ReportResponse
+	24, // 6: drover.v1.AgentTelemetryResponse.windows:type_name -> drover.v1.TelemetryWindow
+	0,  // 7: drover.v1.PeerService.Join:input_type -> drover.v1.JoinRequest
+	2,  // 8: drover.v1.PeerService.RemoveMember:input_type -> drover.v1.RemoveMemberRequest
+	4,  // 9: drover.v1.PeerService.Apply:input_type -> drover.v1.ApplyRequest
+	7,  // 10: drover.v1.PeerService.ReadIndex:input_type -> drover.v1.ReadIndexRequest
+	9,  // 11: drover.v1.PeerService.NodeInfo:input_type -> drover.v1.NodeInfoRequest
+	13, // 12: drover.v1.PeerService.AgentHeartbeats:input_type -> drover.v1.AgentHeartbeatsRequest
+	15, // 13: drover.v1.PeerService.AgentReport:input_type -> drover.v1.AgentReportRequest
+	17, // 14: drover.v1.PeerService.AgentTelemetry:input_type -> drover.v1.AgentTelemetryRequest
+	11, // 15: drover.v1.PeerService.ReplicateBlob:input_type -> drover.v1.ReplicateBlobRequest
+	1,  // 16: drover.v1.PeerService.Join:output_type -> drover.v1.JoinResponse
+	3,  // 17: drover.v1.PeerService.RemoveMember:output_type -> drover.v1.RemoveMemberResponse
+	5,  // 18: drover.v1.PeerService.Apply:output_type -> drover.v1.ApplyResponse
+	8,  // 19: drover.v1.PeerService.ReadIndex:output_type -> drover.v1.ReadIndexResponse
+	10, // 20: drover.v1.PeerService.NodeInfo:output_type -> drover.v1.NodeInfoResponse
+	14, // 21: drover.v1.PeerService.AgentHeartbeats:output_type -> drover.v1.AgentHeartbeatsResponse
+	16, // 22: drover.v1.PeerService.AgentReport:output_type -> drover.v1.AgentReportResponse
+	18, // 23: drover.v1.PeerService.AgentTelemetry:output_type -> drover.v1.AgentTelemetryResponse
+	12, // 24: drover.v1.PeerService.ReplicateBlob:output_type -> drover.v1.ReplicateBlobResponse
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_peer_proto_init() }
@@ -767,6 +1056,7 @@ func file_drover_v1_peer_proto_init() {
 	if File_drover_v1_peer_proto != nil {
 		return
 	}
+	file_drover_v1_agent_proto_init()
 	file_drover_v1_cluster_proto_init()
 	file_drover_v1_common_proto_init()
 	type x struct{}
@@ -775,7 +1065,7 @@ func file_drover_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_peer_proto_rawDesc), len(file_drover_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

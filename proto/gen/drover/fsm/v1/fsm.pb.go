@@ -991,6 +991,492 @@ func (x *TokenRevoke) GetId() string {
 	return ""
 }
 
+type AgentEnroll struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The agent as enrolled; if one of this name exists, it keeps its id,
+	// assignments and history, and its old credentials are revoked.
+	Agent *v1.Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The agent's new credential.
+	Token         *TokenRecord `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentEnroll) Reset() {
+	*x = AgentEnroll{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentEnroll) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentEnroll) ProtoMessage() {}
+
+func (x *AgentEnroll) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentEnroll.ProtoReflect.Descriptor instead.
+func (*AgentEnroll) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AgentEnroll) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentEnroll) GetAgent() *v1.Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentEnroll) GetToken() *TokenRecord {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type AgentLabelsSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Set           map[string]string      `protobuf:"bytes,3,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Remove        []string               `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentLabelsSet) Reset() {
+	*x = AgentLabelsSet{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLabelsSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLabelsSet) ProtoMessage() {}
+
+func (x *AgentLabelsSet) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLabelsSet.ProtoReflect.Descriptor instead.
+func (*AgentLabelsSet) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AgentLabelsSet) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentLabelsSet) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentLabelsSet) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *AgentLabelsSet) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type AgentDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Undo          bool                   `protobuf:"varint,3,opt,name=undo,proto3" json:"undo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentDrain) Reset() {
+	*x = AgentDrain{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentDrain) ProtoMessage() {}
+
+func (x *AgentDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentDrain.ProtoReflect.Descriptor instead.
+func (*AgentDrain) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AgentDrain) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentDrain) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentDrain) GetUndo() bool {
+	if x != nil {
+		return x.Undo
+	}
+	return false
+}
+
+type AssignmentSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Assignment    *v1.Assignment         `protobuf:"bytes,3,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignmentSet) Reset() {
+	*x = AssignmentSet{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignmentSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignmentSet) ProtoMessage() {}
+
+func (x *AssignmentSet) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignmentSet.ProtoReflect.Descriptor instead.
+func (*AssignmentSet) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AssignmentSet) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AssignmentSet) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AssignmentSet) GetAssignment() *v1.Assignment {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+type AssignmentDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Model         string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Role          v1.AssignmentRole      `protobuf:"varint,4,opt,name=role,proto3,enum=drover.v1.AssignmentRole" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignmentDelete) Reset() {
+	*x = AssignmentDelete{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignmentDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignmentDelete) ProtoMessage() {}
+
+func (x *AssignmentDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignmentDelete.ProtoReflect.Descriptor instead.
+func (*AssignmentDelete) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AssignmentDelete) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AssignmentDelete) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AssignmentDelete) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *AssignmentDelete) GetRole() v1.AssignmentRole {
+	if x != nil {
+		return x.Role
+	}
+	return v1.AssignmentRole(0)
+}
+
+type AgentReports struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Header  *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The reports, in order; telemetry bodies are left out (they are kept in
+	// the leader's memory) but their sequence numbers count.
+	Reports       []*v1.Report `protobuf:"bytes,3,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReports) Reset() {
+	*x = AgentReports{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReports) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReports) ProtoMessage() {}
+
+func (x *AgentReports) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReports.ProtoReflect.Descriptor instead.
+func (*AgentReports) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AgentReports) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentReports) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentReports) GetReports() []*v1.Report {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+type AgentStatusSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Status        v1.AgentStatus         `protobuf:"varint,2,opt,name=status,proto3,enum=drover.v1.AgentStatus" json:"status,omitempty"`
+	AgentIds      []string               `protobuf:"bytes,3,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentStatusSet) Reset() {
+	*x = AgentStatusSet{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentStatusSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentStatusSet) ProtoMessage() {}
+
+func (x *AgentStatusSet) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentStatusSet.ProtoReflect.Descriptor instead.
+func (*AgentStatusSet) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AgentStatusSet) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentStatusSet) GetStatus() v1.AgentStatus {
+	if x != nil {
+		return x.Status
+	}
+	return v1.AgentStatus(0)
+}
+
+func (x *AgentStatusSet) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+// AgentReportsResult is the result of AgentReports.
+type AgentReportsResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AckedSeq      uint64                 `protobuf:"varint,1,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReportsResult) Reset() {
+	*x = AgentReportsResult{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReportsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReportsResult) ProtoMessage() {}
+
+func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
+func (*AgentReportsResult) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AgentReportsResult) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
 // AliasSetResult is the result of AliasSet.
 type AliasSetResult struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1002,7 +1488,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1500,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1513,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -1053,7 +1539,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1551,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1564,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -1094,7 +1580,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1592,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1605,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1140,7 +1626,7 @@ var File_drover_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x15drover/v1/model.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
+	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x15drover/v1/model.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
 	"\x06Header\x12&\n" +
 	"\x05actor\x18\x01 \x01(\v2\x10.drover.v1.ActorR\x05actor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -1213,7 +1699,45 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\v2\x1a.drover.fsm.v1.TokenRecordR\x05token\"L\n" +
 	"\vTokenRevoke\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"c\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x96\x01\n" +
+	"\vAgentEnroll\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12&\n" +
+	"\x05agent\x18\x02 \x01(\v2\x10.drover.v1.AgentR\x05agent\x120\n" +
+	"\x05token\x18\x03 \x01(\v2\x1a.drover.fsm.v1.TokenRecordR\x05token\"\xe4\x01\n" +
+	"\x0eAgentLabelsSet\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x128\n" +
+	"\x03set\x18\x03 \x03(\v2&.drover.fsm.v1.AgentLabelsSet.SetEntryR\x03set\x12\x16\n" +
+	"\x06remove\x18\x04 \x03(\tR\x06remove\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\n" +
+	"AgentDrain\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04undo\x18\x03 \x01(\bR\x04undo\"\x90\x01\n" +
+	"\rAssignmentSet\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x125\n" +
+	"\n" +
+	"assignment\x18\x03 \x01(\v2\x15.drover.v1.AssignmentR\n" +
+	"assignment\"\xa1\x01\n" +
+	"\x10AssignmentDelete\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12-\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x19.drover.v1.AssignmentRoleR\x04role\"\x85\x01\n" +
+	"\fAgentReports\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12+\n" +
+	"\areports\x18\x03 \x03(\v2\x11.drover.v1.ReportR\areports\"\x8c\x01\n" +
+	"\x0eAgentStatusSet\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12.\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x16.drover.v1.AgentStatusR\x06status\x12\x1b\n" +
+	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"1\n" +
+	"\x12AgentReportsResult\x12\x1b\n" +
+	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\"c\n" +
 	"\x0eAliasSetResult\x12&\n" +
 	"\x05alias\x18\x01 \x01(\v2\x10.drover.v1.AliasR\x05alias\x12)\n" +
 	"\x10previous_version\x18\x02 \x01(\x04R\x0fpreviousVersion\"\a\n" +
@@ -1234,7 +1758,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -1252,22 +1776,36 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*DatasetVersionCreate)(nil),  // 13: drover.fsm.v1.DatasetVersionCreate
 	(*TokenCreate)(nil),           // 14: drover.fsm.v1.TokenCreate
 	(*TokenRevoke)(nil),           // 15: drover.fsm.v1.TokenRevoke
-	(*AliasSetResult)(nil),        // 16: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 17: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 18: drover.fsm.v1.SnapshotHeader
-	nil,                           // 19: drover.fsm.v1.ModelCreate.LabelsEntry
-	(*v1.Actor)(nil),              // 20: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 22: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 23: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 24: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 25: drover.v1.DatasetVersion
-	(*v1.Alias)(nil),              // 26: drover.v1.Alias
+	(*AgentEnroll)(nil),           // 16: drover.fsm.v1.AgentEnroll
+	(*AgentLabelsSet)(nil),        // 17: drover.fsm.v1.AgentLabelsSet
+	(*AgentDrain)(nil),            // 18: drover.fsm.v1.AgentDrain
+	(*AssignmentSet)(nil),         // 19: drover.fsm.v1.AssignmentSet
+	(*AssignmentDelete)(nil),      // 20: drover.fsm.v1.AssignmentDelete
+	(*AgentReports)(nil),          // 21: drover.fsm.v1.AgentReports
+	(*AgentStatusSet)(nil),        // 22: drover.fsm.v1.AgentStatusSet
+	(*AgentReportsResult)(nil),    // 23: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 24: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 25: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 26: drover.fsm.v1.SnapshotHeader
+	nil,                           // 27: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 28: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 29: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 31: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 32: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 33: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 34: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 35: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 36: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 37: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 38: drover.v1.Report
+	(v1.AgentStatus)(0),           // 39: drover.v1.AgentStatus
+	(*v1.Alias)(nil),              // 40: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	20, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	21, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	22, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	29, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	30, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	31, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -1275,25 +1813,39 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	19, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	27, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	23, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	32, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	24, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	33, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	25, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	34, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
-	26, // 23: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
+	35, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
+	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
+	28, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
+	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
+	36, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
+	37, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
+	38, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
+	39, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	40, // 37: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -1308,7 +1860,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,6 +34,13 @@ const (
 	PeerServiceReadIndexProcedure = "/drover.v1.PeerService/ReadIndex"
 	// PeerServiceNodeInfoProcedure is the procedure name of the PeerService's NodeInfo RPC.
 	PeerServiceNodeInfoProcedure = "/drover.v1.PeerService/NodeInfo"
+	// PeerServiceAgentHeartbeatsProcedure is the procedure name of the PeerService's AgentHeartbeats
+	// RPC.
+	PeerServiceAgentHeartbeatsProcedure = "/drover.v1.PeerService/AgentHeartbeats"
+	// PeerServiceAgentReportProcedure is the procedure name of the PeerService's AgentReport RPC.
+	PeerServiceAgentReportProcedure = "/drover.v1.PeerService/AgentReport"
+	// PeerServiceAgentTelemetryProcedure is the procedure name of the PeerService's AgentTelemetry RPC.
+	PeerServiceAgentTelemetryProcedure = "/drover.v1.PeerService/AgentTelemetry"
 	// PeerServiceReplicateBlobProcedure is the procedure name of the PeerService's ReplicateBlob RPC.
 	PeerServiceReplicateBlobProcedure = "/drover.v1.PeerService/ReplicateBlob"
 )
@@ -74,6 +81,27 @@ var (
 			Procedure:  PeerServiceNodeInfoProcedure,
 		}
 	})
+	peerServiceAgentHeartbeatsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_drover_v1_peer_proto.Services().ByName("PeerService").Methods().ByName("AgentHeartbeats"),
+			Procedure:  PeerServiceAgentHeartbeatsProcedure,
+		}
+	})
+	peerServiceAgentReportSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_drover_v1_peer_proto.Services().ByName("PeerService").Methods().ByName("AgentReport"),
+			Procedure:  PeerServiceAgentReportProcedure,
+		}
+	})
+	peerServiceAgentTelemetrySpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_drover_v1_peer_proto.Services().ByName("PeerService").Methods().ByName("AgentTelemetry"),
+			Procedure:  PeerServiceAgentTelemetryProcedure,
+		}
+	})
 	peerServiceReplicateBlobSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
 			StreamType: connect.StreamTypeUnary,
@@ -96,6 +124,12 @@ type PeerServiceClient interface {
 	ReadIndex(context.Context, *v1.ReadIndexRequest) (*v1.ReadIndexResponse, error)
 	// NodeInfo reports a node's own view of itself.
 	NodeInfo(context.Context, *v1.NodeInfoRequest) (*v1.NodeInfoResponse, error)
+	// AgentHeartbeats hands the leader the heartbeats a node received.
+	AgentHeartbeats(context.Context, *v1.AgentHeartbeatsRequest) (*v1.AgentHeartbeatsResponse, error)
+	// AgentReport hands the leader an agent's reports, to take and acknowledge.
+	AgentReport(context.Context, *v1.AgentReportRequest) (*v1.AgentReportResponse, error)
+	// AgentTelemetry returns the telemetry windows the leader holds for an agent.
+	AgentTelemetry(context.Context, *v1.AgentTelemetryRequest) (*v1.AgentTelemetryResponse, error)
 	// ReplicateBlob asks a node to pull a blob from a peer that has it and
 	// answers once the blob is whole on its disk.
 	ReplicateBlob(context.Context, *v1.ReplicateBlobRequest) (*v1.ReplicateBlobResponse, error)
@@ -120,6 +154,12 @@ type PeerServiceHandler interface {
 	ReadIndex(context.Context, *v1.ReadIndexRequest) (*v1.ReadIndexResponse, error)
 	// NodeInfo reports a node's own view of itself.
 	NodeInfo(context.Context, *v1.NodeInfoRequest) (*v1.NodeInfoResponse, error)
+	// AgentHeartbeats hands the leader the heartbeats a node received.
+	AgentHeartbeats(context.Context, *v1.AgentHeartbeatsRequest) (*v1.AgentHeartbeatsResponse, error)
+	// AgentReport hands the leader an agent's reports, to take and acknowledge.
+	AgentReport(context.Context, *v1.AgentReportRequest) (*v1.AgentReportResponse, error)
+	// AgentTelemetry returns the telemetry windows the leader holds for an agent.
+	AgentTelemetry(context.Context, *v1.AgentTelemetryRequest) (*v1.AgentTelemetryResponse, error)
 	// ReplicateBlob asks a node to pull a blob from a peer that has it and
 	// answers once the blob is whole on its disk.
 	ReplicateBlob(context.Context, *v1.ReplicateBlobRequest) (*v1.ReplicateBlobResponse, error)
@@ -134,6 +174,9 @@ func RegisterPeerServiceHandler(server *connect.Server, svc PeerServiceHandler) 
 		connect.Method{Spec: peerServiceApplySpec(), Handler: adapter.apply},
 		connect.Method{Spec: peerServiceReadIndexSpec(), Handler: adapter.readIndex},
 		connect.Method{Spec: peerServiceNodeInfoSpec(), Handler: adapter.nodeInfo},
+		connect.Method{Spec: peerServiceAgentHeartbeatsSpec(), Handler: adapter.agentHeartbeats},
+		connect.Method{Spec: peerServiceAgentReportSpec(), Handler: adapter.agentReport},
+		connect.Method{Spec: peerServiceAgentTelemetrySpec(), Handler: adapter.agentTelemetry},
 		connect.Method{Spec: peerServiceReplicateBlobSpec(), Handler: adapter.replicateBlob},
 	)
 }
@@ -159,6 +202,18 @@ func (UnimplementedPeerServiceHandler) ReadIndex(context.Context, *v1.ReadIndexR
 
 func (UnimplementedPeerServiceHandler) NodeInfo(context.Context, *v1.NodeInfoRequest) (*v1.NodeInfoResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.NodeInfo is not implemented")
+}
+
+func (UnimplementedPeerServiceHandler) AgentHeartbeats(context.Context, *v1.AgentHeartbeatsRequest) (*v1.AgentHeartbeatsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.AgentHeartbeats is not implemented")
+}
+
+func (UnimplementedPeerServiceHandler) AgentReport(context.Context, *v1.AgentReportRequest) (*v1.AgentReportResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.AgentReport is not implemented")
+}
+
+func (UnimplementedPeerServiceHandler) AgentTelemetry(context.Context, *v1.AgentTelemetryRequest) (*v1.AgentTelemetryResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.PeerService.AgentTelemetry is not implemented")
 }
 
 func (UnimplementedPeerServiceHandler) ReplicateBlob(context.Context, *v1.ReplicateBlobRequest) (*v1.ReplicateBlobResponse, error) {
@@ -204,6 +259,30 @@ func (c *peerServiceClient) ReadIndex(ctx context.Context, req *v1.ReadIndexRequ
 func (c *peerServiceClient) NodeInfo(ctx context.Context, req *v1.NodeInfoRequest) (*v1.NodeInfoResponse, error) {
 	var res v1.NodeInfoResponse
 	if err := c.client.CallUnary(ctx, peerServiceNodeInfoSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *peerServiceClient) AgentHeartbeats(ctx context.Context, req *v1.AgentHeartbeatsRequest) (*v1.AgentHeartbeatsResponse, error) {
+	var res v1.AgentHeartbeatsResponse
+	if err := c.client.CallUnary(ctx, peerServiceAgentHeartbeatsSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *peerServiceClient) AgentReport(ctx context.Context, req *v1.AgentReportRequest) (*v1.AgentReportResponse, error) {
+	var res v1.AgentReportResponse
+	if err := c.client.CallUnary(ctx, peerServiceAgentReportSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *peerServiceClient) AgentTelemetry(ctx context.Context, req *v1.AgentTelemetryRequest) (*v1.AgentTelemetryResponse, error) {
+	var res v1.AgentTelemetryResponse
+	if err := c.client.CallUnary(ctx, peerServiceAgentTelemetrySpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -273,6 +352,42 @@ func (h peerServiceHandler) nodeInfo(ctx context.Context, _ connect.Spec, stream
 		return err
 	}
 	res, err := h.svc.NodeInfo(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h peerServiceHandler) agentHeartbeats(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.AgentHeartbeatsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.AgentHeartbeats(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h peerServiceHandler) agentReport(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.AgentReportRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.AgentReport(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h peerServiceHandler) agentTelemetry(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.AgentTelemetryRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.AgentTelemetry(ctx, &req)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,143 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/droverhq/drover/hub/state"
+	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+func agentToken(id string) *fsmv1.TokenRecord {
+	h := sha256.Sum256([]byte("secret-" + id))
+	return &fsmv1.TokenRecord{Token: &droverv1.Token{Id: id, Role: droverv1.Role_ROLE_AGENT}, SecretHash: h[:]}
+}
+
+func TestAgentLifecycle(t *testing.T) {
+	h := newHarness(t)
+	// A model with two versions and an alias, to assign.
+	h.mustApply(&fsmv1.ModelCreate{Header: header(1), Name: "churn"})
+	for i := range 2 {
+		h.mustApply(&fsmv1.VersionCreate{Header: header(2 + i), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob(string(rune('a' + i))), Format: "onnx"}})
+	}
+	h.mustApply(&fsmv1.AliasSet{Header: header(4), Model: "churn", Alias: "champion", Version: 1})
+
+	a := h.mustApply(&fsmv1.AgentEnroll{Header: header(5), Token: agentToken("t1"), Agent: &droverv1.Agent{
+		Id: "a1", Name: "gpu-1", ReportedLabels: map[string]string{"site": "lab", "rack": "r1"}}}).(*droverv1.Agent)
+	if a.GetStatus() != droverv1.AgentStatus_AGENT_STATUS_READY || a.GetLabels()["site"] != "lab" {
+		t.Fatalf("enrolled agent = %v", a)
+	}
+	view := h.f.State().Snapshot()
+	if view.TokenByID("t1").GetToken().GetAgentId() != "a1" || view.Agent("gpu-1").GetId() != "a1" {
+		t.Fatal("credential not bound, or agent not found by name")
+	}
+
+	// Operator labels override the agent's own.
+	a = h.mustApply(&fsmv1.AgentLabelsSet{Header: header(6), AgentId: "a1", Set: map[string]string{"rack": "r9", "tier": "gold"}}).(*droverv1.Agent)
+	if a.GetLabels()["rack"] != "r9" || a.GetLabels()["tier"] != "gold" || a.GetReportedLabels()["rack"] != "r1" {
+		t.Fatalf("labels = %v", a.GetLabels())
+	}
+	h.refused(&fsmv1.AgentLabelsSet{Header: header(6), AgentId: "a1", Set: map[string]string{"Bad Key": "x"}}, state.KindInvalid)
+
+	// Assignments, by version and by alias, validated.
+	h.mustApply(&fsmv1.AssignmentSet{Header: header(7), AgentId: "a1", Assignment: &droverv1.Assignment{
+		Model: "churn", Alias: "champion", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	h.mustApply(&fsmv1.AssignmentSet{Header: header(8), AgentId: "a1", Assignment: &droverv1.Assignment{
+		Model: "churn", Version: 2, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY, Weight: 10}})
+	h.refused(&fsmv1.AssignmentSet{Header: header(9), AgentId: "a1", Assignment: &droverv1.Assignment{Model: "churn", Version: 9, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}}, state.KindNotFound)
+	h.refused(&fsmv1.AssignmentSet{Header: header(9), AgentId: "a1", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Weight: 101}}, state.KindInvalid)
+	h.refused(&fsmv1.AssignmentSet{Header: header(9), AgentId: "nope", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}}, state.KindNotFound)
+
+	// The desired state follows the alias, and the watch fires when it moves.
+	ws := memdb.NewWatchSet()
+	d, err := h.f.State().Snapshot().DesiredState("a1", ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.GetAssignments()) != 2 || d.GetAssignments()[1].GetVersion() != 1 || d.GetAssignments()[1].GetWeight() != 100 ||
+		d.GetAssignments()[0].GetVersion() != 2 || d.GetAssignments()[1].GetArtifact().GetDigest() == "" {
+		t.Fatalf("desired = %v", d)
+	}
+	h.mustApply(&fsmv1.AliasSet{Header: header(10), Model: "churn", Alias: "champion", Version: 2})
+	if ws.Watch(time.After(5 * time.Second)) {
+		t.Fatal("the watch did not fire when the alias moved")
+	}
+	d2, _ := h.f.State().Snapshot().DesiredState("a1", nil)
+	if d2.GetFingerprint() == d.GetFingerprint() || d2.GetAssignments()[1].GetVersion() != 2 {
+		t.Fatalf("desired after the move = %v", d2)
+	}
+	// Draining empties it; undoing restores it.
+	h.mustApply(&fsmv1.AgentDrain{Header: header(11), AgentId: "a1"})
+	if d3, _ := h.f.State().Snapshot().DesiredState("a1", nil); len(d3.GetAssignments()) != 0 || !d3.GetDraining() {
+		t.Fatalf("desired while draining = %v", d3)
+	}
+	h.mustApply(&fsmv1.AgentDrain{Header: header(12), AgentId: "a1", Undo: true})
+	if d4, _ := h.f.State().Snapshot().DesiredState("a1", nil); d4.GetFingerprint() != d2.GetFingerprint() {
+		t.Fatalf("desired after undrain = %v", d4)
+	}
+
+	// Reports: applied once each, in order; repeats are skipped.
+	rep := func(seq uint64, phase droverv1.AssignmentPhase) *droverv1.Report {
+		return &droverv1.Report{Seq: seq, Body: &droverv1.Report_Assignment{Assignment: &droverv1.AssignmentStatus{
+			Model: "churn", Version: 2, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Phase: phase}}}
+	}
+	res := h.mustApply(&fsmv1.AgentReports{Header: header(13), AgentId: "a1", Reports: []*droverv1.Report{
+		rep(1, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_DOWNLOADING), rep(2, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY),
+		{Seq: 3, Body: &droverv1.Report_Telemetry{Telemetry: &droverv1.TelemetryWindow{}}},
+		{Seq: 4, Body: &droverv1.Report_Dropped{Dropped: &droverv1.ReportsDropped{Dropped: 5}}},
+	}}).(*fsmv1.AgentReportsResult)
+	if res.GetAckedSeq() != 4 {
+		t.Fatalf("acked %d, want 4", res.GetAckedSeq())
+	}
+	res = h.mustApply(&fsmv1.AgentReports{Header: header(14), AgentId: "a1", Reports: []*droverv1.Report{
+		rep(2, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED), rep(5, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY)}}).(*fsmv1.AgentReportsResult)
+	view = h.f.State().Snapshot()
+	got := view.Agent("a1")
+	if res.GetAckedSeq() != 5 || got.GetReportsDropped() != 5 || len(got.GetAssignmentStatuses()) != 1 ||
+		got.GetAssignmentStatuses()[0].GetPhase() != droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY {
+		t.Fatalf("after reports: acked %d, agent %v", res.GetAckedSeq(), got)
+	}
+	var kinds []string
+	for _, e := range view.AgentEvents("a1", 100) {
+		kinds = append(kinds, e.GetKind())
+	}
+	if want := []string{"assignment", "assignment", "reports_dropped", "assignment", "enroll"}; !equalStrings(kinds, want) {
+		t.Fatalf("event kinds = %v, want %v (hub events sort after reports)", kinds, want)
+	}
+
+	// Liveness.
+	h.mustApply(&fsmv1.AgentStatusSet{Header: header(15), Status: droverv1.AgentStatus_AGENT_STATUS_DOWN, AgentIds: []string{"a1", "ghost"}})
+	if h.f.State().Snapshot().Agent("a1").GetStatus() != droverv1.AgentStatus_AGENT_STATUS_DOWN {
+		t.Fatal("status not set")
+	}
+
+	// Re-enrolling under the same name keeps the id, assignments and report
+	// sequence, and revokes the old credential.
+	a = h.mustApply(&fsmv1.AgentEnroll{Header: header(16), Token: agentToken("t2"), Agent: &droverv1.Agent{Id: "a-new", Name: "gpu-1"}}).(*droverv1.Agent)
+	view = h.f.State().Snapshot()
+	if a.GetId() != "a1" || len(a.GetAssignments()) != 2 || a.GetLastReportSeq() != 5 || a.GetOperatorLabels()["tier"] != "gold" ||
+		a.GetStatus() != droverv1.AgentStatus_AGENT_STATUS_READY {
+		t.Fatalf("re-enrolled = %v", a)
+	}
+	if view.TokenByID("t1") != nil || view.TokenByID("t2").GetToken().GetAgentId() != "a1" {
+		t.Fatal("the old credential survived re-enrolment")
+	}
+	h.mustApply(&fsmv1.AssignmentDelete{Header: header(17), AgentId: "a1", Model: "churn", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY})
+	h.refused(&fsmv1.AssignmentDelete{Header: header(18), AgentId: "a1", Model: "churn", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY}, state.KindNotFound)
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
