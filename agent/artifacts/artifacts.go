@@ -1,0 +1,261 @@
+// Package artifacts is the agent's cache of model artifacts: files named by
+// digest under the data directory, indexed in the agent's store.
+//
+// A file enters the cache only whole and verified: the download goes to a
+// ".partial" file, resumes with an HTTP Range request after an interruption,
+// is hashed as it arrives, and is renamed into place only if it matches its
+// digest; then it is indexed. Verify hashes a cached file again before it is
+// loaded, so that a file damaged on disk is caught, removed and fetched
+// anew, never run.
+package artifacts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/droverhq/drover/agent/store"
+	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/internal/digest"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// ErrCorrupt means a cached file no longer matches its digest.
+var ErrCorrupt = errors.New("artifact does not match its digest")
+
+// Downloader fetches a blob into a file, resuming and verifying; the hub
+// client is one.
+type Downloader interface {
+	DownloadFile(ctx context.Context, d digest.Digest, size int64, path string, progress client.Progress) error
+}
+
+// Cache is the artifact cache. It is safe for concurrent use; concurrent
+// fetches of one artifact share one download.
+type Cache struct {
+	dir    string
+	store  *store.Store
+	dl     Downloader
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]*fetch
+}
+
+type fetch struct {
+	done chan struct{}
+	err  error
+}
+
+// New opens the cache in dir and reconciles its index with the files: an
+// index entry whose file is gone or the wrong size is dropped; a whole file
+// the index does not know (a crash between rename and index) is hashed and
+// adopted if it matches its name, removed if not.
+func New(dir string, st *store.Store, dl Downloader, logger *slog.Logger) (*Cache, error) {
+	c := &Cache{dir: dir, store: st, dl: dl, logger: logger, now: time.Now, inflight: map[string]*fetch{}}
+	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o700); err != nil {
+		return nil, fmt.Errorf("artifacts: %w", err)
+	}
+	indexed, err := st.Artifacts()
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, a := range indexed {
+		d, err := digest.Parse(a.Digest)
+		fi, serr := os.Stat(c.path(d))
+		if err != nil || serr != nil || fi.Size() != a.Size {
+			logger.Warn("dropping an artifact whose file is missing or damaged", "digest", a.Digest)
+			_ = st.DeleteArtifact(a.Digest)
+			if err == nil {
+				_ = os.Remove(c.path(d))
+			}
+			continue
+		}
+		known[a.Digest] = true
+	}
+	err = filepath.WalkDir(filepath.Join(dir, "sha256"), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || strings.HasSuffix(path, ".partial") {
+			return err
+		}
+		d, perr := digest.Parse(digest.Prefix + e.Name())
+		if perr != nil || known[d.String()] {
+			return nil
+		}
+		if err := c.adopt(d, path); err != nil {
+			logger.Warn("removing an unindexed file that does not match its name", "file", path, "err", err)
+			_ = os.Remove(path)
+		}
+		return nil
+	})
+	return c, err
+}
+
+func (c *Cache) adopt(d digest.Digest, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	got, n, err := digest.FromReader(f)
+	if err != nil {
+		return err
+	}
+	if got != d {
+		return ErrCorrupt
+	}
+	now := c.now()
+	return c.store.PutArtifact(&store.Artifact{Digest: d.String(), Size: n, VerifiedAt: now, LastUsed: now})
+}
+
+func (c *Cache) path(d digest.Digest) string {
+	h := d.Hex()
+	return filepath.Join(c.dir, "sha256", h[:2], h)
+}
+
+// Has reports whether an artifact is cached whole.
+func (c *Cache) Has(ref *droverv1.BlobRef) bool {
+	a, err := c.store.Artifact(ref.GetDigest())
+	if err != nil {
+		return false
+	}
+	d, err := digest.Parse(a.Digest)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(c.path(d))
+	return err == nil && fi.Size() == a.Size
+}
+
+// Fetch returns the path of a cached artifact, downloading it first if it
+// is not cached. A download interrupted (by a cancelled ctx or a crash)
+// resumes where it stopped the next time.
+func (c *Cache) Fetch(ctx context.Context, ref *droverv1.BlobRef) (string, error) {
+	d, err := digest.Parse(ref.GetDigest())
+	if err != nil {
+		return "", err
+	}
+	if c.Has(ref) {
+		c.touch(ref.GetDigest())
+		return c.path(d), nil
+	}
+	c.mu.Lock()
+	f, ok := c.inflight[d.String()]
+	if !ok {
+		f = &fetch{done: make(chan struct{})}
+		c.inflight[d.String()] = f
+		go func() {
+			f.err = c.download(context.WithoutCancel(ctx), d, ref.GetSizeBytes())
+			c.mu.Lock()
+			delete(c.inflight, d.String())
+			c.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return "", f.err
+		}
+		return c.path(d), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error {
+	path := c.path(d)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	start := c.now()
+	if err := c.dl.DownloadFile(ctx, d, size, path, nil); err != nil {
+		return fmt.Errorf("download %s: %w", d, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	if err := c.store.PutArtifact(&store.Artifact{Digest: d.String(), Size: fi.Size(), VerifiedAt: now, LastUsed: now}); err != nil {
+		return err
+	}
+	c.logger.Info("artifact downloaded and verified", "digest", d, "bytes", fi.Size(), "took", now.Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+func (c *Cache) touch(dg string) {
+	if a, err := c.store.Artifact(dg); err == nil {
+		a.LastUsed = c.now()
+		_ = c.store.PutArtifact(a)
+	}
+}
+
+// Verify hashes a cached artifact again. A file that no longer matches is
+// removed from the cache, and ErrCorrupt returned.
+func (c *Cache) Verify(ref *droverv1.BlobRef) error {
+	d, err := digest.Parse(ref.GetDigest())
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(c.path(d))
+	if err != nil {
+		_ = c.store.DeleteArtifact(d.String())
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	got, _, err := digest.FromReader(f)
+	f.Close()
+	if err == nil && got == d {
+		return nil
+	}
+	c.logger.Warn("a cached artifact is damaged; removing it", "digest", d, "hashes_to", got, "err", err)
+	c.Remove(d.String())
+	return fmt.Errorf("%w: %s hashes to %s", ErrCorrupt, d, got)
+}
+
+// Remove deletes a cached artifact.
+func (c *Cache) Remove(dg string) {
+	d, err := digest.Parse(dg)
+	if err != nil {
+		return
+	}
+	_ = c.store.DeleteArtifact(dg)
+	_ = os.Remove(c.path(d))
+}
+
+// Collect removes cached artifacts not in keep that have not been used for
+// unusedFor, and returns how many it removed.
+func (c *Cache) Collect(keep map[string]bool, unusedFor time.Duration) (int, error) {
+	arts, err := c.store.Artifacts()
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, a := range arts {
+		if keep[a.Digest] || c.now().Sub(a.LastUsed) < unusedFor {
+			continue
+		}
+		c.Remove(a.Digest)
+		removed++
+		c.logger.Info("removed an unused artifact", "digest", a.Digest, "bytes", a.Size)
+	}
+	return removed, nil
+}
+
+// Open opens a cached artifact for reading.
+func (c *Cache) Open(ref *droverv1.BlobRef) (io.ReadCloser, error) {
+	d, err := digest.Parse(ref.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(c.path(d))
+}

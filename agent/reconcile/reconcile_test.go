@@ -1,0 +1,244 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/droverhq/drover/internal/logging"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// fakeArtifacts is an in-memory cache whose fetches can fail or block.
+type fakeArtifacts struct {
+	mu        sync.Mutex
+	have      map[string]bool
+	fetches   map[string]int
+	failFetch int            // fail this many fetches first
+	corrupt   map[string]int // fail Verify this many times for a digest
+	block     chan struct{}  // if set, fetches wait on it
+}
+
+func newArtifacts() *fakeArtifacts {
+	return &fakeArtifacts{have: map[string]bool{}, fetches: map[string]int{}, corrupt: map[string]int{}}
+}
+
+func (f *fakeArtifacts) Has(ref *droverv1.BlobRef) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.have[ref.GetDigest()]
+}
+
+func (f *fakeArtifacts) Fetch(ctx context.Context, ref *droverv1.BlobRef) (string, error) {
+	f.mu.Lock()
+	if f.have[ref.GetDigest()] {
+		f.mu.Unlock()
+		return "/cache/" + ref.GetDigest(), nil
+	}
+	f.fetches[ref.GetDigest()]++
+	block := f.block
+	if f.failFetch > 0 {
+		f.failFetch--
+		f.mu.Unlock()
+		return "", errors.New("hub unreachable")
+	}
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // a download takes time
+	f.mu.Lock()
+	f.have[ref.GetDigest()] = true
+	f.mu.Unlock()
+	return "/cache/" + ref.GetDigest(), nil
+}
+
+func (f *fakeArtifacts) Verify(ref *droverv1.BlobRef) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.corrupt[ref.GetDigest()] > 0 {
+		f.corrupt[ref.GetDigest()]--
+		delete(f.have, ref.GetDigest())
+		return errors.New("artifact does not match its digest")
+	}
+	return nil
+}
+
+// fakeRuntime records loads and unloads.
+type fakeRuntime struct {
+	mu     sync.Mutex
+	loaded map[Key]uint64
+	log    []string
+}
+
+func (r *fakeRuntime) Load(_ context.Context, a *droverv1.DesiredAssignment, _ string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := Key{a.GetModel(), a.GetRole()}
+	r.log = append(r.log, fmt.Sprintf("load %s v%d", k, a.GetVersion()))
+	if r.loaded == nil {
+		r.loaded = map[Key]uint64{}
+	}
+	r.loaded[k] = a.GetVersion()
+	return nil
+}
+
+func (r *fakeRuntime) Unload(_ context.Context, k Key, v uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = append(r.log, fmt.Sprintf("unload %s v%d", k, v))
+	if r.loaded[k] == v {
+		delete(r.loaded, k)
+	}
+	return nil
+}
+
+type recorder struct {
+	mu       sync.Mutex
+	statuses []Status
+}
+
+func (r *recorder) report(s Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statuses = append(r.statuses, s)
+}
+
+func (r *recorder) phases() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, s := range r.statuses {
+		out = append(out, fmt.Sprintf("v%d:%s", s.Version, strings.ToLower(strings.TrimPrefix(s.Phase.String(), "ASSIGNMENT_PHASE_"))))
+	}
+	return strings.Join(out, " ")
+}
+
+func desired(versions ...uint64) *droverv1.DesiredState {
+	d := &droverv1.DesiredState{}
+	for _, v := range versions {
+		d.Assignments = append(d.Assignments, &droverv1.DesiredAssignment{
+			Model: "churn", Version: v, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY,
+			Artifact: &droverv1.BlobRef{Digest: fmt.Sprintf("sha256:%064d", v), SizeBytes: 100},
+		})
+	}
+	return d
+}
+
+// harness runs a reconciler inside a synctest bubble.
+func harness(t *testing.T, arts *fakeArtifacts) (*Reconciler, *fakeRuntime, *recorder, context.CancelFunc) {
+	rt := &fakeRuntime{}
+	rec := &recorder{}
+	r := New(arts, rt, rec.report, logging.Discard(), Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go r.Run(ctx)
+	return r, rt, rec, cancel
+}
+
+func TestConvergeAndReplace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		r, rt, rec, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		if !r.Converged() || rec.phases() != "v1:pending v1:downloading v1:loading v1:ready" {
+			t.Fatalf("converged %v, phases %s", r.Converged(), rec.phases())
+		}
+		// A new version: loaded first, then the old one let go.
+		r.SetDesired(desired(2))
+		time.Sleep(time.Second)
+		if !r.Converged() || strings.Join(rt.log, ", ") != "load churn/primary v1, load churn/primary v2, unload churn/primary v1" {
+			t.Fatalf("runtime log: %v", rt.log)
+		}
+		// Going back to v1 needs no download: it is cached.
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		if arts.fetches[desired(1).Assignments[0].GetArtifact().GetDigest()] != 1 {
+			t.Fatalf("v1 fetched %d times", arts.fetches[desired(1).Assignments[0].GetArtifact().GetDigest()])
+		}
+		// Nothing desired: unloaded and reported removed.
+		r.SetDesired(desired())
+		time.Sleep(time.Second)
+		if len(rt.loaded) != 0 || !strings.HasSuffix(rec.phases(), "v1:removed") {
+			t.Fatalf("after removal: loaded %v, phases %s", rt.loaded, rec.phases())
+		}
+	})
+}
+
+func TestRetryWithBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		arts.failFetch = 3
+		r, _, rec, stop := harness(t, arts)
+		defer stop()
+		start := time.Now()
+		r.SetDesired(desired(7))
+		for !r.Converged() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		took := time.Since(start)
+		// Three failures wait 1 s, 2 s and 4 s before the fourth try.
+		if took < 7*time.Second || took > 8*time.Second {
+			t.Fatalf("converged after %v, want about 7 s of back-off", took)
+		}
+		var attempts []int
+		for _, s := range rec.statuses {
+			if s.Phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED {
+				attempts = append(attempts, s.Attempts)
+				if !strings.Contains(s.Message, "hub unreachable") {
+					t.Fatalf("failure message %q", s.Message)
+				}
+			}
+		}
+		if fmt.Sprint(attempts) != "[1 2 3]" {
+			t.Fatalf("failed attempts reported: %v", attempts)
+		}
+	})
+}
+
+func TestCorruptArtifactIsRefetched(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		d := desired(3)
+		arts.corrupt[d.Assignments[0].GetArtifact().GetDigest()] = 1
+		r, rt, rec, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(d)
+		time.Sleep(5 * time.Second)
+		if !r.Converged() || arts.fetches[d.Assignments[0].GetArtifact().GetDigest()] != 2 {
+			t.Fatalf("converged %v after %d fetches; phases %s", r.Converged(), arts.fetches[d.Assignments[0].GetArtifact().GetDigest()], rec.phases())
+		}
+		if !strings.Contains(rec.phases(), "v3:failed") || len(rt.log) != 1 {
+			t.Fatalf("the corrupt artifact was loaded or not reported: %v / %s", rt.log, rec.phases())
+		}
+	})
+}
+
+func TestSupersededDownload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		arts.block = make(chan struct{}) // v1's download never finishes
+		r, rt, _, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		arts.mu.Lock()
+		arts.block = nil
+		arts.mu.Unlock()
+		r.SetDesired(desired(2))
+		time.Sleep(time.Second)
+		if !r.Converged() || strings.Join(rt.log, ",") != "load churn/primary v2" {
+			t.Fatalf("converged %v, runtime %v", r.Converged(), rt.log)
+		}
+	})
+}
