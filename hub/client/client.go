@@ -66,6 +66,8 @@ type Client struct {
 	Audit    droverv1connect.AuditServiceClient
 	Cluster  droverv1connect.ClusterServiceClient
 	Agents   droverv1connect.AgentServiceClient
+	// AgentControl is what agents call.
+	AgentControl droverv1connect.AgentControlServiceClient
 
 	cfg   Config
 	http  *http.Client
@@ -95,14 +97,15 @@ func New(cfg Config) (*Client, error) {
 	ics := append([]connect.ClientInterceptor{Bearer(func() string { return token })}, cfg.Interceptors...)
 	cc := connect.NewClient(fo, ics...)
 	return &Client{
-		Models:   droverv1connect.NewModelServiceClient(cc),
-		Datasets: droverv1connect.NewDatasetServiceClient(cc),
-		Tokens:   droverv1connect.NewTokenServiceClient(cc),
-		Audit:    droverv1connect.NewAuditServiceClient(cc),
-		Cluster:  droverv1connect.NewClusterServiceClient(cc),
-		Agents:   droverv1connect.NewAgentServiceClient(cc),
-		cfg:      cfg,
-		http:     cfg.BlobHTTPClient,
-		blobs:    &failoverBlobs{addrs: cfg.Addrs},
+		Models:       droverv1connect.NewModelServiceClient(cc),
+		Datasets:     droverv1connect.NewDatasetServiceClient(cc),
+		Tokens:       droverv1connect.NewTokenServiceClient(cc),
+		Audit:        droverv1connect.NewAuditServiceClient(cc),
+		Cluster:      droverv1connect.NewClusterServiceClient(cc),
+		Agents:       droverv1connect.NewAgentServiceClient(cc),
+		AgentControl: droverv1connect.NewAgentControlServiceClient(cc),
+		cfg:          cfg,
+		http:         cfg.BlobHTTPClient,
+		blobs:        &failoverBlobs{addrs: cfg.Addrs},
 	}, nil
 }

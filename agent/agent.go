@@ -1,0 +1,365 @@
+// Package agent is the daemon on every GPU machine (drover agent). It
+// discovers the machine and its GPUs, enrols with the hub, heartbeats,
+// watches its desired state over a server stream, and converges on it:
+// downloading, verifying and loading the model versions it is assigned. Its
+// state — identity, last desired state, artifact index, report outbox —
+// lives in Badger with synced writes (agent/store), so that it survives
+// crashes and keeps serving what it was told while the hub is away.
+//
+// The pieces:
+//
+//   - hubconn.go: enrolment, heartbeats, the desired-state watch and the
+//     report sender, each retrying with jittered back-off.
+//   - gpu.go: GPU sampling, Xid events, health verdicts and telemetry
+//     windows, through nvml/.
+//   - agent/reconcile: the level-triggered reconciler; agent/artifacts: the
+//     verified artifact cache; agent/store: the Badger store.
+//   - http.go: /healthz, /readyz, /metrics and /v1/agent on --serve-addr.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/droverhq/drover/agent/artifacts"
+	"github.com/droverhq/drover/agent/reconcile"
+	"github.com/droverhq/drover/agent/store"
+	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/internal/buildinfo"
+	"github.com/droverhq/drover/internal/digest"
+	"github.com/droverhq/drover/internal/kvstore"
+	"github.com/droverhq/drover/nvml"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// Config is everything an agent needs to start.
+type Config struct {
+	// Name is the agent's name in the fleet (default: the host name).
+	Name string
+	// Hubs are hub addresses; calls fail over between them.
+	Hubs []string
+	// JoinToken is an agent token (drover tokens create --role agent),
+	// used once to enrol.
+	JoinToken string
+	// DataDir holds the store and the artifact cache.
+	DataDir string
+	// ServeAddr is where the agent serves /healthz, /readyz, /metrics and,
+	// later, predictions.
+	ServeAddr string
+	// Labels describe the machine to selectors: site, rack, anything.
+	Labels map[string]string
+
+	// HeartbeatInterval is how often the agent heartbeats (default 5 s).
+	HeartbeatInterval time.Duration
+	// SampleInterval is how often GPUs are sampled (default 10 s).
+	SampleInterval time.Duration
+	// TelemetryWindow is the span one telemetry report summarises
+	// (default 1 min).
+	TelemetryWindow time.Duration
+	// InventoryInterval is how often the inventory is checked for changes
+	// (default 5 min).
+	InventoryInterval time.Duration
+	// OutboxMaxReports bounds the outbox (default 100,000).
+	OutboxMaxReports int
+	// ArtifactKeep is how long an unused artifact stays cached (default 24 h).
+	ArtifactKeep time.Duration
+
+	// GPUs returns the NVML to use; nil means the machine's own library.
+	GPUs func() gonvml.Interface
+	// Runtime loads verified artifacts; nil means the built-in one, which
+	// tracks what each slot serves (the runners replace it).
+	Runtime reconcile.Runtime
+	// Reconcile tunes the reconciler.
+	Reconcile reconcile.Options
+	// OnDesired, if set, is called when a new desired state arrives from
+	// the hub, before the reconciler sees it. For tests and benchmarks.
+	OnDesired func(*droverv1.DesiredState)
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("agent name: %w", err)
+		}
+		c.Name = host
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	if len(c.Hubs) == 0 {
+		return errors.New("at least one hub address is required")
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.HeartbeatInterval, 5*time.Second)
+	def(&c.SampleInterval, 10*time.Second)
+	def(&c.TelemetryWindow, time.Minute)
+	def(&c.InventoryInterval, 5*time.Minute)
+	def(&c.ArtifactKeep, 24*time.Hour)
+	if c.ServeAddr == "" {
+		c.ServeAddr = "127.0.0.1:8430"
+	}
+	if c.GPUs == nil {
+		c.GPUs = nvml.System
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg    Config
+	logger *slog.Logger
+	now    func() time.Time
+
+	store    *store.Store
+	cache    *artifacts.Cache
+	rec      *reconcile.Reconciler
+	runtime  reconcile.Runtime
+	gpus     *gpuMonitor
+	metrics  *metrics
+	listener net.Listener
+	server   *http.Server
+
+	join       *client.Client // with the join token, for enrolment
+	streamHTTP *http.Client   // for desired-state watches
+	hub        atomic.Pointer[client.Client]
+	ident      atomic.Pointer[store.Identity]
+
+	mu        sync.Mutex
+	labels    map[string]string
+	desiredFP string
+	rewatch   chan struct{}
+
+	lastPass  atomic.Int64 // unix nanos of the reconciler's last sign of life
+	connected atomic.Bool
+}
+
+// New opens the agent's state and listener; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, rewatch: make(chan struct{}, 1)}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{MaxReports: cfg.OutboxMaxReports}, a.logger.With("component", "store"))
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+	join, err := client.New(client.Config{Addrs: cfg.Hubs, Token: cfg.JoinToken})
+	if err != nil {
+		return nil, err
+	}
+	a.join = join
+	a.streamHTTP = client.NewHTTPClient()
+	if id, err := st.Identity(); err == nil {
+		a.setIdentity(id)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	// Downloads use the agent's own credential once it has one.
+	a.cache, err = artifacts.New(filepath.Join(cfg.DataDir, "artifacts"), st, downloader{a}, a.logger.With("component", "artifacts"))
+	if err != nil {
+		return nil, err
+	}
+	a.runtime = cfg.Runtime
+	if a.runtime == nil {
+		a.runtime = newTrackingRuntime()
+	}
+	a.metrics = newMetrics(a)
+	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
+	a.gpus = newGPUMonitor(a)
+	if a.listener, err = net.Listen("tcp", cfg.ServeAddr); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ServeAddr, err)
+	}
+	ok = true
+	return a, nil
+}
+
+func (a *Agent) setIdentity(id *store.Identity) {
+	a.ident.Store(id)
+	c, err := client.New(client.Config{Addrs: a.cfg.Hubs, Token: id.Token})
+	if err == nil {
+		a.hub.Store(c)
+	}
+}
+
+// Addr returns the address the agent serves HTTP on.
+func (a *Agent) Addr() string { return a.listener.Addr().String() }
+
+// ID returns the agent's id, or "" before it has enrolled.
+func (a *Agent) ID() string {
+	if id := a.ident.Load(); id != nil {
+		return id.AgentID
+	}
+	return ""
+}
+
+// Run runs the agent until ctx ends, then stops: it lets running jobs
+// finish or reach a point they can resume from, tries once more to hand
+// its reports to the hub, and closes its state.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.store.Close()
+	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- a.server.Serve(a.listener) }()
+
+	// Serve the last desired state at once, hub or no hub.
+	if d, err := a.store.Desired(); err == nil {
+		a.desiredFP = d.GetFingerprint()
+		a.rec.SetDesired(d)
+		a.logger.Info("resuming the last desired state", "assignments", len(d.GetAssignments()))
+	}
+	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent " + buildinfo.Get().Version + " started"}}})
+	a.logger.Info("agent started", "serve", a.Addr(), "hubs", a.cfg.Hubs, "data_dir", a.cfg.DataDir, "gpus", a.gpus.count())
+
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) { wg.Go(func() { f(ctx) }) }
+	run(a.rec.Run)
+	run(a.gpus.run)
+	run(a.connect)
+	run(a.collectArtifacts)
+	run(a.keepAlive)
+	run(func(ctx context.Context) { kvstore.CollectGarbage(ctx, a.store.DB(), 10*time.Minute, a.logger) })
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("http: %w", err)
+	}
+	a.logger.Info("agent stopping")
+	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "stopping", Message: "agent stopping"}}})
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.server.Shutdown(sctx)
+	wg.Wait()
+	a.flushReports(sctx)
+	a.gpus.close()
+	return err
+}
+
+// Reload applies a new configuration's changeable parts: labels and
+// intervals. The rest needs a restart.
+func (a *Agent) Reload(cfg Config) {
+	a.mu.Lock()
+	changed := !equalMaps(a.labels, cfg.Labels)
+	a.labels = cfg.Labels
+	a.mu.Unlock()
+	if changed {
+		a.report(&droverv1.Report{Body: &droverv1.Report_Labels{Labels: &droverv1.LabelsReport{Labels: cfg.Labels}}})
+		a.logger.Info("labels changed", "labels", cfg.Labels)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// report appends reports to the outbox; a failure is logged, since there
+// is nothing better to do with it.
+func (a *Agent) report(reports ...*droverv1.Report) {
+	if err := a.store.Append(a.now(), reports...); err != nil {
+		a.logger.Error("cannot store a report", "err", err)
+	}
+}
+
+// onStatus reports the reconciler's status changes.
+func (a *Agent) onStatus(s reconcile.Status) {
+	a.lastPass.Store(a.now().UnixNano())
+	a.metrics.phaseChanged(s)
+	a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: statusProto(s)}})
+}
+
+// Alive reports whether the agent's loops are turning: for systemd's
+// watchdog.
+func (a *Agent) Alive() bool {
+	last := a.lastPass.Load()
+	return last == 0 || a.now().Sub(time.Unix(0, last)) < 2*time.Minute
+}
+
+// keepAlive marks the agent alive while the reconciler answers.
+func (a *Agent) keepAlive(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		a.rec.Statuses() // takes the reconciler's lock: proves it is not stuck
+		a.lastPass.Store(a.now().UnixNano())
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// collectArtifacts removes cached artifacts that are neither desired nor
+// loaded and have not been used for ArtifactKeep.
+func (a *Agent) collectArtifacts(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		keep := map[string]bool{}
+		if d, err := a.store.Desired(); err == nil {
+			for _, as := range d.GetAssignments() {
+				keep[as.GetArtifact().GetDigest()] = true
+			}
+		}
+		if _, err := a.cache.Collect(keep, a.cfg.ArtifactKeep); err != nil {
+			a.logger.Warn("artifact collection failed", "err", err)
+		}
+	}
+}
+
+// downloader fetches artifacts with the agent's current credential.
+type downloader struct{ a *Agent }
+
+func (d downloader) DownloadFile(ctx context.Context, dg digest.Digest, size int64, path string, p client.Progress) error {
+	c := d.a.hub.Load()
+	if c == nil {
+		return errors.New("not enrolled yet")
+	}
+	d.a.metrics.downloads.Inc()
+	return c.DownloadFile(ctx, dg, size, path, p)
+}

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.Alive() {
+			http.Error(w, "the agent's loops have stalled", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", a.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/agent", a.handleStatus)
+	return mux
+}
+
+// handleReady answers 200 when everything the agent is assigned is loaded
+// and ready, and 503 with what is not otherwise.
+func (a *Agent) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if !a.rec.Converged() {
+		var waiting []string
+		for _, s := range a.rec.Statuses() {
+			waiting = append(waiting, fmt.Sprintf("%s v%d %s", s.Key, s.Version, strings.ToLower(strings.TrimPrefix(s.Phase.String(), "ASSIGNMENT_PHASE_"))))
+		}
+		http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Status is what /v1/agent answers: the agent's own view of itself.
+type Status struct {
+	AgentID     string   `json:"agent_id"`
+	Name        string   `json:"name"`
+	Connected   bool     `json:"hub_connected"`
+	OutboxDepth int      `json:"outbox_reports"`
+	Fingerprint string   `json:"desired_fingerprint"`
+	Assignments []string `json:"assignments"`
+	GPUs        any      `json:"gpus"`
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	_, verdicts, _ := a.gpus.snapshot()
+	st := Status{AgentID: a.ID(), Name: a.cfg.Name, Connected: a.connected.Load(), OutboxDepth: a.store.Depth(), GPUs: verdicts, Assignments: []string{}}
+	a.mu.Lock()
+	st.Fingerprint = a.desiredFP
+	a.mu.Unlock()
+	for _, s := range a.rec.Statuses() {
+		st.Assignments = append(st.Assignments, fmt.Sprintf("%s v%d %s %s", s.Key, s.Version, strings.ToLower(strings.TrimPrefix(s.Phase.String(), "ASSIGNMENT_PHASE_")), s.Message))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(st)
+}
