@@ -78,7 +78,7 @@ func (g *gpuMonitor) close() {
 
 // inventory describes the machine now.
 func (g *gpuMonitor) inventory() *droverv1.Inventory {
-	inv := &droverv1.Inventory{Host: hostInfo()}
+	inv := &droverv1.Inventory{Host: HostInfo()}
 	if g.client == nil {
 		inv.NvmlError = g.openErr.Error()
 		return inv

@@ -10,8 +10,8 @@ import (
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
-// hostInfo describes the machine: what it is, not how busy it is.
-func hostInfo() *droverv1.Host {
+// HostInfo describes the machine: what it is, not how busy it is.
+func HostInfo() *droverv1.Host {
 	h := &droverv1.Host{Os: runtime.GOOS, Arch: runtime.GOARCH, Cpus: int32(runtime.NumCPU())}
 	h.Hostname, _ = os.Hostname()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {

@@ -40,10 +40,12 @@ func (a *Agent) handleReady(w http.ResponseWriter, _ *http.Request) {
 
 // Status is what /v1/agent answers: the agent's own view of itself.
 type Status struct {
-	AgentID     string   `json:"agent_id"`
-	Name        string   `json:"name"`
-	Connected   bool     `json:"hub_connected"`
-	OutboxDepth int      `json:"outbox_reports"`
+	AgentID     string `json:"agent_id"`
+	Name        string `json:"name"`
+	Connected   bool   `json:"hub_connected"`
+	OutboxDepth int    `json:"outbox_reports"`
+	// LastReport is the sequence number of the newest report made.
+	LastReport  uint64   `json:"last_report_seq"`
 	Fingerprint string   `json:"desired_fingerprint"`
 	Assignments []string `json:"assignments"`
 	GPUs        any      `json:"gpus"`
@@ -51,7 +53,7 @@ type Status struct {
 
 func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	_, verdicts, _ := a.gpus.snapshot()
-	st := Status{AgentID: a.ID(), Name: a.cfg.Name, Connected: a.connected.Load(), OutboxDepth: a.store.Depth(), GPUs: verdicts, Assignments: []string{}}
+	st := Status{AgentID: a.ID(), Name: a.cfg.Name, Connected: a.connected.Load(), OutboxDepth: a.store.Depth(), LastReport: a.store.NextSeq() - 1, GPUs: verdicts, Assignments: []string{}}
 	a.mu.Lock()
 	st.Fingerprint = a.desiredFP
 	a.mu.Unlock()

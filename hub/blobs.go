@@ -119,7 +119,11 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 	h.Set(client.DigestHeader, d.String())
 	// ServeContent answers Range, If-Range and If-None-Match. A blob never
 	// changes, so there is no Last-Modified to offer.
-	http.ServeContent(w, r, "", time.Time{}, f)
+	var content io.ReadSeeker = f
+	if rate := n.cfg.BlobServeRate; rate > 0 {
+		content = &throttled{r: f, rate: rate}
+	}
+	http.ServeContent(w, r, "", time.Time{}, content)
 	if r.Method == http.MethodGet {
 		if sent, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
 			n.metrics.blobBytes.WithLabelValues("out").Add(float64(sent))
@@ -511,4 +515,32 @@ func httpStatus(code connect.Code) int {
 		return 499
 	}
 	return http.StatusInternalServerError
+}
+
+// throttled reads at most rate bytes a second.
+type throttled struct {
+	r     io.ReadSeeker
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	if t.start.IsZero() {
+		t.start = time.Now()
+	}
+	if chunk := max(t.rate/10, 1); int64(len(p)) > chunk {
+		p = p[:chunk]
+	}
+	k, err := t.r.Read(p)
+	t.n += int64(k)
+	if ahead := time.Duration(float64(t.n)/float64(t.rate)*float64(time.Second)) - time.Since(t.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	return k, err
+}
+
+func (t *throttled) Seek(offset int64, whence int) (int64, error) {
+	t.start, t.n = time.Time{}, 0
+	return t.r.Seek(offset, whence)
 }

@@ -59,6 +59,9 @@ type Config struct {
 	BlobGCInterval time.Duration
 	// BlobMaxBytes caps the size of one upload.
 	BlobMaxBytes int64
+	// BlobServeRate caps each blob download at this many bytes a second
+	// (0: no cap), for sites whose links to their agents are thin.
+	BlobServeRate int64
 
 	// AgentTimeout is how long an agent may go without a heartbeat before
 	// the leader marks it down.

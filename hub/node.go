@@ -172,6 +172,9 @@ func (n *Node) claimDataDir() error {
 	}
 }
 
+// Alive reports whether the node's Raft is running, for systemd's watchdog.
+func (n *Node) Alive() bool { return !n.closing.Load() && n.raft.State() != raft.Shutdown }
+
 // HTTPAddr returns the address the node serves HTTP on, as advertised.
 func (n *Node) HTTPAddr() string { return n.httpAddr }
 

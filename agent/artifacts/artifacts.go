@@ -178,6 +178,9 @@ func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error
 		return err
 	}
 	start := c.now()
+	if fi, err := os.Stat(path + ".partial"); err == nil && fi.Size() > 0 {
+		c.logger.Info("resuming an interrupted download", "digest", d, "have_bytes", fi.Size(), "of_bytes", size)
+	}
 	if err := c.dl.DownloadFile(ctx, d, size, path, nil); err != nil {
 		return fmt.Errorf("download %s: %w", d, err)
 	}

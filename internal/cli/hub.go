@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"github.com/droverhq/drover/hub"
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/internal/sdnotify"
 )
 
 func (a *app) hubCommand() *cobra.Command {
@@ -36,6 +38,7 @@ names) or by an environment variable DROVER_<FLAG> (e.g. DROVER_DATA_DIR); the
 command line wins over the environment, which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			levelOnCLI := cmd.Flags().Changed("log-level")
 			var file map[string]any
 			if configFile != "" {
 				var err error
@@ -46,7 +49,7 @@ command line wins over the environment, which wins over the file.`,
 			if err := config.Apply(cmd.Flags(), file, "config"); err != nil {
 				return usageError{err}
 			}
-			logger, err := logging.New(a.stderr, logOpts)
+			logger, level, err := logging.NewWithLevel(a.stderr, logOpts)
 			if err != nil {
 				return usageError{err}
 			}
@@ -61,7 +64,27 @@ command line wins over the environment, which wins over the file.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			<-ctx.Done()
+			_ = sdnotify.Ready()
+			go watchdog(ctx, node.Alive)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			for ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-hup:
+					// Only the log level changes without a restart.
+					_ = sdnotify.Reloading()
+					if lvl, err := reloadLogLevel(configFile, logOpts.Level, levelOnCLI); err != nil {
+						logger.Error("reload failed", "err", err)
+					} else {
+						level.Set(lvl)
+						logger.Info("configuration reloaded", "log_level", lvl)
+					}
+					_ = sdnotify.Ready()
+				}
+			}
+			_ = sdnotify.Stopping()
 			logger.Info("signal received; shutting down (a second signal stops at once)")
 			stop()
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -93,7 +116,31 @@ command line wins over the environment, which wins over the file.`,
 	f.DurationVar(&cfg.BlobGCGrace, "blob-gc-grace", cfg.BlobGCGrace, "how long an unreferenced blob is kept")
 	f.DurationVar(&cfg.BlobGCInterval, "blob-gc-interval", cfg.BlobGCInterval, "how often unreferenced blobs are collected")
 	f.Int64Var(&cfg.BlobMaxBytes, "blob-max-bytes", cfg.BlobMaxBytes, "the largest blob an upload may send")
+	f.Int64Var(&cfg.BlobServeRate, "blob-serve-rate", 0, "cap each blob download at this many bytes a second (0: no cap)")
+	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "how long an agent may go without a heartbeat before it is marked down")
 	f.StringVar(&logOpts.Level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logOpts.Format, "log-format", "text", "text or json")
 	return cmd
+}
+
+// reloadLogLevel reads the log level again, with the usual precedence: the
+// command line, then DROVER_LOG_LEVEL, then the config file.
+func reloadLogLevel(configFile, current string, onCLI bool) (slog.Level, error) {
+	level := current
+	if onCLI {
+		return logging.ParseLevel(level)
+	}
+	if configFile != "" {
+		file, err := config.LoadFile(configFile)
+		if err != nil {
+			return 0, err
+		}
+		if v, ok := file["log-level"]; ok {
+			level = fmt.Sprint(v)
+		}
+	}
+	if v, ok := os.LookupEnv(config.EnvName("log-level")); ok {
+		level = v
+	}
+	return logging.ParseLevel(level)
 }

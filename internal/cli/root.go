@@ -88,6 +88,8 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 	root.AddCommand(
 		a.versionCommand(),
 		a.hubCommand(),
+		a.agentCommand(),
+		a.agentsCommand(),
 		a.clusterCommand(),
 		a.modelsCommand(),
 		a.datasetsCommand(),

@@ -21,18 +21,27 @@ type Options struct {
 // New returns a logger writing to w. Unknown formats or levels are errors, so
 // that a typo in a unit file is caught at start-up rather than ignored.
 func New(w io.Writer, o Options) (*slog.Logger, error) {
+	l, _, err := NewWithLevel(w, o)
+	return l, err
+}
+
+// NewWithLevel is New, also returning the level, which can be changed while
+// the logger is in use (on a configuration reload).
+func NewWithLevel(w io.Writer, o Options) (*slog.Logger, *slog.LevelVar, error) {
 	level, err := ParseLevel(o.Level)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(o.Format) {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
 	default:
-		return nil, fmt.Errorf("unknown log format %q: want text or json", o.Format)
+		return nil, nil, fmt.Errorf("unknown log format %q: want text or json", o.Format)
 	}
 }
 
