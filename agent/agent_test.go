@@ -83,7 +83,7 @@ func agentConfig(t *testing.T, c *hubtest.Cluster, join, dataDir string, machine
 	return cfg
 }
 
-func push(t *testing.T, cl *client.Client, model string, content []byte) uint64 {
+func push(t testing.TB, cl *client.Client, model string, content []byte) uint64 {
 	t.Helper()
 	up, err := cl.Upload(t.Context(), bytes.NewReader(content), int64(len(content)), digest.FromBytes(content), nil)
 	if err != nil {
