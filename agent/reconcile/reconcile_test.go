@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +103,24 @@ func (r *fakeRuntime) Unload(_ context.Context, k Key, v uint64) error {
 	return nil
 }
 
+func (r *fakeRuntime) history() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.log...)
+}
+
+func (r *fakeRuntime) loadedNow() map[Key]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.loaded)
+}
+
+func (f *fakeArtifacts) fetchCount(digest string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fetches[digest]
+}
+
 type recorder struct {
 	mu       sync.Mutex
 	statuses []Status
@@ -157,20 +176,20 @@ func TestConvergeAndReplace(t *testing.T) {
 		// A new version: loaded first, then the old one let go.
 		r.SetDesired(desired(2))
 		time.Sleep(time.Second)
-		if !r.Converged() || strings.Join(rt.log, ", ") != "load churn/primary v1, load churn/primary v2, unload churn/primary v1" {
-			t.Fatalf("runtime log: %v", rt.log)
+		if !r.Converged() || strings.Join(rt.history(), ", ") != "load churn/primary v1, load churn/primary v2, unload churn/primary v1" {
+			t.Fatalf("runtime log: %v", rt.history())
 		}
 		// Going back to v1 needs no download: it is cached.
 		r.SetDesired(desired(1))
 		time.Sleep(time.Second)
-		if arts.fetches[desired(1).Assignments[0].GetArtifact().GetDigest()] != 1 {
-			t.Fatalf("v1 fetched %d times", arts.fetches[desired(1).Assignments[0].GetArtifact().GetDigest()])
+		if arts.fetchCount(desired(1).Assignments[0].GetArtifact().GetDigest()) != 1 {
+			t.Fatalf("v1 fetched %d times", arts.fetchCount(desired(1).Assignments[0].GetArtifact().GetDigest()))
 		}
 		// Nothing desired: unloaded and reported removed.
 		r.SetDesired(desired())
 		time.Sleep(time.Second)
-		if len(rt.loaded) != 0 || !strings.HasSuffix(rec.phases(), "v1:removed") {
-			t.Fatalf("after removal: loaded %v, phases %s", rt.loaded, rec.phases())
+		if len(rt.loadedNow()) != 0 || !strings.HasSuffix(rec.phases(), "v1:removed") {
+			t.Fatalf("after removal: loaded %v, phases %s", rt.loadedNow(), rec.phases())
 		}
 	})
 }
@@ -215,11 +234,11 @@ func TestCorruptArtifactIsRefetched(t *testing.T) {
 		defer stop()
 		r.SetDesired(d)
 		time.Sleep(5 * time.Second)
-		if !r.Converged() || arts.fetches[d.Assignments[0].GetArtifact().GetDigest()] != 2 {
-			t.Fatalf("converged %v after %d fetches; phases %s", r.Converged(), arts.fetches[d.Assignments[0].GetArtifact().GetDigest()], rec.phases())
+		if !r.Converged() || arts.fetchCount(d.Assignments[0].GetArtifact().GetDigest()) != 2 {
+			t.Fatalf("converged %v after %d fetches; phases %s", r.Converged(), arts.fetchCount(d.Assignments[0].GetArtifact().GetDigest()), rec.phases())
 		}
-		if !strings.Contains(rec.phases(), "v3:failed") || len(rt.log) != 1 {
-			t.Fatalf("the corrupt artifact was loaded or not reported: %v / %s", rt.log, rec.phases())
+		if !strings.Contains(rec.phases(), "v3:failed") || len(rt.history()) != 1 {
+			t.Fatalf("the corrupt artifact was loaded or not reported: %v / %s", rt.history(), rec.phases())
 		}
 	})
 }
@@ -237,8 +256,8 @@ func TestSupersededDownload(t *testing.T) {
 		arts.mu.Unlock()
 		r.SetDesired(desired(2))
 		time.Sleep(time.Second)
-		if !r.Converged() || strings.Join(rt.log, ",") != "load churn/primary v2" {
-			t.Fatalf("converged %v, runtime %v", r.Converged(), rt.log)
+		if !r.Converged() || strings.Join(rt.history(), ",") != "load churn/primary v2" {
+			t.Fatalf("converged %v, runtime %v", r.Converged(), rt.history())
 		}
 	})
 }
