@@ -1,7 +1,9 @@
 // Package store is the agent's durable state, one Badger database with
 // every write synced: its identity, the last desired state the hub sent
 // (so that it keeps serving it while the hub is away), the index of
-// downloaded artifacts, and the outbox of reports waiting for the hub.
+// downloaded artifacts, the outbox of reports waiting for the hub (GPU
+// telemetry windows among them), and bounded journals for what the agent
+// keeps for itself: prediction samples, feedback and drift sketches.
 //
 // The outbox is bounded. When it is full, the two oldest telemetry windows
 // are merged into one (summarised); when no two are left, the oldest report
@@ -60,6 +62,9 @@ type Store struct {
 	dropped    uint64
 	summarised uint64
 	changed    chan struct{}
+
+	journalsMu sync.Mutex
+	journals   map[string]*Journal
 }
 
 // Open opens (creating if needed) the store in dir.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -156,7 +157,8 @@ func TestIdentityDesiredArtifacts(t *testing.T) {
 }
 
 // TestKill9 appends reports in a child process, kills it with SIGKILL, and
-// checks that every report it was told was stored is there, in order.
+// checks that every report it was told was stored is there, in order, and
+// every journal record too.
 func TestKill9(t *testing.T) {
 	if os.Getenv("STORE_CHILD_DIR") != "" {
 		t.Skip("run by the parent")
@@ -170,10 +172,12 @@ func TestKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(out)
-		var acked uint64
+		var acked, journalAcked uint64
 		deadline := time.Now().Add(time.Duration(200+150*round) * time.Millisecond)
 		for sc.Scan() && time.Now().Before(deadline) {
-			if n, err := strconv.ParseUint(sc.Text(), 10, 64); err == nil {
+			if j, ok := strings.CutPrefix(sc.Text(), "j "); ok {
+				journalAcked, _ = strconv.ParseUint(j, 10, 64)
+			} else if n, err := strconv.ParseUint(sc.Text(), 10, 64); err == nil {
 				acked = n
 			}
 		}
@@ -192,8 +196,29 @@ func TestKill9(t *testing.T) {
 				t.Fatalf("round %d: report %d has seq %d", round, i, r.GetSeq())
 			}
 		}
+		// The journal: every acknowledged record there, numbered without
+		// gaps, within its bound, and the dropped ones counted.
+		j, err := s.Journal("samples/x", 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := j.Stats()
+		if st.Next-1 < journalAcked || st.Len > 500 || st.Dropped+uint64(st.Len) != st.Next-1 {
+			t.Fatalf("round %d: journal %+v after %d acknowledged", round, st, journalAcked)
+		}
+		want := st.First
+		_ = j.Scan(0, 0, func(seq uint64, _ []byte) error {
+			if seq != want {
+				t.Fatalf("round %d: journal record %d where %d was due", round, seq, want)
+			}
+			want++
+			return nil
+		})
+		if want != st.Next {
+			t.Fatalf("round %d: journal holds up to %d, next is %d", round, want, st.Next)
+		}
 		s.Close()
-		t.Logf("round %d: %d acknowledged, %d stored", round, acked, len(got))
+		t.Logf("round %d: %d acknowledged, %d stored; journal %+v", round, acked, len(got), st)
 	}
 }
 
@@ -204,10 +229,19 @@ func TestChildAppender(t *testing.T) {
 		t.Skip("only run as a child")
 	}
 	s := open(t, dir, 1<<30)
+	j, err := s.Journal("samples/x", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for {
 		if err := s.Append(time.Now(), event("x"), event("y")); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Println(s.NextSeq() - 1)
+		at, err := j.Append([]byte("sample a"), []byte("sample b"), []byte("sample c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("j", at+2)
 	}
 }
