@@ -14,7 +14,10 @@
 //     windows, through nvml/.
 //   - agent/reconcile: the level-triggered reconciler; agent/artifacts: the
 //     verified artifact cache; agent/store: the Badger store.
-//   - http.go: /healthz, /readyz, /metrics and /v1/agent on --serve-addr.
+//   - http.go: /healthz, /readyz, /metrics, /v1/agent and the Open Inference
+//     Protocol's /v2 endpoints on --serve-addr.
+//   - serving.go: the runtime the reconciler loads versions into, serving
+//     native models in-process.
 package agent
 
 import (
@@ -192,7 +195,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.runtime = cfg.Runtime
 	if a.runtime == nil {
-		a.runtime = newTrackingRuntime()
+		a.runtime = newServingRuntime()
 	}
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/droverhq/drover/agent/oip"
 )
 
 func (a *Agent) routes() http.Handler {
@@ -21,6 +23,11 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", a.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
+	if b, ok := a.runtime.(oip.Backend); ok {
+		h := oip.NewHandler(b)
+		mux.Handle("/v2", h)
+		mux.Handle("/v2/", h)
+	}
 	return mux
 }
 

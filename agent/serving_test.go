@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/reconcile"
+	"github.com/droverhq/drover/plugins/native"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// trainChurn trains a small native classifier: churn is likelier with a
+// short tenure and the basic plan.
+func trainChurn(t *testing.T) (path string, m *native.Model) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var tenure []float64
+	var plan, churn []string
+	for range 400 {
+		ten := rng.Float64() * 60
+		p := []string{"basic", "pro"}[rng.IntN(2)]
+		z := 2 - ten/10 + map[string]float64{"basic": 1, "pro": -1}[p] + rng.NormFloat64()*0.3
+		tenure = append(tenure, ten)
+		plan = append(plan, p)
+		churn = append(churn, map[bool]string{true: "yes", false: "no"}[z > 0])
+	}
+	m, met, err := native.Train(&native.Dataset{
+		Features: []native.Column{{Name: "tenure", Numbers: tenure}, {Name: "plan", Categorical: true, Strings: plan}},
+		Target:   native.Column{Categorical: true, Strings: churn},
+	}, native.TrainOptions{Seed: 1})
+	if err != nil || met["accuracy"] < 0.9 {
+		t.Fatalf("training: %v %v", met, err)
+	}
+	b, err := m.MarshalArtifact()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, m
+}
+
+func TestServingNativeModels(t *testing.T) {
+	path, _ := trainChurn(t)
+	rt := newServingRuntime()
+	ctx := context.Background()
+	lo := 0.0
+	schema := &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{
+		{Name: "tenure", Datatype: "FP32", Min: &lo},
+		{Name: "plan", Datatype: "BYTES", Kind: droverv1.FeatureKind_FEATURE_KIND_CATEGORICAL, Categories: []string{"basic", "pro"}},
+	}}
+	primary := droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
+	if err := rt.Load(ctx, &droverv1.DesiredAssignment{Model: "churn", Version: 2, Role: primary, Format: NativeFormat, Schema: schema}, path); err != nil {
+		t.Fatal(err)
+	}
+	// A format no runner serves yet loads, but answers 503.
+	other := filepath.Join(t.TempDir(), "model.onnx")
+	_ = os.WriteFile(other, []byte("onnx"), 0o644)
+	if err := rt.Load(ctx, &droverv1.DesiredAssignment{Model: "vision", Version: 1, Role: primary, Format: "onnx"}, other); err != nil {
+		t.Fatal(err)
+	}
+	// A corrupt native artifact does not load.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	_ = os.WriteFile(bad, []byte(`{"format": 1}`), 0o644)
+	if err := rt.Load(ctx, &droverv1.DesiredAssignment{Model: "churn", Version: 3, Role: primary, Format: NativeFormat}, bad); err == nil {
+		t.Fatal("a broken native artifact loaded")
+	}
+
+	srv := httptest.NewServer(oip.NewHandler(rt))
+	defer srv.Close()
+	post := func(path, body string) (int, map[string]any) {
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return resp.StatusCode, out
+	}
+	req := `{"id":"a","inputs":[{"name":"tenure","datatype":"FP32","shape":[2],"data":[1, 55]},{"name":"plan","datatype":"BYTES","shape":[2],"data":["basic","pro"]}]}`
+	for _, p := range []string{"/v2/models/churn/infer", "/v2/models/churn/versions/2/infer"} {
+		code, body := post(p, req)
+		if code != 200 || body["model_version"] != "2" || body["id"] != "a" {
+			t.Fatalf("%s: %d %v", p, code, body)
+		}
+		outs := body["outputs"].([]any)
+		if labels := outs[0].(map[string]any)["data"]; fmt.Sprint(labels) != "[yes no]" {
+			t.Errorf("labels %v, want [yes no]", labels)
+		}
+		if shape := outs[1].(map[string]any)["shape"]; fmt.Sprint(shape) != "[2 2]" {
+			t.Errorf("probabilities shape %v", shape)
+		}
+	}
+	if code, body := post("/v2/models/churn/infer", strings.Replace(req, "[1, 55]", "[-1, 55]", 1)); code != 400 || !strings.Contains(fmt.Sprint(body["error"]), "below tenure's minimum 0") {
+		t.Errorf("out of range: %d %v", code, body)
+	}
+	if code, body := post("/v2/models/vision/infer", req); code != 503 || !strings.Contains(fmt.Sprint(body["error"]), `no runner serves format "onnx"`) {
+		t.Errorf("onnx: %d %v", code, body)
+	}
+	if code, _ := post("/v2/models/churn/versions/7/infer", req); code != 404 {
+		t.Errorf("an unloaded version: %d", code)
+	}
+	resp, err := http.Get(srv.URL + "/v2/models/churn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md oip.ModelMetadata
+	_ = json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if md.Platform != NativeFormat || len(md.Inputs) != 2 || md.Outputs[0].Name != "label" || fmt.Sprint(md.Versions) != "[2]" {
+		t.Errorf("metadata %+v", md)
+	}
+
+	// Unloading stops serving.
+	if err := rt.Unload(ctx, reconcile.Key{Model: "churn", Role: primary}, 2); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := post("/v2/models/churn/infer", req); code != 404 {
+		t.Errorf("after unload: %d", code)
+	}
+}
+
+// A native model pushed without a schema is served with one derived from
+// its features.
+func TestServingNativeWithoutSchema(t *testing.T) {
+	path, _ := trainChurn(t)
+	rt := newServingRuntime()
+	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Runner: "native"}, path); err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.Model("churn", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := oip.DecodeInferRequest([]byte(`{"inputs":[{"name":"tenure","datatype":"FP64","shape":[1],"data":[3]},{"name":"plan","datatype":"BYTES","shape":[1],"data":["basic"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.Infer(context.Background(), r)
+	if err != nil || resp.Outputs[0].Strings[0] != "yes" {
+		t.Fatalf("%+v %v", resp, err)
+	}
+}
