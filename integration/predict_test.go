@@ -1,0 +1,116 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/droverhq/drover/hub/hubtest"
+	"github.com/droverhq/drover/plugins/native"
+)
+
+// pushNative trains a native churn classifier (churn likelier with a short
+// tenure, or a long one when flip is set) and pushes it with a schema.
+func (c *cluster) pushNative(t *testing.T, flip bool) uint64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(9, 9))
+	var tenure []float64
+	var plan, churn []string
+	for range 300 {
+		ten := rng.Float64() * 60
+		p := []string{"basic", "pro"}[rng.IntN(2)]
+		short := ten < 20
+		tenure, plan = append(tenure, ten), append(plan, p)
+		churn = append(churn, map[bool]string{true: "yes", false: "no"}[short != flip])
+	}
+	m, _, err := native.Train(&native.Dataset{
+		Features: []native.Column{{Name: "tenure", Numbers: tenure}, {Name: "plan", Categorical: true, Strings: plan}},
+		Target:   native.Column{Categorical: true, Strings: churn},
+	}, native.TrainOptions{Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	art, _ := m.MarshalArtifact()
+	schema := `{"inputs": [
+	  {"name": "tenure", "datatype": "FP32", "kind": "FEATURE_KIND_NUMERIC", "min": 0},
+	  {"name": "plan", "datatype": "BYTES", "kind": "FEATURE_KIND_CATEGORICAL", "categories": ["basic", "pro"]}]}`
+	for name, b := range map[string][]byte{"model.json": art, "schema.json": []byte(schema)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v struct {
+		Version uint64 `json:"version"`
+	}
+	c.cli(t, &v, "models", "push", "churn", "--create", "--file", filepath.Join(dir, "model.json"),
+		"--format", "drover-native", "--runner", "native", "--schema", filepath.Join(dir, "schema.json"))
+	return v.Version
+}
+
+// TestPredictionsEndToEnd pushes a natively trained model to a hub
+// process, assigns it to an agent process, and asks the agent for
+// predictions over the Open Inference Protocol; then moves to a new
+// version and sees the answers change.
+func TestPredictionsEndToEnd(t *testing.T) {
+	c := startCluster(t, 1)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
+	a := newAgent(t, t.TempDir(), "edge-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms")
+	a.start()
+
+	v1 := c.pushNative(t, false)
+	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v1))
+	c.waitRunning(t, "edge-1", "churn", v1, 20*time.Second)
+
+	infer := func(body string) (int, map[string]any) {
+		resp, err := http.Post("http://"+a.serveAddr+"/v2/models/churn/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%v: %s", err, raw)
+		}
+		return resp.StatusCode, out
+	}
+	req := `{"id": "q1", "inputs": [
+	  {"name": "tenure", "datatype": "FP32", "shape": [2], "data": [2, 50]},
+	  {"name": "plan", "datatype": "BYTES", "shape": [2], "data": ["basic", "pro"]}]}`
+	labels := func(body map[string]any) string {
+		outs, _ := body["outputs"].([]any)
+		if len(outs) == 0 {
+			return fmt.Sprint(body)
+		}
+		return fmt.Sprint(outs[0].(map[string]any)["data"])
+	}
+	code, body := infer(req)
+	if code != 200 || body["id"] != "q1" || body["model_version"] != fmt.Sprint(v1) || labels(body) != "[yes no]" {
+		t.Fatalf("v%d: %d %v", v1, code, body)
+	}
+	// The schema pushed with the version is enforced at the agent.
+	if code, body := infer(strings.Replace(req, `"pro"`, `"gold"`, 1)); code != 400 || !strings.Contains(fmt.Sprint(body["error"]), `"gold" is not a category of plan`) {
+		t.Fatalf("bad category: %d %v", code, body)
+	}
+
+	v2 := c.pushNative(t, true)
+	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v2))
+	hubtest.WaitFor(t, 20*time.Second, func() error {
+		code, body := infer(req)
+		if code != 200 || body["model_version"] != fmt.Sprint(v2) || labels(body) != "[no yes]" {
+			return fmt.Errorf("%d %v", code, body)
+		}
+		return nil
+	})
+}
