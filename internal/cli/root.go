@@ -95,6 +95,7 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.datasetsCommand(),
 		a.tokensCommand(),
 		a.auditCommand(),
+		a.pluginsCommand(),
 	)
 	return root
 }

@@ -1,0 +1,63 @@
+package plugins
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/plugins/sdk"
+)
+
+func TestScanAndDescribe(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "centroid")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../plugins/examples/centroid").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	sum, err := sdk.FileSHA256(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A copy that was tampered with after it was listed, one never listed,
+	// and one listed but gone.
+	tampered, _ := os.ReadFile(bin)
+	_ = os.WriteFile(filepath.Join(dir, "tampered"), append(tampered, 0), 0o755)
+	_ = os.WriteFile(filepath.Join(dir, "stray"), []byte("#!/bin/sh\n"), 0o755)
+	sums := fmt.Sprintf("%s  centroid\n%s *tampered\n%s  gone\n", sum, sum, strings.Repeat("0", 64))
+	if err := os.WriteFile(filepath.Join(dir, SumsFile), []byte(sums), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.File+":"+string(p.Status))
+	}
+	if strings.Join(got, " ") != "centroid:verified gone:missing stray:unlisted tampered:mismatch" {
+		t.Fatalf("scan: %v", got)
+	}
+	Describe(context.Background(), ps, logging.Discard())
+	if ps[0].Name != "centroid" || !ps[0].CanServe || ps[0].Formats[0] != "centroid-json" || ps[0].LaunchErr != "" {
+		t.Fatalf("described %+v", ps[0])
+	}
+	if ps[3].Name != "" {
+		t.Fatal("a tampered plugin was launched")
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, SumsFile), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Scan(dir); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("a malformed SHA256SUMS: %v", err)
+	}
+	if ps, err := Scan(filepath.Join(dir, "nope")); err != nil || len(ps) != 0 {
+		t.Fatalf("a missing directory: %v %v", ps, err)
+	}
+}
