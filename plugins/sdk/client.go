@@ -50,11 +50,15 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		logger = logging.Discard()
 	}
 	cmd := exec.Command(cfg.Path)
+	// The agent's environment, then cfg.Env over it; go-plugin adds its own
+	// variables last (SkipHostEnv keeps it from appending the agent's
+	// environment again, over ours).
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          plugin.PluginSet{pluginName: &grpcPlugin{}},
 		Cmd:              cmd,
+		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
 		Logger:           logging.HCLog(logger.With("plugin", cfg.Path), "plugin"),
