@@ -80,8 +80,11 @@ type Config struct {
 
 	// GPUs returns the NVML to use; nil means the machine's own library.
 	GPUs func() gonvml.Interface
+	// PluginDir holds runner plugins and their SHA256SUMS; the verified
+	// ones are started and serve the formats they name. Empty: none.
+	PluginDir string
 	// Runtime loads verified artifacts; nil means the built-in one, which
-	// tracks what each slot serves (the runners replace it).
+	// serves native models in-process and other formats through plugins.
 	Runtime reconcile.Runtime
 	// Reconcile tunes the reconciler.
 	Reconcile reconcile.Options
@@ -138,6 +141,7 @@ type Agent struct {
 	cache    *artifacts.Cache
 	rec      *reconcile.Reconciler
 	runtime  reconcile.Runtime
+	plugins  *pluginHost // nil without a plugin directory
 	gpus     *gpuMonitor
 	metrics  *metrics
 	listener net.Listener
@@ -193,16 +197,22 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.listener, err = net.Listen("tcp", cfg.ServeAddr); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ServeAddr, err)
+	}
 	a.runtime = cfg.Runtime
 	if a.runtime == nil {
-		a.runtime = newServingRuntime()
+		if cfg.PluginDir != "" {
+			if a.plugins, err = newPluginHost(context.Background(), cfg.PluginDir, a.logger.With("component", "plugins")); err != nil {
+				a.listener.Close()
+				return nil, err
+			}
+		}
+		a.runtime = newServingRuntime(a.plugins, a.logger.With("component", "serving"))
 	}
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
 	a.gpus = newGPUMonitor(a)
-	if a.listener, err = net.Listen("tcp", cfg.ServeAddr); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.ServeAddr, err)
-	}
 	ok = true
 	return a, nil
 }
@@ -267,6 +277,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 	a.flushReports(sctx)
 	a.gpus.close()
+	a.plugins.close()
 	return err
 }
 

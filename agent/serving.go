@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/plugins/native"
+	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -21,11 +23,14 @@ const NativeFormat = "drover-native"
 // servingRuntime loads the versions the reconciler asks for and serves
 // them over the Open Inference Protocol (it is the oip.Backend of the
 // agent's /v2 endpoints). Artifacts of the native format are served by the
-// in-process native runner; a version of any other format is held as
-// loaded but answers 503 until a runner for its format exists. The
-// reconciler has already verified the artifact's digest when Load is
-// called.
+// in-process native runner, those of a format a runner plugin serves by
+// that plugin; a version of any other format is held as loaded but
+// answers 503 until a runner for its format is installed. The reconciler
+// has already verified the artifact's digest when Load is called.
 type servingRuntime struct {
+	plugins *pluginHost // nil without a plugin directory
+	logger  *slog.Logger
+
 	mu     sync.RWMutex
 	loaded map[reconcile.Key]*servedVersion
 }
@@ -36,15 +41,19 @@ type servedVersion struct {
 	format  string
 	path    string
 	schema  *oip.Schema
-	native  *native.Model // nil for formats without a runner
+	native  *native.Model // for the native format
+
+	plugin   *hostedPlugin // for a format a plugin serves
+	pluginID string
+	outputs  []*runnerv1.TensorInfo
 }
 
-func newServingRuntime() *servingRuntime {
-	return &servingRuntime{loaded: map[reconcile.Key]*servedVersion{}}
+func newServingRuntime(host *pluginHost, logger *slog.Logger) *servingRuntime {
+	return &servingRuntime{plugins: host, logger: logger, loaded: map[reconcile.Key]*servedVersion{}}
 }
 
 // Load makes a version servable.
-func (r *servingRuntime) Load(_ context.Context, a *droverv1.DesiredAssignment, path string) error {
+func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment, path string) error {
 	v := &servedVersion{model: a.GetModel(), version: a.GetVersion(), format: a.GetFormat(), path: path}
 	if a.GetFormat() == NativeFormat || a.GetRunner() == "native" {
 		b, err := os.ReadFile(path)
@@ -67,18 +76,35 @@ func (r *servingRuntime) Load(_ context.Context, a *droverv1.DesiredAssignment, 
 			return err
 		}
 	}
+	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
+	if v.native == nil {
+		if hp := r.plugins.forFormat(a.GetFormat()); hp != nil {
+			v.plugin, v.pluginID = hp, fmt.Sprintf("%s/v%d", k, a.GetVersion())
+			resp, err := hp.load(ctx, r.logger, &runnerv1.LoadRequest{Id: v.pluginID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
+			if err != nil {
+				return err
+			}
+			v.outputs = resp.GetOutputs()
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.loaded[reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}] = v
+	r.loaded[k] = v
 	return nil
 }
 
 // Unload stops serving a version.
-func (r *servingRuntime) Unload(_ context.Context, k reconcile.Key, version uint64) error {
+func (r *servingRuntime) Unload(ctx context.Context, k reconcile.Key, version uint64) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if v := r.loaded[k]; v != nil && v.version == version {
-		delete(r.loaded, k)
+	v := r.loaded[k]
+	if v == nil || v.version != version {
+		r.mu.Unlock()
+		return nil
+	}
+	delete(r.loaded, k)
+	r.mu.Unlock()
+	if v.plugin != nil {
+		return v.plugin.unload(ctx, r.logger, v.pluginID)
 	}
 	return nil
 }
@@ -131,13 +157,14 @@ func (r *servingRuntime) Model(name, version string) (oip.Model, error) {
 		return nil, fmt.Errorf("%w: %s is not served here", oip.ErrModelNotFound, name)
 	}
 	slices.Sort(versions)
-	return &versionModel{v: found, versions: slices.Compact(versions)}, nil
+	return &versionModel{v: found, versions: slices.Compact(versions), logger: r.logger}, nil
 }
 
 // versionModel serves one loaded version over the protocol.
 type versionModel struct {
 	v        *servedVersion
 	versions []string
+	logger   *slog.Logger
 }
 
 // The native runner's outputs.
@@ -152,6 +179,12 @@ func (m *versionModel) Metadata() oip.ModelMetadata {
 	if m.v.schema != nil {
 		md = m.v.schema.Metadata(m.v.model, m.v.format, m.versions)
 	}
+	if m.v.plugin != nil {
+		md.Outputs = []oip.TensorMetadata{}
+		for _, o := range m.v.outputs {
+			md.Outputs = append(md.Outputs, oip.TensorMetadata{Name: o.GetName(), Datatype: oip.Datatype(o.GetDatatype()), Shape: o.GetShape()})
+		}
+	}
 	if n := m.v.native; n != nil {
 		if n.Task == native.Classification {
 			md.Outputs = []oip.TensorMetadata{
@@ -165,9 +198,14 @@ func (m *versionModel) Metadata() oip.ModelMetadata {
 	return md
 }
 
-func (m *versionModel) Ready() bool { return m.v.native != nil }
+func (m *versionModel) Ready() bool {
+	return m.v.native != nil || m.v.plugin != nil && m.v.plugin.alive()
+}
 
-func (m *versionModel) Infer(_ context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+func (m *versionModel) Infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+	if m.v.plugin != nil {
+		return m.inferPlugin(ctx, r)
+	}
 	n := m.v.native
 	if n == nil {
 		return nil, fmt.Errorf("%w: no runner serves format %q on this agent yet", oip.ErrModelNotReady, m.v.format)
@@ -223,4 +261,34 @@ func column(f native.EncodedFeature, t *oip.Tensor, rows int) native.Column {
 		c.Numbers = t.Numbers
 	}
 	return c
+}
+
+// inferPlugin sends the request's rows to the runner plugin as one batch.
+func (m *versionModel) inferPlugin(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+	rows := 0
+	if m.v.schema != nil {
+		var err error
+		if rows, err = m.v.schema.Check(r); err != nil {
+			return nil, err
+		}
+	} else if len(r.Inputs[0].Shape) > 0 {
+		rows = int(r.Inputs[0].Shape[0])
+	}
+	req := &runnerv1.PredictRequest{Id: m.v.pluginID, Rows: int64(rows)}
+	for _, t := range r.Inputs {
+		req.Inputs = append(req.Inputs, &runnerv1.Tensor{Name: t.Name, Datatype: string(t.Datatype), Shape: t.Shape, Numbers: t.Numbers, Strings: t.Strings})
+	}
+	resp, err := m.v.plugin.predict(ctx, m.logger, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &oip.InferResponse{ModelName: m.v.model, ModelVersion: strconv.FormatUint(m.v.version, 10)}
+	for _, t := range resp.GetOutputs() {
+		ot := &oip.Tensor{Name: t.GetName(), Datatype: oip.Datatype(t.GetDatatype()), Shape: t.GetShape(), Numbers: t.GetNumbers(), Strings: t.GetStrings()}
+		if err := ot.Validate(); err != nil {
+			return nil, fmt.Errorf("runner plugin %s: output %s: %w", m.v.plugin.p.File, t.GetName(), err)
+		}
+		out.Outputs = append(out.Outputs, ot)
+	}
+	return out, nil
 }

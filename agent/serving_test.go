@@ -9,13 +9,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
+	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
+	"github.com/droverhq/drover/plugins/sdk"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -54,7 +59,7 @@ func trainChurn(t *testing.T) (path string, m *native.Model) {
 
 func TestServingNativeModels(t *testing.T) {
 	path, _ := trainChurn(t)
-	rt := newServingRuntime()
+	rt := newServingRuntime(nil, logging.Discard())
 	ctx := context.Background()
 	lo := 0.0
 	schema := &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{
@@ -138,7 +143,7 @@ func TestServingNativeModels(t *testing.T) {
 // its features.
 func TestServingNativeWithoutSchema(t *testing.T) {
 	path, _ := trainChurn(t)
-	rt := newServingRuntime()
+	rt := newServingRuntime(nil, logging.Discard())
 	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Runner: "native"}, path); err != nil {
 		t.Fatal(err)
 	}
@@ -153,5 +158,85 @@ func TestServingNativeWithoutSchema(t *testing.T) {
 	resp, err := m.Infer(context.Background(), r)
 	if err != nil || resp.Outputs[0].Strings[0] != "yes" {
 		t.Fatalf("%+v %v", resp, err)
+	}
+}
+
+// TestServingThroughPlugin serves a version through the example runner
+// plugin, kills the plugin, and sees the agent answer 503 and then, with
+// the plugin started again and the model reloaded, 200.
+func TestServingThroughPlugin(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "centroid")
+	if out, err := exec.Command("go", "build", "-o", bin, "../plugins/examples/centroid").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	sum, _ := sdk.FileSHA256(bin)
+	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
+	host, err := newPluginHost(context.Background(), dir, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.close()
+	art := filepath.Join(t.TempDir(), "model.json")
+	_ = os.WriteFile(art, []byte(`{"format":"centroid-json","features":["x"],"classes":["lo","hi"],"centroids":[[0],[10]]}`), 0o644)
+
+	rt := newServingRuntime(host, logging.Discard())
+	primary := droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
+	schema := &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{{Name: "x", Datatype: "FP64"}}}
+	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: primary, Format: "centroid-json", Schema: schema}, art); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(oip.NewHandler(rt))
+	defer srv.Close()
+	infer := func() (int, string) {
+		resp, err := http.Post(srv.URL+"/v2/models/m/infer", "application/json",
+			strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP64","shape":[3],"data":[1,9,4]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := infer(); code != 200 || !strings.Contains(body, `"data":["lo","hi","lo"]`) {
+		t.Fatalf("through the plugin: %d %s", code, body)
+	}
+	m, _ := rt.Model("m", "")
+	if md := m.Metadata(); len(md.Outputs) != 1 || md.Outputs[0].Name != "label" || !m.Ready() {
+		t.Fatalf("metadata %+v, ready %v", md, m.Ready())
+	}
+
+	hp := host.forFormat("centroid-json")
+	hp.mu.Lock()
+	pid := hp.client.Pid()
+	hp.mu.Unlock()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hp.alive() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m.Ready() {
+		t.Fatal("a model whose plugin died is still ready")
+	}
+	// The first request after the death restarts the plugin and reloads
+	// the model; within the back-off it is answered.
+	var code int
+	var body string
+	for time.Now().Before(deadline.Add(5 * time.Second)) {
+		if code, body = infer(); code == 200 {
+			break
+		}
+		if code != 503 {
+			t.Fatalf("while the plugin is down: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 200 || !strings.Contains(body, `"data":["lo","hi","lo"]`) {
+		t.Fatalf("after the restart: %d %s", code, body)
+	}
+	if err := rt.Unload(context.Background(), reconcile.Key{Model: "m", Role: primary}, 1); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -67,6 +67,12 @@ func TestPredictionsEndToEnd(t *testing.T) {
 	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
 	a := newAgent(t, t.TempDir(), "edge-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms")
 	a.start()
+	hubtest.WaitFor(t, 20*time.Second, func() error {
+		if l := c.agents(t); len(l.Agents) != 1 {
+			return fmt.Errorf("%d agents enrolled", len(l.Agents))
+		}
+		return nil
+	})
 
 	v1 := c.pushNative(t, false)
 	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v1))

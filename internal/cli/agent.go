@@ -43,6 +43,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.JoinToken, "join-token", "", "an agent token to enrol with (drover tokens create --role agent)")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/drover/agent", "where the agent keeps its state and artifacts")
 	fs.StringVar(&c.ServeAddr, "serve-addr", "127.0.0.1:8430", "where to serve /healthz, /readyz, /metrics and predictions")
+	fs.StringVar(&c.PluginDir, "plugin-dir", DefaultPluginDir, "runner plugins and their SHA256SUMS; empty for none")
 	fs.StringArrayVar(&f.labels, "label", nil, "a label describing this machine, key=value (repeatable)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often to heartbeat")
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 10*time.Second, "how often to sample the GPUs")

@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/plugins"
+	"github.com/droverhq/drover/plugins/sdk"
+	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
+)
+
+// pluginHost runs the verified runner plugins of the plugin directory, one
+// process each, and keeps them running: a plugin found dead is started
+// again (no sooner than its back-off allows, which doubles up to a minute
+// while it keeps dying) and every model it had loaded is loaded again.
+type pluginHost struct {
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	byFormat map[string]*hostedPlugin
+	all      []*hostedPlugin
+}
+
+type hostedPlugin struct {
+	p plugins.Plugin
+
+	mu      sync.Mutex
+	client  *sdk.Client
+	loaded  map[string]*runnerv1.LoadRequest // by id, replayed after a restart
+	backoff time.Duration
+	next    time.Time // no start before then
+	lastErr error
+}
+
+const (
+	pluginBackoffMin = time.Second
+	pluginBackoffMax = time.Minute
+)
+
+// newPluginHost scans dir and describes each verified plugin (starting it
+// to ask, and keeping it running).
+func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*pluginHost, error) {
+	h := &pluginHost{logger: logger, byFormat: map[string]*hostedPlugin{}}
+	found, err := plugins.Scan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("plugin directory %s: %w", dir, err)
+	}
+	for _, p := range found {
+		if p.Status != plugins.Verified {
+			logger.Warn("plugin not started", "file", p.File, "status", p.Status)
+			continue
+		}
+		hp := &hostedPlugin{p: p, loaded: map[string]*runnerv1.LoadRequest{}}
+		c, err := hp.start(ctx, logger)
+		if err != nil {
+			logger.Error("plugin failed to start", "file", p.File, "err", err)
+			continue
+		}
+		d := c.Describe()
+		logger.Info("plugin started", "file", p.File, "runner", d.GetName(), "version", d.GetVersion(), "formats", d.GetFormats())
+		for _, f := range d.GetFormats() {
+			if d.GetCanServe() {
+				h.byFormat[f] = hp
+			}
+		}
+		h.all = append(h.all, hp)
+	}
+	return h, nil
+}
+
+// forFormat returns the plugin serving an artifact format, or nil.
+func (h *pluginHost) forFormat(format string) *hostedPlugin {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byFormat[format]
+}
+
+// close stops every plugin.
+func (h *pluginHost) close() {
+	if h == nil {
+		return
+	}
+	for _, hp := range h.all {
+		hp.mu.Lock()
+		if hp.client != nil {
+			hp.client.Close()
+		}
+		hp.mu.Unlock()
+	}
+}
+
+// start launches the plugin process. Called with mu held, or before the
+// plugin is shared.
+func (hp *hostedPlugin) start(ctx context.Context, logger *slog.Logger) (*sdk.Client, error) {
+	c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: hp.p.Path, SHA256: hp.p.SHA256, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	hp.client = c
+	return c, nil
+}
+
+// get returns a live client, restarting the plugin (and reloading its
+// models) if it died and its back-off has passed.
+func (hp *hostedPlugin) get(ctx context.Context, logger *slog.Logger) (*sdk.Client, error) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	if hp.client != nil && !hp.client.Exited() {
+		return hp.client, nil
+	}
+	now := time.Now()
+	if now.Before(hp.next) {
+		return nil, fmt.Errorf("%w: runner plugin %s is down, next start in %s: %v", oip.ErrModelNotReady, hp.p.File, hp.next.Sub(now).Round(time.Millisecond), hp.lastErr)
+	}
+	hp.backoff = min(max(2*hp.backoff, pluginBackoffMin), pluginBackoffMax)
+	hp.next = now.Add(hp.backoff)
+	logger.Warn("runner plugin died; starting it again", "file", hp.p.File, "models", len(hp.loaded), "backoff", hp.backoff)
+	c, err := hp.start(ctx, logger)
+	if err != nil {
+		hp.lastErr = err
+		return nil, fmt.Errorf("%w: runner plugin %s: %v", oip.ErrModelNotReady, hp.p.File, err)
+	}
+	for id, req := range hp.loaded {
+		if _, err := c.Load(ctx, req); err != nil {
+			hp.lastErr = err
+			return nil, fmt.Errorf("%w: runner plugin %s: reloading %s: %v", oip.ErrModelNotReady, hp.p.File, id, err)
+		}
+	}
+	hp.lastErr = nil
+	return c, nil
+}
+
+// settle resets the back-off once the plugin has answered.
+func (hp *hostedPlugin) settle() {
+	hp.mu.Lock()
+	hp.backoff = 0
+	hp.mu.Unlock()
+}
+
+func (hp *hostedPlugin) load(ctx context.Context, logger *slog.Logger, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
+	c, err := hp.get(ctx, logger)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Load(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("runner plugin %s: %w", hp.p.File, err)
+	}
+	hp.mu.Lock()
+	hp.loaded[req.GetId()] = req
+	hp.mu.Unlock()
+	return resp, nil
+}
+
+func (hp *hostedPlugin) unload(ctx context.Context, logger *slog.Logger, id string) error {
+	hp.mu.Lock()
+	delete(hp.loaded, id)
+	hp.mu.Unlock()
+	c, err := hp.get(ctx, logger)
+	if err != nil {
+		return nil // a dead plugin holds nothing; it will not reload id
+	}
+	return c.Unload(ctx, id)
+}
+
+func (hp *hostedPlugin) predict(ctx context.Context, logger *slog.Logger, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+	c, err := hp.get(ctx, logger)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Predict(ctx, req)
+	switch {
+	case err == nil:
+		hp.settle()
+		return resp, nil
+	case status.Code(err) == codes.Unavailable:
+		// The plugin died under the request; the next one restarts it.
+		return nil, fmt.Errorf("%w: runner plugin %s stopped answering: %v", oip.ErrModelNotReady, hp.p.File, status.Convert(err).Message())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
+	}
+	return nil, fmt.Errorf("runner plugin %s: %s", hp.p.File, status.Convert(err).Message())
+}
+
+// alive reports whether the plugin process is running.
+func (hp *hostedPlugin) alive() bool {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	return hp.client != nil && !hp.client.Exited()
+}
