@@ -102,18 +102,12 @@ func (s *server) Predict(ctx context.Context, req *runnerv1.PredictRequest) (*ru
 		cols[i] = req.GetInputs()[idx].GetNumbers()
 	}
 	labels := make([]string, rows)
+	row := make([]float64, len(cols))
 	for r := range rows {
-		best, bestD := 0, math.Inf(1)
-		for k, c := range m.a.Centroids {
-			d := 0.0
-			for i := range c {
-				d += (cols[i][r] - c[i]) * (cols[i][r] - c[i])
-			}
-			if d < bestD {
-				best, bestD = k, d
-			}
+		for i := range cols {
+			row[i] = cols[i][r]
 		}
-		labels[r] = m.a.Classes[best]
+		labels[r] = m.a.Classes[nearest(m.a.Centroids, row)]
 	}
 	return &runnerv1.PredictResponse{Outputs: []*runnerv1.Tensor{{Name: "label", Datatype: "BYTES", Shape: []int64{int64(rows)}, Strings: labels}}}, nil
 }
@@ -201,17 +195,7 @@ func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*r
 	// Training accuracy, to report something; a real runner holds rows out.
 	right := 0
 	for r, row := range x {
-		best, bestD := 0, math.Inf(1)
-		for k, c := range a.Centroids {
-			d := 0.0
-			for i := range c {
-				d += (row[i] - c[i]) * (row[i] - c[i])
-			}
-			if d < bestD {
-				best, bestD = k, d
-			}
-		}
-		if a.Classes[best] == records[r+1][target] {
+		if a.Classes[nearest(a.Centroids, row)] == records[r+1][target] {
 			right++
 		}
 	}
@@ -229,4 +213,19 @@ func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*r
 	return send(&runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_Result{Result: &runnerv1.TrainResult{
 		ArtifactPath: path, Format: Format, Metrics: map[string]float64{"train_accuracy": float64(right) / float64(len(x))},
 	}}})
+}
+
+// nearest returns the index of the centroid closest to row (Euclidean).
+func nearest(centroids [][]float64, row []float64) int {
+	best, bestD := 0, math.Inf(1)
+	for k, c := range centroids {
+		d := 0.0
+		for i := range c {
+			d += (row[i] - c[i]) * (row[i] - c[i])
+		}
+		if d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
 }
