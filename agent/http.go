@@ -25,6 +25,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
+		h.Observe = a.metrics.observeInference
 		mux.Handle("/v2", h)
 		mux.Handle("/v2/", h)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/nvml"
@@ -24,6 +25,12 @@ type metrics struct {
 	reportsRefused    prometheus.Counter
 	desiredUpdates    prometheus.Counter
 	downloads         prometheus.Counter
+
+	// Predictions, by model and version (the one that answered, or the
+	// one asked for).
+	requests *prometheus.CounterVec   // and HTTP status code
+	rows     *prometheus.CounterVec   // rows answered
+	latency  *prometheus.HistogramVec // seconds, answered requests
 
 	mu     sync.Mutex
 	phases map[reconcile.Key]reconcile.Status
@@ -47,10 +54,21 @@ func newMetrics(a *Agent) *metrics {
 		downloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "drover_agent_artifact_downloads_total", Help: "Artifact downloads started (a resumed one counts again).",
 		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_agent_inference_requests_total", Help: "Inference requests, by model, version and HTTP status code.",
+		}, []string{"model", "version", "code"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_agent_inference_rows_total", Help: "Rows answered, by model and version.",
+		}, []string{"model", "version"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "drover_agent_inference_duration_seconds", Help: "Time to answer an inference request, from its first byte read to its last written.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs to ~6.5 s
+		}, []string{"model", "version"}),
 		phases: map[reconcile.Key]reconcile.Status{},
 	}
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
+		m.requests, m.rows, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "drover_agent_outbox_reports", Help: "Reports waiting to be delivered to the hub.",
 		}, func() float64 { return float64(a.store.Depth()) }),
@@ -204,5 +222,19 @@ func (c *gpuCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(gpuHealth, val, l, string(st))
 		}
+	}
+}
+
+// observeInference records an inference request in the metrics.
+func (m *metrics) observeInference(o oip.Observation) {
+	if o.Status == 404 {
+		// Names from unanswerable URLs are not labels: anyone could
+		// make up as many as they liked.
+		o.Model, o.Version = "", ""
+	}
+	m.requests.WithLabelValues(o.Model, o.Version, strconv.Itoa(o.Status)).Inc()
+	if o.Status == 200 {
+		m.rows.WithLabelValues(o.Model, o.Version).Add(float64(o.Rows))
+		m.latency.WithLabelValues(o.Model, o.Version).Observe(o.Duration.Seconds())
 	}
 }

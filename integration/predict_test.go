@@ -110,6 +110,24 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		t.Fatalf("bad category: %d %v", code, body)
 	}
 
+	// Counted on the agent's /metrics, by model, version and status.
+	resp, err := http.Get("http://" + a.serveAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`drover_agent_inference_requests_total{code="200",model="churn",version="%d"} 1`, v1),
+		`drover_agent_inference_requests_total{code="400",model="churn",version=""} 1`,
+		fmt.Sprintf(`drover_agent_inference_rows_total{model="churn",version="%d"} 2`, v1),
+		fmt.Sprintf(`drover_agent_inference_duration_seconds_count{model="churn",version="%d"} 1`, v1),
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("the agent's metrics lack %s", want)
+		}
+	}
+
 	v2 := c.pushNative(t, true)
 	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v2))
 	hubtest.WaitFor(t, 20*time.Second, func() error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"time"
 )
 
 // Backend is what the HTTP handler serves: the agent's loaded models, or
@@ -52,6 +53,9 @@ type Handler struct {
 	// OnError, if set, is told of every request refused, with its status:
 	// for counting.
 	OnError func(status int, err error)
+	// Observe, if set, is told of every inference request when it has
+	// been answered.
+	Observe func(Observation)
 
 	mux *http.ServeMux
 }
@@ -127,9 +131,24 @@ func (h *Handler) modelReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) infer(w http.ResponseWriter, r *http.Request) {
-	m, ok := h.model(w, r)
-	if !ok {
-		return
+	start := time.Now()
+	obs := Observation{Model: r.PathValue("name"), Version: r.PathValue("version")}
+	obs.Status, obs.Err = h.serveInfer(w, r, &obs)
+	if obs.Err != nil {
+		h.fail(w, obs.Status, obs.Err)
+	}
+	if h.Observe != nil {
+		obs.Duration = time.Since(start)
+		h.Observe(obs)
+	}
+}
+
+// serveInfer answers an inference request, filling in obs as it learns,
+// and returns the status it wrote, or the status and error to write.
+func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observation) (int, error) {
+	m, err := h.Backend.Model(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		return statusOf(err), err
 	}
 	limit := h.MaxBody
 	if limit <= 0 {
@@ -139,29 +158,28 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("the request is larger than %d bytes", limit))
-			return
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("the request is larger than %d bytes", limit)
 		}
-		h.fail(w, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err))
-		return
+		return http.StatusBadRequest, fmt.Errorf("reading the request: %w", err)
 	}
 	req, err := DecodeInferRequest(body)
 	if err != nil {
-		h.fail(w, http.StatusBadRequest, err)
-		return
+		return http.StatusBadRequest, err
+	}
+	if shape := req.Inputs[0].Shape; len(shape) > 0 {
+		obs.Rows = int(shape[0])
 	}
 	md := m.Metadata()
 	for i, o := range req.Outputs {
 		if !slices.ContainsFunc(md.Outputs, func(t TensorMetadata) bool { return t.Name == o.Name }) {
-			h.fail(w, http.StatusBadRequest, &RequestError{Field: fmt.Sprintf("outputs[%d].name", i), Msg: fmt.Sprintf("%q is not an output of %s", o.Name, md.Name)})
-			return
+			return http.StatusBadRequest, &RequestError{Field: fmt.Sprintf("outputs[%d].name", i), Msg: fmt.Sprintf("%q is not an output of %s", o.Name, md.Name)}
 		}
 	}
 	resp, err := m.Infer(r.Context(), req)
 	if err != nil {
-		h.fail(w, statusOf(err), err)
-		return
+		return statusOf(err), err
 	}
+	obs.Version = resp.ModelVersion
 	if len(req.Outputs) > 0 {
 		resp.Outputs = slices.DeleteFunc(resp.Outputs, func(t *Tensor) bool {
 			return !slices.ContainsFunc(req.Outputs, func(o RequestedOutput) bool { return o.Name == t.Name })
@@ -170,11 +188,23 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request) {
 	resp.ID = req.ID
 	b, err := json.Marshal(resp)
 	if err != nil {
-		h.fail(w, http.StatusInternalServerError, fmt.Errorf("encoding the response: %w", err))
-		return
+		return http.StatusInternalServerError, fmt.Errorf("encoding the response: %w", err)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
+	return http.StatusOK, nil
+}
+
+// Observation describes one inference request, for metrics.
+type Observation struct {
+	Model string
+	// Version is the version that answered, or the one asked for when the
+	// request failed ("" when it named none).
+	Version  string
+	Status   int
+	Rows     int // the first input's rows; 0 when not decoded
+	Duration time.Duration
+	Err      error // why it failed, or nil
 }
 
 // statusOf maps an error to the protocol's HTTP status.

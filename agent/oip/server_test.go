@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -71,6 +73,11 @@ func (b *testBackend) Model(name, version string) (Model, error) {
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *testBackend, *[]int) {
+	srv, b, refused, _ := newObservedServer(t)
+	return srv, b, refused
+}
+
+func newObservedServer(t *testing.T) (*httptest.Server, *testBackend, *[]int, func() []Observation) {
 	t.Helper()
 	s := churnSchema(t)
 	s.outputs = append(s.outputs, &droverv1.Feature{Name: "label", Datatype: "BYTES"})
@@ -80,10 +87,43 @@ func newTestServer(t *testing.T) (*httptest.Server, *testBackend, *[]int) {
 	h := NewHandler(b)
 	var refused []int
 	h.OnError = func(status int, _ error) { refused = append(refused, status) }
+	var mu sync.Mutex
+	var seen []Observation
+	h.Observe = func(o Observation) {
+		mu.Lock()
+		seen = append(seen, o)
+		mu.Unlock()
+	}
 	h.MaxBody = 4096
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv, b, &refused
+	return srv, b, &refused, func() []Observation {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+func TestObserve(t *testing.T) {
+	srv, _, _, seen := newObservedServer(t)
+	call(t, "POST", srv.URL+"/v2/models/churn/infer", goodRequest)
+	call(t, "POST", srv.URL+"/v2/models/churn/versions/9/infer", goodRequest)
+	call(t, "POST", srv.URL+"/v2/models/churn/infer", strings.Replace(goodRequest, `"pro"`, `"gold"`, 1))
+	call(t, "GET", srv.URL+"/v2/models/churn", "")
+	got := seen()
+	if len(got) != 3 {
+		t.Fatalf("%d observations for 3 inference requests: %+v", len(got), got)
+	}
+	ok, missing, bad := got[0], got[1], got[2]
+	if ok.Status != 200 || ok.Model != "churn" || ok.Version != "3" || ok.Rows != 2 || ok.Err != nil || ok.Duration <= 0 {
+		t.Errorf("a good request: %+v", ok)
+	}
+	if missing.Status != 404 || missing.Version != "9" || missing.Rows != 0 {
+		t.Errorf("an unknown version: %+v", missing)
+	}
+	if bad.Status != 400 || bad.Rows != 2 || bad.Err == nil {
+		t.Errorf("a bad request: %+v", bad)
+	}
 }
 
 func call(t *testing.T, method, url, body string) (int, map[string]any) {
