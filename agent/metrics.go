@@ -54,18 +54,9 @@ func newMetrics(a *Agent) *metrics {
 		downloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "drover_agent_artifact_downloads_total", Help: "Artifact downloads started (a resumed one counts again).",
 		}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "drover_agent_inference_requests_total", Help: "Inference requests, by model, version and HTTP status code.",
-		}, []string{"model", "version", "code"}),
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "drover_agent_inference_rows_total", Help: "Rows answered, by model and version.",
-		}, []string{"model", "version"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "drover_agent_inference_duration_seconds", Help: "Time to answer an inference request, from its first byte read to its last written.",
-			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs to ~6.5 s
-		}, []string{"model", "version"}),
 		phases: map[reconcile.Key]reconcile.Status{},
 	}
+	m.initInference()
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
 		m.requests, m.rows, m.latency,
@@ -237,4 +228,18 @@ func (m *metrics) observeInference(o oip.Observation) {
 		m.rows.WithLabelValues(o.Model, o.Version).Add(float64(o.Rows))
 		m.latency.WithLabelValues(o.Model, o.Version).Observe(o.Duration.Seconds())
 	}
+}
+
+// initInference makes the prediction metrics.
+func (m *metrics) initInference() {
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_agent_inference_requests_total", Help: "Inference requests, by model, version and HTTP status code.",
+	}, []string{"model", "version", "code"})
+	m.rows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_agent_inference_rows_total", Help: "Rows answered, by model and version.",
+	}, []string{"model", "version"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "drover_agent_inference_duration_seconds", Help: "Time to answer an inference request, from its first byte read to its last written.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs to ~6.5 s
+	}, []string{"model", "version"})
 }

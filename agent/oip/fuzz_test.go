@@ -61,15 +61,17 @@ func FuzzDecodeInferRequest(f *testing.F) {
 // checkAgainstEncodingJSON decodes the same body with encoding/json and
 // checks that the scanner read the same elements from every input.
 func checkAgainstEncodingJSON(t *testing.T, body []byte, r *InferRequest) {
-	var w struct {
-		Inputs []struct {
-			Data any `json:"data"`
-		} `json:"inputs"`
-	}
+	// Maps, not a struct: keys match exactly, as the protocol wants
+	// (encoding/json matches struct fields case-insensitively).
+	var w map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&w); err != nil {
 		t.Fatalf("encoding/json refuses what the decoder took: %v", err)
+	}
+	inputs, _ := w["inputs"].([]any)
+	if len(inputs) != len(r.Inputs) {
+		t.Fatalf("%d inputs, encoding/json finds %d", len(r.Inputs), len(inputs))
 	}
 	for i, in := range r.Inputs {
 		var flat []any
@@ -83,7 +85,11 @@ func checkAgainstEncodingJSON(t *testing.T, body []byte, r *InferRequest) {
 			}
 			flat = append(flat, v)
 		}
-		walk(w.Inputs[i].Data)
+		tensor, _ := inputs[i].(map[string]any)
+		if tensor["name"] != in.Name || tensor["datatype"] != string(in.Datatype) {
+			t.Fatalf("input %d: %s %s, encoding/json reads %v %v", i, in.Name, in.Datatype, tensor["name"], tensor["datatype"])
+		}
+		walk(tensor["data"])
 		if len(flat) != in.Len() {
 			t.Fatalf("input %d: %d elements, encoding/json finds %d", i, in.Len(), len(flat))
 		}

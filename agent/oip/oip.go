@@ -170,14 +170,6 @@ func (t *Tensor) Validate() error {
 	return nil
 }
 
-type wireTensor struct {
-	Name       string          `json:"name"`
-	Datatype   Datatype        `json:"datatype"`
-	Shape      []int64         `json:"shape"`
-	Parameters Parameters      `json:"parameters,omitempty"`
-	Data       json.RawMessage `json:"data"`
-}
-
 // UnmarshalJSON decodes a tensor strictly: see DecodeTensor.
 func (t *Tensor) UnmarshalJSON(b []byte) error {
 	d, err := DecodeTensor(b)
@@ -193,11 +185,46 @@ func (t *Tensor) UnmarshalJSON(b []byte) error {
 // nested to match the shape, holds exactly the elements the shape says,
 // each of the declared type. The error names the field at fault.
 func DecodeTensor(b []byte) (*Tensor, error) {
-	var w wireTensor
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("not a tensor: %w", jsonError(err))
+	if !json.Valid(b) {
+		var v any
+		return nil, fmt.Errorf("not a tensor: %w", jsonError(json.Unmarshal(b, &v)))
 	}
-	t := &Tensor{Name: w.Name, Datatype: w.Datatype, Shape: w.Shape, Parameters: w.Parameters}
+	return decodeTensor(b)
+}
+
+// decodeTensor is DecodeTensor on valid JSON.
+func decodeTensor(b []byte) (*Tensor, error) {
+	t := &Tensor{}
+	var data []byte
+	err := fields(b, func(key string, v []byte) error {
+		var err error
+		switch key {
+		case "name":
+			t.Name, err = stringField("name", v)
+		case "datatype":
+			var d string
+			d, err = stringField("datatype", v)
+			t.Datatype = Datatype(d)
+		case "shape":
+			t.Shape, err = shapeField(v)
+		case "parameters":
+			t.Parameters = nil
+			if !isNull(v) {
+				if err = json.Unmarshal(v, &t.Parameters); err != nil {
+					err = fmt.Errorf("parameters: want an object, not %s", kindOf(v))
+				}
+			}
+		case "data":
+			data = v
+		}
+		return err
+	})
+	if err != nil {
+		if err.Error() == "want a JSON object" {
+			return nil, fmt.Errorf("not a tensor: want a JSON object, not %s", kindOf(b))
+		}
+		return nil, err
+	}
 	switch {
 	case t.Name == "":
 		return nil, errors.New("name: empty")
@@ -216,10 +243,10 @@ func DecodeTensor(b []byte) (*Tensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shape: %w", err)
 	}
-	if len(w.Data) == 0 || string(w.Data) == "null" {
+	if len(data) == 0 || isNull(data) {
 		return nil, errors.New("data: missing")
 	}
-	if err := t.decodeData(w.Data, n); err != nil {
+	if err := t.decodeData(data, n); err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	return t, nil
@@ -351,35 +378,63 @@ func (r *InferRequest) Input(name string) *Tensor {
 	return nil
 }
 
-type wireRequest struct {
-	ID         *json.RawMessage  `json:"id"`
-	Parameters Parameters        `json:"parameters"`
-	Inputs     []json.RawMessage `json:"inputs"`
-	Outputs    []RequestedOutput `json:"outputs"`
-}
-
 // DecodeInferRequest decodes and checks an inference request's body. Its
 // error, a *RequestError, names the field at fault.
 func DecodeInferRequest(body []byte) (*InferRequest, error) {
-	var w wireRequest
-	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, &RequestError{Msg: jsonError(err).Error()}
+	if !json.Valid(body) {
+		var v any
+		return nil, &RequestError{Msg: jsonError(json.Unmarshal(body, &v)).Error()}
 	}
-	r := &InferRequest{Parameters: w.Parameters, Outputs: w.Outputs}
-	if w.ID != nil {
-		if err := json.Unmarshal(*w.ID, &r.ID); err != nil {
-			return nil, &RequestError{Field: "id", Msg: "want a string"}
+	r := &InferRequest{}
+	var inputs [][]byte
+	err := fields(body, func(key string, v []byte) error {
+		switch key {
+		case "id":
+			id, err := stringField("id", v)
+			if err != nil {
+				return &RequestError{Field: "id", Msg: "want a string"}
+			}
+			r.ID = id
+		case "parameters":
+			r.Parameters = nil
+			if !isNull(v) && json.Unmarshal(v, &r.Parameters) != nil {
+				return &RequestError{Field: "parameters", Msg: "want an object, not " + kindOf(v)}
+			}
+		case "outputs":
+			r.Outputs = nil
+			if !isNull(v) {
+				if err := json.Unmarshal(v, &r.Outputs); err != nil {
+					return &RequestError{Field: "outputs", Msg: jsonError(err).Error()}
+				}
+			}
+		case "inputs":
+			inputs = inputs[:0]
+			if isNull(v) {
+				return nil
+			}
+			if len(v) == 0 || v[0] != '[' {
+				return &RequestError{Field: "inputs", Msg: "want an array, not " + kindOf(v)}
+			}
+			return items(v, func(_ int, t []byte) error { inputs = append(inputs, t); return nil })
 		}
+		return nil
+	})
+	if err != nil {
+		var re *RequestError
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		return nil, &RequestError{Msg: fmt.Sprintf("%v, not %s", err, kindOf(body[skipWS(body, 0):]))}
 	}
 	if err := r.Parameters.check(); err != nil {
 		return nil, &RequestError{Field: "parameters", Msg: err.Error()}
 	}
-	if len(w.Inputs) == 0 {
+	if len(inputs) == 0 {
 		return nil, &RequestError{Field: "inputs", Msg: "a request needs at least one input"}
 	}
-	seen := make(map[string]bool, len(w.Inputs))
-	for i, raw := range w.Inputs {
-		t, err := DecodeTensor(raw)
+	seen := make(map[string]bool, len(inputs))
+	for i, raw := range inputs {
+		t, err := decodeTensor(raw)
 		if err != nil {
 			return nil, &RequestError{Field: fmt.Sprintf("inputs[%d]", i), Msg: err.Error()}
 		}

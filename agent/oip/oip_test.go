@@ -55,7 +55,11 @@ func TestDecodeErrors(t *testing.T) {
 	in := func(tensor string) string { return `{"inputs":[` + tensor + `]}` }
 	cases := []struct{ body, want string }{
 		{`{`, "malformed JSON"},
-		{`[]`, "want oip.wireRequest"},
+		{`[]`, "want a JSON object, not an array"},
+		{`{"inputs": {}}`, "inputs: want an array, not an object"},
+		{`{"inputs":[{"name":"a","datatype":"FP32","shape":[1.5],"data":[1]}]}`, "inputs[0].shape: dimension 0 is 1.5, not an integer"},
+		{`{"inputs":[{"name":7,"datatype":"FP32","shape":[1],"data":[1]}]}`, "inputs[0].name: want a string, not a number"},
+		{`{"inputs":[5]}`, "inputs[0]: not a tensor: want a JSON object, not a number"},
 		{`{"inputs":[]}`, "inputs: a request needs at least one input"},
 		{`{"id": 7, "inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[1]}]}`, "id: want a string"},
 		{`{"parameters": {"p": [1]}, "inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[1]}]}`, `parameters: parameter "p": want a string, number or boolean, not an array`},

@@ -69,34 +69,34 @@ func (s *Schema) Check(r *InferRequest) (rows int, err error) {
 	rows = -1
 	seen := make([]bool, len(s.inputs))
 	for i, in := range r.Inputs {
-		at := fmt.Sprintf("inputs[%d]", i)
+		at := inputField(i)
 		fi, ok := s.byName[in.Name]
 		if !ok {
-			return 0, &RequestError{Field: at + ".name", Msg: fmt.Sprintf("%q is not an input of this model, which takes %s", in.Name, s.names())}
+			return 0, &RequestError{Field: at() + ".name", Msg: fmt.Sprintf("%q is not an input of this model, which takes %s", in.Name, s.names())}
 		}
 		seen[fi] = true
 		f := &s.inputs[fi]
 		if in.Datatype != f.datatype {
-			return 0, &RequestError{Field: at + ".datatype", Msg: fmt.Sprintf("%s, where the schema says %s for %s", in.Datatype, f.datatype, in.Name)}
+			return 0, &RequestError{Field: at() + ".datatype", Msg: fmt.Sprintf("%s, where the schema says %s for %s", in.Datatype, f.datatype, in.Name)}
 		}
 		if len(in.Shape) != 1+len(f.GetShape()) {
-			return 0, &RequestError{Field: at + ".shape", Msg: fmt.Sprintf("%v: %s wants [rows%s]", in.Shape, in.Name, shapeTail(f.GetShape()))}
+			return 0, &RequestError{Field: at() + ".shape", Msg: fmt.Sprintf("%v: %s wants [rows%s]", in.Shape, in.Name, shapeTail(f.GetShape()))}
 		}
 		for d, want := range f.GetShape() {
 			if want >= 0 && in.Shape[d+1] != want {
-				return 0, &RequestError{Field: at + ".shape", Msg: fmt.Sprintf("%v: %s wants [rows%s]", in.Shape, in.Name, shapeTail(f.GetShape()))}
+				return 0, &RequestError{Field: at() + ".shape", Msg: fmt.Sprintf("%v: %s wants [rows%s]", in.Shape, in.Name, shapeTail(f.GetShape()))}
 			}
 		}
 		n := int(in.Shape[0])
 		switch {
 		case n == 0:
-			return 0, &RequestError{Field: at + ".shape", Msg: "no rows"}
+			return 0, &RequestError{Field: at() + ".shape", Msg: "no rows"}
 		case rows >= 0 && n != rows:
-			return 0, &RequestError{Field: at + ".shape", Msg: fmt.Sprintf("%d rows, where %s has %d", n, r.Inputs[0].Name, rows)}
+			return 0, &RequestError{Field: at() + ".shape", Msg: fmt.Sprintf("%d rows, where %s has %d", n, r.Inputs[0].Name, rows)}
 		}
 		rows = n
 		if err := f.checkValues(in); err != nil {
-			return 0, &RequestError{Field: at + ".data", Msg: err.Error()}
+			return 0, &RequestError{Field: at() + ".data", Msg: err.Error()}
 		}
 	}
 	for fi, ok := range seen {
@@ -105,6 +105,11 @@ func (s *Schema) Check(r *InferRequest) (rows int, err error) {
 		}
 	}
 	return rows, nil
+}
+
+// inputField returns, lazily, the path of input i for an error.
+func inputField(i int) func() string {
+	return func() string { return fmt.Sprintf("inputs[%d]", i) }
 }
 
 func (f *schemaFeature) checkValues(t *Tensor) error {

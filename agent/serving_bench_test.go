@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/plugins/native"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// bench20 loads a 20-feature native logistic model into a serving runtime
+// and returns it with a one-row request body and the model's columns for
+// that row.
+func bench20(b *testing.B) (*servingRuntime, []byte, []native.Column) {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(1, 1))
+	cols := make([]native.Column, 20)
+	var target []string
+	for j := range cols {
+		cols[j].Name = fmt.Sprintf("f%02d", j)
+	}
+	for range 500 {
+		z := 0.0
+		for j := range cols {
+			v := rng.NormFloat64()
+			cols[j].Numbers = append(cols[j].Numbers, v)
+			z += v * float64(j%3-1)
+		}
+		target = append(target, map[bool]string{true: "yes", false: "no"}[z > 0])
+	}
+	m, _, err := native.Train(&native.Dataset{Features: cols, Target: native.Column{Categorical: true, Strings: target}}, native.TrainOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	art, _ := m.MarshalArtifact()
+	path := filepath.Join(b.TempDir(), "model.json")
+	_ = os.WriteFile(path, art, 0o644)
+	schema := &droverv1.FeatureSchema{}
+	var inputs []string
+	row := make([]native.Column, 20)
+	for j := range cols {
+		schema.Inputs = append(schema.Inputs, &droverv1.Feature{Name: cols[j].Name, Datatype: "FP32"})
+		inputs = append(inputs, fmt.Sprintf(`{"name":"%s","datatype":"FP32","shape":[1],"data":[%.3f]}`, cols[j].Name, cols[j].Numbers[0]))
+		row[j] = native.Column{Name: cols[j].Name, Numbers: cols[j].Numbers[:1]}
+	}
+	rt := newServingRuntime(nil, logging.Discard())
+	a := &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Format: NativeFormat, Schema: schema}
+	if err := rt.Load(context.Background(), a, path); err != nil {
+		b.Fatal(err)
+	}
+	return rt, []byte(`{"id":"1","inputs":[` + strings.Join(inputs, ",") + `]}`), row
+}
+
+// BenchmarkInferOverhead measures one single-row request through the
+// agent's whole prediction path in-process (routing, decoding, schema
+// checks, metrics, encoding) against the model's own predict in the same
+// run; the report's overhead-µs is the difference.
+func BenchmarkInferOverhead(b *testing.B) {
+	rt, body, row := bench20(b)
+	model, _ := rt.Model("m", "")
+	n := model.(*versionModel).v.native
+	var predict time.Duration
+	b.Run("predict", func(b *testing.B) {
+		b.ReportAllocs()
+		start := time.Now()
+		for b.Loop() {
+			if _, err := n.Predict(row); err != nil {
+				b.Fatal(err)
+			}
+		}
+		predict = time.Since(start) / time.Duration(b.N)
+	})
+	b.Run("request", func(b *testing.B) {
+		m := &metrics{}
+		m.initInference()
+		h := oip.NewHandler(rt)
+		h.Observe = m.observeInference
+		b.ReportAllocs()
+		start := time.Now()
+		for b.Loop() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("POST", "/v2/models/m/infer", bytes.NewReader(body)))
+			if w.Code != 200 {
+				b.Fatalf("%d %s", w.Code, w.Body)
+			}
+		}
+		per := time.Since(start) / time.Duration(b.N)
+		b.ReportMetric(float64(per-predict)/1e3, "overhead-µs")
+		b.ReportMetric(float64(per)/float64(predict), "x-predict")
+	})
+}
+
+// BenchmarkInferHTTP measures single-row requests per second over real
+// HTTP with keep-alive, 16 clients, on loopback.
+func BenchmarkInferHTTP(b *testing.B) {
+	rt, body, _ := bench20(b)
+	srv := httptest.NewServer(oip.NewHandler(rt))
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	client := &http.Client{Transport: tr}
+	var failed atomic.Int64
+	b.SetParallelism(8) // × GOMAXPROCS clients
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(srv.URL+"/v2/models/m/infer", "application/json", bytes.NewReader(body))
+			if err != nil {
+				failed.Add(1)
+				continue
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	if failed.Load() > 0 {
+		b.Fatalf("%d requests failed", failed.Load())
+	}
+}
