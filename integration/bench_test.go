@@ -3,10 +3,13 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,7 +178,8 @@ func BenchmarkAgentRSS(b *testing.B) {
 	a := newAgent(b, dir, "gpu-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--fake-gpus", "dgxh100",
 		"--sample-interval", "1s", "--telemetry-window", "5s")
 	a.start()
-	var idle, peak int64
+	var idle, peak, loaded int64
+	var rps float64
 	for b.Loop() {
 		time.Sleep(20 * time.Second) // enrolled, a few windows reported
 		a.mu.Lock()
@@ -186,9 +190,41 @@ func BenchmarkAgentRSS(b *testing.B) {
 		c.cli(b, nil, "agents", "assign", "gpu-1", fmt.Sprintf("big:%d", v))
 		c.waitRunning(b, "gpu-1", "big", v, 2*time.Minute)
 		peak = vmHWM(pid)
+
+		// Under load: 16 clients asking a native model for predictions
+		// for 10 s, the resident memory read at the end, still loaded.
+		nv := c.pushNative(b, false)
+		c.cli(b, nil, "agents", "assign", "gpu-1", fmt.Sprintf("churn:%d", nv))
+		c.waitRunning(b, "gpu-1", "churn", nv, time.Minute)
+		body := `{"inputs": [{"name": "tenure", "datatype": "FP32", "shape": [1], "data": [7]},
+		  {"name": "plan", "datatype": "BYTES", "shape": [1], "data": ["pro"]}]}`
+		stop := time.Now().Add(10 * time.Second)
+		var wg sync.WaitGroup
+		var served atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					resp, err := http.Post("http://"+a.serveAddr+"/v2/models/churn/infer", "application/json", strings.NewReader(body))
+					if err != nil {
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						served.Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(9 * time.Second)
+		_, loaded = procStat(pid)
+		wg.Wait()
+		rps = float64(served.Load()) / 10
 	}
 	b.ReportMetric(float64(idle)/(1<<20), "idle-RSS-MiB")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
+	b.ReportMetric(float64(loaded)/(1<<20), "load-RSS-MiB")
+	b.ReportMetric(rps, "load-req/s")
 }
 
 // vmHWM is a process's peak resident memory.

@@ -18,7 +18,7 @@ import (
 
 // pushNative trains a native churn classifier (churn likelier with a short
 // tenure, or a long one when flip is set) and pushes it with a schema.
-func (c *cluster) pushNative(t *testing.T, flip bool) uint64 {
+func (c *cluster) pushNative(t testing.TB, flip bool) uint64 {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(9, 9))
 	var tenure []float64
