@@ -80,6 +80,11 @@ type Config struct {
 
 	// GPUs returns the NVML to use; nil means the machine's own library.
 	GPUs func() gonvml.Interface
+	// SampleRate is the fraction of answered predictions kept in the
+	// store's "samples/<model>" journals (0: none), each holding at most
+	// SampleKeep (default 10,000).
+	SampleRate float64
+	SampleKeep int
 	// PluginDir holds runner plugins and their SHA256SUMS; the verified
 	// ones are started and serve the formats they name. Empty: none.
 	PluginDir string
@@ -96,6 +101,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
+	if c.SampleRate < 0 || c.SampleRate > 1 {
+		return fmt.Errorf("sample rate %g is not between 0 and 1", c.SampleRate)
+	}
 	if c.Name == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -142,6 +150,7 @@ type Agent struct {
 	rec      *reconcile.Reconciler
 	runtime  reconcile.Runtime
 	plugins  *pluginHost // nil without a plugin directory
+	samples  *sampler    // nil when no predictions are sampled
 	gpus     *gpuMonitor
 	metrics  *metrics
 	listener net.Listener
@@ -210,6 +219,13 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.runtime = newServingRuntime(a.plugins, a.logger.With("component", "serving"))
 	}
+	if cfg.SampleRate > 0 {
+		keep := cfg.SampleKeep
+		if keep <= 0 {
+			keep = 10_000
+		}
+		a.samples = newSampler(st, cfg.SampleRate, keep, a.logger.With("component", "samples"))
+	}
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
 	a.gpus = newGPUMonitor(a)
@@ -261,6 +277,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(a.connect)
 	run(a.collectArtifacts)
 	run(a.keepAlive)
+	if a.samples != nil {
+		run(a.samples.run)
+	}
 	run(func(ctx context.Context) { kvstore.CollectGarbage(ctx, a.store.DB(), 10*time.Minute, a.logger) })
 
 	var err error

@@ -25,7 +25,10 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
-		h.Observe = a.metrics.observeInference
+		h.Observe = func(o oip.Observation) {
+			a.metrics.observeInference(o)
+			a.samples.record(o)
+		}
 		mux.Handle("/v2", h)
 		mux.Handle("/v2/", h)
 	}

@@ -57,6 +57,9 @@ func newMetrics(a *Agent) *metrics {
 		phases: map[reconcile.Key]reconcile.Status{},
 	}
 	m.initInference()
+	if a.samples != nil {
+		m.registry.MustRegister(a.samples.dropped)
+	}
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
 		m.requests, m.rows, m.latency,

@@ -166,6 +166,7 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observ
 	if err != nil {
 		return http.StatusBadRequest, err
 	}
+	obs.Request = req
 	if shape := req.Inputs[0].Shape; len(shape) > 0 {
 		obs.Rows = int(shape[0])
 	}
@@ -179,7 +180,7 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observ
 	if err != nil {
 		return statusOf(err), err
 	}
-	obs.Version = resp.ModelVersion
+	obs.Version, obs.Response = resp.ModelVersion, resp
 	if len(req.Outputs) > 0 {
 		resp.Outputs = slices.DeleteFunc(resp.Outputs, func(t *Tensor) bool {
 			return !slices.ContainsFunc(req.Outputs, func(o RequestedOutput) bool { return o.Name == t.Name })
@@ -205,6 +206,10 @@ type Observation struct {
 	Rows     int // the first input's rows; 0 when not decoded
 	Duration time.Duration
 	Err      error // why it failed, or nil
+	// The decoded request and the response sent, when there was one; they
+	// must not be changed.
+	Request  *InferRequest
+	Response *InferResponse
 }
 
 // statusOf maps an error to the protocol's HTTP status.

@@ -50,6 +50,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.TelemetryWindow, "telemetry-window", time.Minute, "the span one telemetry report summarises")
 	fs.DurationVar(&c.InventoryInterval, "inventory-interval", 5*time.Minute, "how often to look for hardware changes")
 	fs.IntVar(&c.OutboxMaxReports, "outbox-max-reports", 100_000, "how many reports to keep while the hub is away")
+	fs.Float64Var(&c.SampleRate, "sample-rate", 0.1, "the fraction of answered predictions kept on the agent for drift and feedback (0 to 1)")
+	fs.IntVar(&c.SampleKeep, "sample-keep", 10_000, "how many prediction samples to keep per model")
 	fs.DurationVar(&c.ArtifactKeep, "artifact-keep", 24*time.Hour, "how long an unused artifact stays cached")
 	fs.StringVar(&f.fakeGPUs, "fake-gpus", "", "simulate GPUs instead of using NVML: "+strings.Join(fake.Models, ", ")+" (for tests and the demo)")
 	fs.StringVar(&f.logOpts.Level, "log-level", "info", "debug, info, warn or error")
