@@ -170,7 +170,10 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observ
 	if shape := req.Inputs[0].Shape; len(shape) > 0 {
 		obs.Rows = int(shape[0])
 	}
-	md := m.Metadata()
+	var md ModelMetadata
+	if len(req.Outputs) > 0 { // metadata is built on demand: not on the hot path
+		md = m.Metadata()
+	}
 	for i, o := range req.Outputs {
 		if !slices.ContainsFunc(md.Outputs, func(t TensorMetadata) bool { return t.Name == o.Name }) {
 			return http.StatusBadRequest, &RequestError{Field: fmt.Sprintf("outputs[%d].name", i), Msg: fmt.Sprintf("%q is not an output of %s", o.Name, md.Name)}
