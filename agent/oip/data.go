@@ -1,12 +1,10 @@
 package oip
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
-	"unicode/utf8"
 )
 
 // decodeData reads a tensor's data: a flat array of n elements, or arrays
@@ -70,23 +68,7 @@ func (p *dataParser) malformed() error {
 }
 
 // kind names the JSON value at pos, for errors.
-func (p *dataParser) kind() string {
-	switch c := p.peek(); {
-	case c == '{':
-		return "an object"
-	case c == '[':
-		return "an array"
-	case c == '"':
-		return "a string"
-	case c == 't' || c == 'f':
-		return "a boolean"
-	case c == 'n':
-		return "null"
-	case c == '-' || c >= '0' && c <= '9':
-		return "a number"
-	}
-	return "malformed JSON"
-}
+func (p *dataParser) kind() string { return kindOf(p.data[min(p.pos, len(p.data)):]) }
 
 // array reads the array at pos, at the given depth.
 func (p *dataParser) array(depth int) error {
@@ -232,35 +214,14 @@ func (p *dataParser) number() (string, bool) {
 	return string(d[start:i]), true
 }
 
-// str reads a JSON string: plain ASCII directly, anything with escapes or
-// other bytes through encoding/json, so that both decode the same way.
+// str reads the JSON string at pos.
 func (p *dataParser) str() (string, error) {
-	d := p.data
-	plain := true
-	i := p.pos + 1
-	for ; i < len(d) && d[i] != '"'; i++ {
-		switch c := d[i]; {
-		case c == '\\':
-			plain = false
-			i++ // skip the escaped byte
-		case c < 0x20:
-			return "", p.malformed()
-		case c >= utf8.RuneSelf:
-			plain = false
-		}
-	}
-	if i >= len(d) {
+	end := skipString(p.data, p.pos)
+	s, err := unquote(p.data[p.pos:end])
+	if err != nil {
 		return "", p.malformed()
 	}
-	raw := d[p.pos : i+1]
-	p.pos = i + 1
-	if plain {
-		return string(raw[1 : len(raw)-1]), nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", p.malformed()
-	}
+	p.pos = end
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -51,7 +52,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 		for i := range r.Inputs {
 			a, b := r.Inputs[i], r2.Inputs[i]
 			if a.Name != b.Name || a.Datatype != b.Datatype || !reflect.DeepEqual(a.Shape, b.Shape) ||
-				!sameFloats(a.Numbers, b.Numbers) || !sameStrings(a.Strings, b.Strings) {
+				!slices.Equal(a.Numbers, b.Numbers) || !slices.Equal(a.Strings, b.Strings) {
 				t.Fatalf("input %d changed in the round trip: %+v became %+v", i, a, b)
 			}
 		}
@@ -113,28 +114,4 @@ func checkAgainstEncodingJSON(t *testing.T, body []byte, r *InferRequest) {
 			}
 		}
 	}
-}
-
-func sameFloats(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
