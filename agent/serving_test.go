@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,7 +19,7 @@ import (
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
-	"github.com/droverhq/drover/plugins/sdk"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -166,11 +165,10 @@ func TestServingNativeWithoutSchema(t *testing.T) {
 // the plugin started again and the model reloaded, 200.
 func TestServingThroughPlugin(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "centroid")
-	if out, err := exec.Command("go", "build", "-o", bin, "../plugins/examples/centroid").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	_, sum, err := sdktest.BuildExample(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sum, _ := sdk.FileSHA256(bin)
 	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
 	host, err := newPluginHost(context.Background(), dir, logging.Discard())
 	if err != nil {

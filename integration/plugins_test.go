@@ -7,18 +7,17 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/droverhq/drover/plugins/sdk"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 )
 
 // TestPluginsList installs the example plugin in a plugin directory with
 // its checksum, plus one tampered copy, and lists them with the CLI.
 func TestPluginsList(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "centroid")
-	if out, err := exec.Command("go", "build", "-o", bin, "../plugins/examples/centroid").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	bin, sum, err := sdktest.BuildExample(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sum, _ := sdk.FileSHA256(bin)
 	b, _ := os.ReadFile(bin)
 	_ = os.WriteFile(filepath.Join(dir, "evil"), append(b, 1), 0o755)
 	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"+sum+"  evil\n"), 0o644)

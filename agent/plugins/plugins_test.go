@@ -4,22 +4,17 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/droverhq/drover/internal/logging"
-	"github.com/droverhq/drover/plugins/sdk"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 )
 
 func TestScanAndDescribe(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "centroid")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../plugins/examples/centroid").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	sum, err := sdk.FileSHA256(bin)
+	bin, sum, err := sdktest.BuildExample(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package sdk_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/droverhq/drover/plugins/sdk"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 )
 
@@ -24,9 +24,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	centroidBin = filepath.Join(dir, "centroid")
-	if out, err := exec.Command("go", "build", "-o", centroidBin, "../examples/centroid").CombinedOutput(); err != nil {
-		panic("building the example plugin: " + err.Error() + "\n" + string(out))
+	if centroidBin, _, err = sdktest.BuildExample(dir); err != nil {
+		panic(err)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
