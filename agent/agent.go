@@ -88,6 +88,9 @@ type Config struct {
 	// PluginDir holds runner plugins and their SHA256SUMS; the verified
 	// ones are started and serve the formats they name. Empty: none.
 	PluginDir string
+	// Serving tunes the prediction path: batching for runner plugins,
+	// draining on a version switch, shadow traffic.
+	Serving ServingOptions
 	// Runtime loads verified artifacts; nil means the built-in one, which
 	// serves native models in-process and other formats through plugins.
 	Runtime reconcile.Runtime
@@ -217,7 +220,7 @@ func New(cfg Config) (*Agent, error) {
 				return nil, err
 			}
 		}
-		a.runtime = newServingRuntime(a.plugins, a.logger.With("component", "serving"))
+		a.runtime = newServingRuntime(a.plugins, a.logger.With("component", "serving"), cfg.Serving)
 	}
 	if cfg.SampleRate > 0 {
 		keep := cfg.SampleKeep

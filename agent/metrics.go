@@ -60,6 +60,9 @@ func newMetrics(a *Agent) *metrics {
 	if a.samples != nil {
 		m.registry.MustRegister(a.samples.dropped)
 	}
+	if rt, ok := a.runtime.(*servingRuntime); ok {
+		m.registry.MustRegister(rt.collectors()...)
+	}
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
 		m.requests, m.rows, m.latency,

@@ -30,7 +30,8 @@ type pluginHost struct {
 }
 
 type hostedPlugin struct {
-	p plugins.Plugin
+	p      plugins.Plugin
+	logger *slog.Logger
 
 	mu      sync.Mutex
 	client  *sdk.Client
@@ -58,8 +59,8 @@ func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*plugi
 			logger.Warn("plugin not started", "file", p.File, "status", p.Status)
 			continue
 		}
-		hp := &hostedPlugin{p: p, loaded: map[string]*runnerv1.LoadRequest{}}
-		c, err := hp.start(ctx, logger)
+		hp := &hostedPlugin{p: p, logger: logger, loaded: map[string]*runnerv1.LoadRequest{}}
+		c, err := hp.start(ctx)
 		if err != nil {
 			logger.Error("plugin failed to start", "file", p.File, "err", err)
 			continue
@@ -102,8 +103,8 @@ func (h *pluginHost) close() {
 
 // start launches the plugin process. Called with mu held, or before the
 // plugin is shared.
-func (hp *hostedPlugin) start(ctx context.Context, logger *slog.Logger) (*sdk.Client, error) {
-	c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: hp.p.Path, SHA256: hp.p.SHA256, Logger: logger})
+func (hp *hostedPlugin) start(ctx context.Context) (*sdk.Client, error) {
+	c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: hp.p.Path, SHA256: hp.p.SHA256, Logger: hp.logger})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func (hp *hostedPlugin) start(ctx context.Context, logger *slog.Logger) (*sdk.Cl
 
 // get returns a live client, restarting the plugin (and reloading its
 // models) if it died and its back-off has passed.
-func (hp *hostedPlugin) get(ctx context.Context, logger *slog.Logger) (*sdk.Client, error) {
+func (hp *hostedPlugin) get(ctx context.Context) (*sdk.Client, error) {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	if hp.client != nil && !hp.client.Exited() {
@@ -125,8 +126,8 @@ func (hp *hostedPlugin) get(ctx context.Context, logger *slog.Logger) (*sdk.Clie
 	}
 	hp.backoff = min(max(2*hp.backoff, pluginBackoffMin), pluginBackoffMax)
 	hp.next = now.Add(hp.backoff)
-	logger.Warn("runner plugin died; starting it again", "file", hp.p.File, "models", len(hp.loaded), "backoff", hp.backoff)
-	c, err := hp.start(ctx, logger)
+	hp.logger.Warn("runner plugin died; starting it again", "file", hp.p.File, "models", len(hp.loaded), "backoff", hp.backoff)
+	c, err := hp.start(ctx)
 	if err != nil {
 		hp.lastErr = err
 		return nil, fmt.Errorf("%w: runner plugin %s: %v", oip.ErrModelNotReady, hp.p.File, err)
@@ -148,8 +149,8 @@ func (hp *hostedPlugin) settle() {
 	hp.mu.Unlock()
 }
 
-func (hp *hostedPlugin) load(ctx context.Context, logger *slog.Logger, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
-	c, err := hp.get(ctx, logger)
+func (hp *hostedPlugin) load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
+	c, err := hp.get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -163,19 +164,19 @@ func (hp *hostedPlugin) load(ctx context.Context, logger *slog.Logger, req *runn
 	return resp, nil
 }
 
-func (hp *hostedPlugin) unload(ctx context.Context, logger *slog.Logger, id string) error {
+func (hp *hostedPlugin) unload(ctx context.Context, id string) error {
 	hp.mu.Lock()
 	delete(hp.loaded, id)
 	hp.mu.Unlock()
-	c, err := hp.get(ctx, logger)
+	c, err := hp.get(ctx)
 	if err != nil {
 		return nil // a dead plugin holds nothing; it will not reload id
 	}
 	return c.Unload(ctx, id)
 }
 
-func (hp *hostedPlugin) predict(ctx context.Context, logger *slog.Logger, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
-	c, err := hp.get(ctx, logger)
+func (hp *hostedPlugin) predict(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+	c, err := hp.get(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -2,12 +2,18 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
@@ -20,6 +26,45 @@ import (
 // NativeFormat is the artifact format of the built-in native runner.
 const NativeFormat = "drover-native"
 
+// ServingOptions tune the prediction path.
+type ServingOptions struct {
+	// BatchMaxRows bounds the rows sent to a runner plugin in one call.
+	// Requests that arrive while a version's runner is busy are queued
+	// and sent together, up to this many rows. 1 turns batching off.
+	// Default 64.
+	BatchMaxRows int
+	// BatchMaxDelay is how long a batch may wait for more requests once a
+	// runner is free. Zero, the default, never waits: a request to an idle
+	// runner goes at once, and batches form only from what queues while
+	// the runner is busy, so batching adds no latency at low load.
+	BatchMaxDelay time.Duration
+	// BatchInFlight bounds the batches one version has at its runner at
+	// once. Default 2: one being answered while the next is sent.
+	BatchInFlight int
+	// DrainTimeout bounds how long a version taken out of service waits
+	// for the requests it is answering before it is unloaded. Default 30 s.
+	DrainTimeout time.Duration
+	// ShadowConcurrency bounds the mirrored requests being answered by
+	// shadow versions at once; beyond it mirrors are dropped (and
+	// counted), never queued behind the caller. Default 64.
+	ShadowConcurrency int
+}
+
+func (o *ServingOptions) setDefaults() {
+	if o.BatchMaxRows <= 0 {
+		o.BatchMaxRows = 64
+	}
+	if o.BatchInFlight <= 0 {
+		o.BatchInFlight = 2
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.ShadowConcurrency <= 0 {
+		o.ShadowConcurrency = 64
+	}
+}
+
 // servingRuntime loads the versions the reconciler asks for and serves
 // them over the Open Inference Protocol (it is the oip.Backend of the
 // agent's /v2 endpoints). Artifacts of the native format are served by the
@@ -27,17 +72,37 @@ const NativeFormat = "drover-native"
 // that plugin; a version of any other format is held as loaded but
 // answers 503 until a runner for its format is installed. The reconciler
 // has already verified the artifact's digest when Load is called.
+//
+// Loads and unloads are serialised; each publishes an immutable routing
+// table that the prediction path reads without a lock. A version replaced
+// or removed leaves the table first and is unloaded only once the
+// requests it was answering have finished (drained), so a version switch
+// under load drops no request.
 type servingRuntime struct {
 	plugins *pluginHost // nil without a plugin directory
 	logger  *slog.Logger
+	opts    ServingOptions
+	shadows *shadowStats
+	batches *prometheus.HistogramVec // rows per batch sent to a runner
 
-	mu     sync.RWMutex
-	loaded map[reconcile.Key]*servedVersion
+	mu       sync.Mutex // serialises Load and Unload
+	loaded   map[reconcile.Key]*servedVersion
+	retiring map[retiredKey]*servedVersion // replaced, not yet unloaded
+	routes   atomic.Pointer[map[string]*route]
 }
 
+type retiredKey struct {
+	key     reconcile.Key
+	version uint64
+}
+
+// servedVersion is one loaded version.
 type servedVersion struct {
 	model   string
 	version uint64
+	name    string // the version as the protocol names it
+	role    droverv1.AssignmentRole
+	weight  uint32
 	format  string
 	path    string
 	schema  *oip.Schema
@@ -46,15 +111,76 @@ type servedVersion struct {
 	plugin   *hostedPlugin // for a format a plugin serves
 	pluginID string
 	outputs  []*runnerv1.TensorInfo
+	batch    *batcher // nil when batching is off
+
+	// inflight counts the requests being answered; the closing bit is
+	// set when the version is taken out of service, after which it takes
+	// no new request, and drained is closed when the last one finishes.
+	inflight  atomic.Int64
+	drained   chan struct{}
+	drainOnce sync.Once
 }
 
-func newServingRuntime(host *pluginHost, logger *slog.Logger) *servingRuntime {
-	return &servingRuntime{plugins: host, logger: logger, loaded: map[reconcile.Key]*servedVersion{}}
+const closingBit = int64(1) << 62
+
+// acquire admits a request, or reports false when the version is being
+// taken out of service (the caller routes again).
+func (v *servedVersion) acquire() bool {
+	for {
+		n := v.inflight.Load()
+		if n&closingBit != 0 {
+			return false
+		}
+		if v.inflight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
-// Load makes a version servable.
+func (v *servedVersion) release() {
+	if v.inflight.Add(-1) == closingBit {
+		v.drainOnce.Do(func() { close(v.drained) })
+	}
+}
+
+// drain stops admitting requests and waits, up to ctx, for those admitted
+// to finish.
+func (v *servedVersion) drain(ctx context.Context) error {
+	if v.inflight.Or(closingBit)&^closingBit == 0 {
+		v.drainOnce.Do(func() { close(v.drained) })
+	}
+	select {
+	case <-v.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d requests still in flight: %w", v.inflight.Load()&^closingBit, ctx.Err())
+	}
+}
+
+func newServingRuntime(host *pluginHost, logger *slog.Logger, opts ServingOptions) *servingRuntime {
+	opts.setDefaults()
+	r := &servingRuntime{plugins: host, logger: logger, opts: opts, shadows: newShadowStats(opts.ShadowConcurrency),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "drover_agent_runner_batch_rows",
+			Help:    "Rows per batch sent to a runner plugin, by model and version.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12), // 1 to 2048
+		}, []string{"model", "version"}),
+		loaded: map[reconcile.Key]*servedVersion{}, retiring: map[retiredKey]*servedVersion{}}
+	r.routes.Store(&map[string]*route{})
+	return r
+}
+
+// collectors are the runtime's metrics.
+func (r *servingRuntime) collectors() []prometheus.Collector {
+	return append(r.shadows.collectors(), r.batches)
+}
+
+// Load makes a version servable. A version loaded into a slot that holds
+// another replaces it in the routing table at once; the one replaced keeps
+// answering what it has been given until the reconciler unloads it.
 func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment, path string) error {
-	v := &servedVersion{model: a.GetModel(), version: a.GetVersion(), format: a.GetFormat(), path: path}
+	v := &servedVersion{model: a.GetModel(), version: a.GetVersion(), name: strconv.FormatUint(a.GetVersion(), 10),
+		role: a.GetRole(), weight: a.GetWeight(), format: a.GetFormat(), path: path, drained: make(chan struct{})}
 	if a.GetFormat() == NativeFormat || a.GetRunner() == "native" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -80,33 +206,124 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 	if v.native == nil {
 		if hp := r.plugins.forFormat(a.GetFormat()); hp != nil {
 			v.plugin, v.pluginID = hp, fmt.Sprintf("%s/v%d", k, a.GetVersion())
-			resp, err := hp.load(ctx, r.logger, &runnerv1.LoadRequest{Id: v.pluginID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
+			resp, err := hp.load(ctx, &runnerv1.LoadRequest{Id: v.pluginID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
 			if err != nil {
 				return err
 			}
 			v.outputs = resp.GetOutputs()
+			if r.opts.BatchMaxRows > 1 {
+				sizes := r.batches.WithLabelValues(v.model, v.name)
+				v.batch = newBatcher(v.pluginID, func(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+					sizes.Observe(float64(req.GetRows()))
+					return hp.predict(ctx, req)
+				}, r.opts)
+			}
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if old := r.loaded[k]; old != nil && old != v {
+		if old.version == v.version {
+			// The same version loaded again (a retry): the old copy goes
+			// at once, after its requests.
+			defer r.retire(old)
+		} else {
+			r.retiring[retiredKey{k, old.version}] = old
+		}
+	}
 	r.loaded[k] = v
+	r.publish()
 	return nil
 }
 
-// Unload stops serving a version.
+// Unload stops serving a version: it leaves the routing table, its
+// requests in flight finish (up to the drain timeout), and then its runner
+// frees it.
 func (r *servingRuntime) Unload(ctx context.Context, k reconcile.Key, version uint64) error {
 	r.mu.Lock()
 	v := r.loaded[k]
-	if v == nil || v.version != version {
-		r.mu.Unlock()
-		return nil
+	switch {
+	case v != nil && v.version == version:
+		delete(r.loaded, k)
+		r.publish()
+	default:
+		rk := retiredKey{k, version}
+		if v = r.retiring[rk]; v == nil {
+			r.mu.Unlock()
+			return nil
+		}
+		delete(r.retiring, rk)
 	}
-	delete(r.loaded, k)
 	r.mu.Unlock()
+	return r.retireCtx(ctx, v)
+}
+
+func (r *servingRuntime) retire(v *servedVersion) {
+	go func() { _ = r.retireCtx(context.Background(), v) }()
+}
+
+func (r *servingRuntime) retireCtx(ctx context.Context, v *servedVersion) error {
+	dctx, cancel := context.WithTimeout(ctx, r.opts.DrainTimeout)
+	defer cancel()
+	if err := v.drain(dctx); err != nil {
+		r.logger.Warn("unloading a version before its requests finished", "model", v.model, "version", v.version, "err", err)
+	}
+	if v.batch != nil {
+		v.batch.close()
+	}
 	if v.plugin != nil {
-		return v.plugin.unload(ctx, r.logger, v.pluginID)
+		return v.plugin.unload(context.WithoutCancel(ctx), v.pluginID)
 	}
 	return nil
+}
+
+// publish rebuilds the routing table from the loaded versions. Called
+// with mu held.
+func (r *servingRuntime) publish() {
+	routes := map[string]*route{}
+	for _, k := range slices.SortedFunc(maps.Keys(r.loaded), func(a, b reconcile.Key) int {
+		if a.Model != b.Model {
+			if a.Model < b.Model {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Role) - int(b.Role)
+	}) {
+		v := r.loaded[k]
+		rt := routes[k.Model]
+		if rt == nil {
+			rt = &route{rt: r, name: k.Model, byVersion: map[string]*versionModel{}}
+			routes[k.Model] = rt
+		}
+		switch k.Role {
+		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY:
+			rt.canary = v
+		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_SHADOW:
+			rt.shadow = v
+		default:
+			rt.primary = v
+		}
+		if !slices.Contains(rt.versions, v.name) {
+			rt.versions = append(rt.versions, v.name)
+		}
+	}
+	for _, rt := range routes {
+		slices.SortFunc(rt.versions, func(a, b string) int {
+			x, _ := strconv.ParseUint(a, 10, 64)
+			y, _ := strconv.ParseUint(b, 10, 64)
+			return int(x - y)
+		})
+		// A version asked for by number is served by its primary or
+		// canary slot in preference to its shadow.
+		for _, v := range []*servedVersion{rt.shadow, rt.canary, rt.primary} {
+			if v != nil {
+				rt.byVersion[v.name] = &versionModel{v: v, versions: rt.versions, logger: r.logger}
+			}
+		}
+		rt.shadowStats = r.shadows
+	}
+	r.routes.Store(&routes)
 }
 
 // nativeSchema is the schema of a native model pushed without one: its
@@ -132,32 +349,20 @@ func (r *servingRuntime) Metadata() oip.ServerMetadata {
 	return oip.ServerMetadata{Name: "drover-agent", Version: buildinfo.Version, Extensions: []string{}}
 }
 
-// Model finds a loaded version: the given one, or the primary's.
+// Model finds a model's routed versions (version "") or one loaded
+// version.
 func (r *servingRuntime) Model(name, version string) (oip.Model, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var versions []string
-	var found *servedVersion
-	for k, v := range r.loaded {
-		if k.Model != name {
-			continue
+	rt := (*r.routes.Load())[name]
+	if version == "" {
+		if rt == nil || rt.primary == nil && rt.canary == nil {
+			return nil, fmt.Errorf("%w: %s is not served here", oip.ErrModelNotFound, name)
 		}
-		versions = append(versions, strconv.FormatUint(v.version, 10))
-		switch {
-		case version == "" && k.Role == droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY:
-			found = v
-		case version != "" && strconv.FormatUint(v.version, 10) == version:
-			found = v
-		}
+		return rt, nil
 	}
-	if found == nil {
-		if version != "" {
-			return nil, fmt.Errorf("%w: %s version %s is not loaded here", oip.ErrModelNotFound, name, version)
-		}
-		return nil, fmt.Errorf("%w: %s is not served here", oip.ErrModelNotFound, name)
+	if m := rt.version(version); m != nil {
+		return m, nil
 	}
-	slices.Sort(versions)
-	return &versionModel{v: found, versions: slices.Compact(versions), logger: r.logger}, nil
+	return nil, fmt.Errorf("%w: %s version %s is not loaded here", oip.ErrModelNotFound, name, version)
 }
 
 // versionModel serves one loaded version over the protocol.
@@ -198,19 +403,38 @@ func (m *versionModel) Metadata() oip.ModelMetadata {
 	return md
 }
 
-func (m *versionModel) Ready() bool {
-	return m.v.native != nil || m.v.plugin != nil && m.v.plugin.alive()
+func (m *versionModel) Ready() bool { return m.v.ready() }
+
+func (v *servedVersion) ready() bool {
+	return v.native != nil || v.plugin != nil && v.plugin.alive()
 }
 
+// errRetired is infer's answer when the version left service between
+// routing and admission: the caller routes again.
+var errRetired = errors.New("version taken out of service")
+
 func (m *versionModel) Infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
-	if m.v.plugin != nil {
-		return m.inferPlugin(ctx, r)
+	resp, err := m.v.infer(ctx, r)
+	if errors.Is(err, errRetired) {
+		return nil, fmt.Errorf("%w: %s version %d is no longer loaded here", oip.ErrModelNotFound, m.v.model, m.v.version)
 	}
-	n := m.v.native
+	return resp, err
+}
+
+// infer answers a request with this version, or errRetired.
+func (v *servedVersion) infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+	if !v.acquire() {
+		return nil, errRetired
+	}
+	defer v.release()
+	if v.plugin != nil {
+		return v.inferPlugin(ctx, r)
+	}
+	n := v.native
 	if n == nil {
-		return nil, fmt.Errorf("%w: no runner serves format %q on this agent yet", oip.ErrModelNotReady, m.v.format)
+		return nil, fmt.Errorf("%w: no runner serves format %q on this agent yet", oip.ErrModelNotReady, v.format)
 	}
-	rows, err := m.v.schema.Check(r)
+	rows, err := v.schema.Check(r)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +446,7 @@ func (m *versionModel) Infer(ctx context.Context, r *oip.InferRequest) (*oip.Inf
 	if err != nil {
 		return nil, err
 	}
-	resp := &oip.InferResponse{ModelName: m.v.model, ModelVersion: strconv.FormatUint(m.v.version, 10)}
+	resp := &oip.InferResponse{ModelName: v.model, ModelVersion: v.name}
 	if n.Task == native.Regression {
 		resp.Outputs = []*oip.Tensor{{Name: outputPrediction, Datatype: oip.FP64, Shape: []int64{int64(rows)}, Numbers: out}}
 		return resp, nil
@@ -263,30 +487,40 @@ func column(f native.EncodedFeature, t *oip.Tensor, rows int) native.Column {
 	return c
 }
 
-// inferPlugin sends the request's rows to the runner plugin as one batch.
-func (m *versionModel) inferPlugin(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+// inferPlugin sends the request's rows to the runner plugin: through the
+// version's batcher, or as a batch of its own.
+func (v *servedVersion) inferPlugin(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
 	rows := 0
-	if m.v.schema != nil {
+	if v.schema != nil {
 		var err error
-		if rows, err = m.v.schema.Check(r); err != nil {
+		if rows, err = v.schema.Check(r); err != nil {
 			return nil, err
 		}
 	} else if len(r.Inputs[0].Shape) > 0 {
 		rows = int(r.Inputs[0].Shape[0])
 	}
-	req := &runnerv1.PredictRequest{Id: m.v.pluginID, Rows: int64(rows)}
-	for _, t := range r.Inputs {
-		req.Inputs = append(req.Inputs, &runnerv1.Tensor{Name: t.Name, Datatype: string(t.Datatype), Shape: t.Shape, Numbers: t.Numbers, Strings: t.Strings})
+	inputs := make([]*runnerv1.Tensor, len(r.Inputs))
+	for i, t := range r.Inputs {
+		inputs[i] = &runnerv1.Tensor{Name: t.Name, Datatype: string(t.Datatype), Shape: t.Shape, Numbers: t.Numbers, Strings: t.Strings}
 	}
-	resp, err := m.v.plugin.predict(ctx, m.logger, req)
-	if err != nil {
-		return nil, err
+	var outputs []*runnerv1.Tensor
+	if v.batch != nil {
+		var err error
+		if outputs, err = v.batch.predict(ctx, inputs, rows); err != nil {
+			return nil, err
+		}
+	} else {
+		resp, err := v.plugin.predict(ctx, &runnerv1.PredictRequest{Id: v.pluginID, Rows: int64(rows), Inputs: inputs})
+		if err != nil {
+			return nil, err
+		}
+		outputs = resp.GetOutputs()
 	}
-	out := &oip.InferResponse{ModelName: m.v.model, ModelVersion: strconv.FormatUint(m.v.version, 10)}
-	for _, t := range resp.GetOutputs() {
+	out := &oip.InferResponse{ModelName: v.model, ModelVersion: v.name, Outputs: make([]*oip.Tensor, 0, len(outputs))}
+	for _, t := range outputs {
 		ot := &oip.Tensor{Name: t.GetName(), Datatype: oip.Datatype(t.GetDatatype()), Shape: t.GetShape(), Numbers: t.GetNumbers(), Strings: t.GetStrings()}
 		if err := ot.Validate(); err != nil {
-			return nil, fmt.Errorf("runner plugin %s: output %s: %w", m.v.plugin.p.File, t.GetName(), err)
+			return nil, fmt.Errorf("runner plugin %s: output %s: %w", v.plugin.p.File, t.GetName(), err)
 		}
 		out.Outputs = append(out.Outputs, ot)
 	}

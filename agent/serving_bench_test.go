@@ -56,7 +56,7 @@ func bench20(b *testing.B) (*servingRuntime, []byte, []native.Column) {
 		inputs = append(inputs, fmt.Sprintf(`{"name":"%s","datatype":"FP32","shape":[1],"data":[%.3f]}`, cols[j].Name, cols[j].Numbers[0]))
 		row[j] = native.Column{Name: cols[j].Name, Numbers: cols[j].Numbers[:1]}
 	}
-	rt := newServingRuntime(nil, logging.Discard())
+	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
 	a := &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Format: NativeFormat, Schema: schema}
 	if err := rt.Load(context.Background(), a, path); err != nil {
 		b.Fatal(err)

@@ -58,7 +58,7 @@ func trainChurn(t *testing.T) (path string, m *native.Model) {
 
 func TestServingNativeModels(t *testing.T) {
 	path, _ := trainChurn(t)
-	rt := newServingRuntime(nil, logging.Discard())
+	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
 	ctx := context.Background()
 	lo := 0.0
 	schema := &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{
@@ -142,7 +142,7 @@ func TestServingNativeModels(t *testing.T) {
 // its features.
 func TestServingNativeWithoutSchema(t *testing.T) {
 	path, _ := trainChurn(t)
-	rt := newServingRuntime(nil, logging.Discard())
+	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
 	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Runner: "native"}, path); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestServingThroughPlugin(t *testing.T) {
 	art := filepath.Join(t.TempDir(), "model.json")
 	_ = os.WriteFile(art, []byte(`{"format":"centroid-json","features":["x"],"classes":["lo","hi"],"centroids":[[0],[10]]}`), 0o644)
 
-	rt := newServingRuntime(host, logging.Discard())
+	rt := newServingRuntime(host, logging.Discard(), ServingOptions{})
 	primary := droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
 	schema := &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{{Name: "x", Datatype: "FP64"}}}
 	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: primary, Format: "centroid-json", Schema: schema}, art); err != nil {
