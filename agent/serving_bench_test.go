@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -132,5 +133,37 @@ func BenchmarkInferHTTP(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 	if failed.Load() > 0 {
 		b.Fatalf("%d requests failed", failed.Load())
+	}
+}
+
+// BenchmarkPluginRows measures single-row requests answered through a
+// runner plugin (the example centroid runner, a gRPC round trip away) by
+// 32 concurrent callers, with and without dynamic batching: rows/s is the
+// figure to compare.
+func BenchmarkPluginRows(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		rows int
+	}{{"batching=off", 1}, {"batching=on", 64}} {
+		b.Run(c.name, func(b *testing.B) {
+			rt := pluginRuntime(b, ServingOptions{BatchMaxRows: c.rows})
+			loadCentroid(b, rt, 1, primaryRole, 0)
+			m, err := rt.Model("m", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(32 / runtime.GOMAXPROCS(0))
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := m.Infer(context.Background(), xRequest(3)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
+		})
 	}
 }
