@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -67,6 +68,24 @@ func (d Datatype) intRange() (lo, hi float64, ok bool) {
 		return -maxExact, maxExact, true
 	}
 	return 0, 0, false
+}
+
+// datatypes are the protocol's datatypes, for decoding without
+// allocating.
+var datatypes = []Datatype{Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, FP16, FP32, FP64, Bytes}
+
+// datatypeField decodes a tensor's datatype. A known one is the constant;
+// another is decoded as it is, for the error that names it.
+func datatypeField(v []byte) (Datatype, error) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		for _, d := range datatypes {
+			if string(v[1:len(v)-1]) == string(d) {
+				return d, nil
+			}
+		}
+	}
+	d, err := stringField("datatype", v)
+	return Datatype(d), err
 }
 
 // Valid reports whether d is one of the protocol's datatypes.
@@ -196,15 +215,13 @@ func DecodeTensor(b []byte) (*Tensor, error) {
 func decodeTensor(b []byte) (*Tensor, error) {
 	t := &Tensor{}
 	var data []byte
-	err := fields(b, func(key string, v []byte) error {
+	err := fields(b, func(key, v []byte) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "name":
 			t.Name, err = stringField("name", v)
 		case "datatype":
-			var d string
-			d, err = stringField("datatype", v)
-			t.Datatype = Datatype(d)
+			t.Datatype, err = datatypeField(v)
 		case "shape":
 			t.Shape, err = shapeField(v)
 		case "parameters":
@@ -387,8 +404,8 @@ func DecodeInferRequest(body []byte) (*InferRequest, error) {
 	}
 	r := &InferRequest{}
 	var inputs [][]byte
-	err := fields(body, func(key string, v []byte) error {
-		switch key {
+	err := fields(body, func(key, v []byte) error {
+		switch string(key) {
 		case "id":
 			id, err := stringField("id", v)
 			if err != nil {
@@ -432,19 +449,38 @@ func DecodeInferRequest(body []byte) (*InferRequest, error) {
 	if len(inputs) == 0 {
 		return nil, &RequestError{Field: "inputs", Msg: "a request needs at least one input"}
 	}
-	seen := make(map[string]bool, len(inputs))
+	r.Inputs = make([]*Tensor, 0, len(inputs))
+	// Names are checked for repeats by a search, cheaper than a map for
+	// the tens of inputs a request has; a map takes over beyond, so that
+	// a request of a million tiny inputs is not quadratic.
+	var names map[string]struct{}
 	for i, raw := range inputs {
 		t, err := decodeTensor(raw)
 		if err != nil {
 			return nil, &RequestError{Field: fmt.Sprintf("inputs[%d]", i), Msg: err.Error()}
 		}
-		if seen[t.Name] {
+		dup := false
+		switch {
+		case names != nil:
+			_, dup = names[t.Name]
+		case len(r.Inputs) < 32:
+			dup = slices.ContainsFunc(r.Inputs, func(o *Tensor) bool { return o.Name == t.Name })
+		default:
+			names = make(map[string]struct{}, len(inputs))
+			for _, o := range r.Inputs {
+				names[o.Name] = struct{}{}
+			}
+			_, dup = names[t.Name]
+		}
+		if names != nil {
+			names[t.Name] = struct{}{}
+		}
+		if dup {
 			return nil, &RequestError{Field: fmt.Sprintf("inputs[%d].name", i), Msg: fmt.Sprintf("%q appears twice", t.Name)}
 		}
-		seen[t.Name] = true
 		r.Inputs = append(r.Inputs, t)
 	}
-	clear(seen)
+	seen := make(map[string]bool, len(r.Outputs))
 	for i, o := range r.Outputs {
 		switch {
 		case o.Name == "":

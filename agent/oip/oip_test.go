@@ -3,8 +3,10 @@ package oip
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -91,6 +93,19 @@ func TestDecodeErrors(t *testing.T) {
 		{`{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[1]},{"name":"a","datatype":"FP32","shape":[1],"data":[1]}]}`, `inputs[1].name: "a" appears twice`},
 		{`{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{"name":""}]}`, "outputs[0].name: empty"},
 		{`{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{"name":"p"},{"name":"p"}]}`, `outputs[1].name: "p" appears twice`},
+	}
+	// Many inputs: names are checked for repeats with a map.
+	var many []string
+	for i := range 100 {
+		many = append(many, fmt.Sprintf(`{"name":"f%d","datatype":"FP32","shape":[1],"data":[1]}`, i))
+	}
+	for _, at := range []int{1, 40, 99} {
+		dup := slices.Clone(many)
+		dup[at] = strings.Replace(dup[at], fmt.Sprintf("f%d", at), "f0", 1)
+		cases = append(cases, struct{ body, want string }{`{"inputs":[` + strings.Join(dup, ",") + `]}`, fmt.Sprintf(`inputs[%d].name: "f0" appears twice`, at)})
+	}
+	if _, err := DecodeInferRequest([]byte(`{"inputs":[` + strings.Join(many, ",") + `]}`)); err != nil {
+		t.Errorf("100 distinct inputs: %v", err)
 	}
 	for _, c := range cases {
 		_, err := DecodeInferRequest([]byte(c.body))

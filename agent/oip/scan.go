@@ -80,9 +80,26 @@ func unquote(s []byte) (string, error) {
 	return string(s[1 : len(s)-1]), nil
 }
 
+// keyBytes is an object key's name: the bytes between the quotes, or
+// for a key with escapes, its decoded text.
+func keyBytes(s []byte) ([]byte, error) {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return nil, errors.New("not a string")
+	}
+	for _, c := range s[1 : len(s)-1] {
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			k, err := unquote(s)
+			return []byte(k), err
+		}
+	}
+	return s[1 : len(s)-1], nil
+}
+
 // fields calls fn with each key and raw value of the object b. A later
 // duplicate key is seen again, so the last one wins, as in encoding/json.
-func fields(b []byte, fn func(key string, val []byte) error) error {
+// The key is the decoded name's bytes, valid during the call; comparing
+// string(key) with constants allocates nothing.
+func fields(b []byte, fn func(key, val []byte) error) error {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errors.New("want a JSON object")
@@ -90,7 +107,7 @@ func fields(b []byte, fn func(key string, val []byte) error) error {
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] != '}' {
 		end := skipString(b, i)
-		key, err := unquote(b[i:end])
+		key, err := keyBytes(b[i:end])
 		if err != nil {
 			return err
 		}
