@@ -169,6 +169,9 @@ type Agent struct {
 	desiredFP string
 	rewatch   chan struct{}
 
+	healthMu sync.Mutex
+	health   map[reconcile.Key]reportedHealth
+
 	lastPass  atomic.Int64 // unix nanos of the reconciler's last sign of life
 	connected atomic.Bool
 }
@@ -178,7 +181,8 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, rewatch: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, rewatch: make(chan struct{}, 1),
+		health: map[reconcile.Key]reportedHealth{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -280,6 +284,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(a.connect)
 	run(a.collectArtifacts)
 	run(a.keepAlive)
+	run(a.watchHealth)
+	run(a.plugins.supervise)
 	if a.samples != nil {
 		run(a.samples.run)
 	}
@@ -340,7 +346,86 @@ func (a *Agent) report(reports ...*droverv1.Report) {
 func (a *Agent) onStatus(s reconcile.Status) {
 	a.lastPass.Store(a.now().UnixNano())
 	a.metrics.phaseChanged(s)
-	a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: statusProto(s)}})
+	st := statusProto(s)
+	if s.Phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY {
+		a.healthMu.Lock()
+		h := a.versionHealth(s.Key, s.Version)
+		a.health[s.Key] = reportedHealth{version: s.Version, servingHealth: h}
+		a.healthMu.Unlock()
+		setHealth(st, h.ok, h.why)
+	}
+	a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: st}})
+}
+
+// reportedHealth is the health last reported for a ready version.
+type reportedHealth struct {
+	version uint64
+	servingHealth
+}
+
+func (a *Agent) versionHealth(k reconcile.Key, version uint64) servingHealth {
+	if h, ok := a.runtime.(interface {
+		health(reconcile.Key, uint64) servingHealth
+	}); ok {
+		return h.health(k, version)
+	}
+	return servingHealth{ok: true}
+}
+
+func setHealth(st *droverv1.AssignmentStatus, ok bool, why string) {
+	st.Health = droverv1.ServingHealth_SERVING_HEALTH_HEALTHY
+	if !ok {
+		st.Health, st.Message = droverv1.ServingHealth_SERVING_HEALTH_UNHEALTHY, why
+	}
+}
+
+// healthCheckInterval is how often the agent looks at its ready versions'
+// health.
+const healthCheckInterval = time.Second
+
+// watchHealth reports a ready version turning unhealthy (its runner plugin
+// died or hung) or healthy again, until ctx ends. A runner that died and
+// came back between two looks is reported unhealthy, then healthy.
+func (a *Agent) watchHealth(ctx context.Context) {
+	tick := time.NewTicker(healthCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, s := range a.rec.Statuses() {
+			if s.Phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY {
+				a.checkHealth(s)
+			}
+		}
+	}
+}
+
+func (a *Agent) checkHealth(s reconcile.Status) {
+	h := a.versionHealth(s.Key, s.Version)
+	a.healthMu.Lock()
+	last, seen := a.health[s.Key]
+	a.health[s.Key] = reportedHealth{version: s.Version, servingHealth: h}
+	a.healthMu.Unlock()
+	if seen && last.version == s.Version && last.ok == h.ok && last.why == h.why && last.incidents == h.incidents {
+		return
+	}
+	send := func(ok bool, why string) {
+		if ok {
+			a.logger.Info("model version healthy", "slot", s.Key, "version", s.Version)
+		} else {
+			a.logger.Warn("model version unhealthy", "slot", s.Key, "version", s.Version, "reason", why)
+		}
+		st := statusProto(s)
+		setHealth(st, ok, why)
+		a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: st}})
+	}
+	if h.ok && seen && last.ok && h.incidents != last.incidents {
+		send(false, h.lastIncident) // it went down and came back unseen
+	}
+	send(h.ok, h.why)
 }
 
 // Alive reports whether the agent's loops are turning: for systemd's

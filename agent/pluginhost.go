@@ -39,6 +39,20 @@ type hostedPlugin struct {
 	backoff time.Duration
 	next    time.Time // no start before then
 	lastErr error
+	// hung is why the plugin was last killed for not answering, until it
+	// answers again.
+	hung string
+	// incidents counts the times the plugin was found dead or hung, and
+	// lastIncident says what happened last: a restart can be quicker
+	// than anyone looking, and the incident must still be reported.
+	incidents    uint64
+	lastIncident string
+}
+
+// incident records the plugin found dead or hung. Called with mu held.
+func (hp *hostedPlugin) incident(what string) {
+	hp.incidents++
+	hp.lastIncident = what
 }
 
 const (
@@ -120,6 +134,13 @@ func (hp *hostedPlugin) get(ctx context.Context) (*sdk.Client, error) {
 	if hp.client != nil && !hp.client.Exited() {
 		return hp.client, nil
 	}
+	if hp.client != nil {
+		// Found dead: an incident, whoever killed it.
+		if hp.hung == "" {
+			hp.incident(fmt.Sprintf("runner plugin %s exited", hp.p.File))
+		}
+		hp.client = nil
+	}
 	now := time.Now()
 	if now.Before(hp.next) {
 		return nil, fmt.Errorf("%w: runner plugin %s is down, next start in %s: %v", oip.ErrModelNotReady, hp.p.File, hp.next.Sub(now).Round(time.Millisecond), hp.lastErr)
@@ -145,8 +166,81 @@ func (hp *hostedPlugin) get(ctx context.Context) (*sdk.Client, error) {
 // settle resets the back-off once the plugin has answered.
 func (hp *hostedPlugin) settle() {
 	hp.mu.Lock()
-	hp.backoff = 0
+	hp.backoff, hp.hung = 0, ""
 	hp.mu.Unlock()
+}
+
+// health reports whether the plugin can answer, and if not, why; and
+// its incidents so far, with the last one.
+func (hp *hostedPlugin) health() servingHealth {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	h := servingHealth{ok: true, incidents: hp.incidents, lastIncident: hp.lastIncident}
+	switch {
+	case hp.hung != "":
+		h.ok, h.why = false, hp.hung
+	case hp.client != nil && hp.client.Exited():
+		h.ok, h.why = false, fmt.Sprintf("runner plugin %s exited; restarting it", hp.p.File)
+	case hp.client == nil:
+		h.ok, h.why = false, fmt.Sprintf("runner plugin %s is down", hp.p.File)
+		if hp.lastErr != nil {
+			h.why += ": " + hp.lastErr.Error()
+		}
+	}
+	return h
+}
+
+// Plugin supervision: how often the host checks its plugins, and how long
+// a plugin may take to answer a ping before it is judged hung.
+const (
+	pluginCheckInterval = 2 * time.Second
+	pluginPingTimeout   = 5 * time.Second
+)
+
+// supervise checks every plugin until ctx ends: one that died is started
+// again (within its back-off) with its models, so that they come back
+// without waiting for a request; one that does not answer a ping is judged
+// hung and killed, to be started again on a later check.
+func (h *pluginHost) supervise(ctx context.Context) {
+	if h == nil {
+		return
+	}
+	tick := time.NewTicker(pluginCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, hp := range h.all {
+			hp.check(ctx)
+		}
+	}
+}
+
+func (hp *hostedPlugin) check(ctx context.Context) {
+	hp.mu.Lock()
+	c := hp.client
+	hp.mu.Unlock()
+	if c == nil || c.Exited() {
+		if _, err := hp.get(ctx); err == nil {
+			hp.settle()
+		}
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, pluginPingTimeout)
+	err := c.Ping(pctx)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	hp.logger.Error("runner plugin is not answering; killing it", "file", hp.p.File, "err", err)
+	hp.mu.Lock()
+	hp.hung = fmt.Sprintf("runner plugin %s stopped answering (%v); restarting it", hp.p.File, err)
+	hp.incident(hp.hung)
+	hp.mu.Unlock()
+	c.Kill()
 }
 
 func (hp *hostedPlugin) load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {

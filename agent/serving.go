@@ -326,6 +326,32 @@ func (r *servingRuntime) publish() {
 	r.routes.Store(&routes)
 }
 
+// health reports whether a loaded version can answer, and if not, why.
+func (r *servingRuntime) health(k reconcile.Key, version uint64) servingHealth {
+	r.mu.Lock()
+	v := r.loaded[k]
+	r.mu.Unlock()
+	switch {
+	case v == nil || v.version != version:
+		return servingHealth{why: "not loaded"}
+	case v.native != nil:
+		return servingHealth{ok: true}
+	case v.plugin != nil:
+		return v.plugin.health()
+	}
+	return servingHealth{why: fmt.Sprintf("no runner serves format %q on this agent", v.format)}
+}
+
+// servingHealth is whether a loaded version can answer.
+type servingHealth struct {
+	ok  bool
+	why string // when not ok
+	// incidents counts the times its runner was found dead or hung, the
+	// last of which lastIncident describes.
+	incidents    uint64
+	lastIncident string
+}
+
 // nativeSchema is the schema of a native model pushed without one: its
 // numeric features as FP64, its categorical ones as BYTES.
 func nativeSchema(m *native.Model) *droverv1.FeatureSchema {

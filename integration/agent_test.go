@@ -146,6 +146,8 @@ type agentsList struct {
 		Assignments []struct {
 			Model   string `json:"model"`
 			Phase   string `json:"phase"`
+			Health  string `json:"health"`
+			Message string `json:"message"`
 			Running uint64 `json:"running_version"`
 		} `json:"assignments"`
 	} `json:"agents"`

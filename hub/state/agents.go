@@ -323,6 +323,9 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 				}
 				ev.Kind = "assignment"
 				ev.Message = fmt.Sprintf("%s %s:%d %s", assignmentRoleName(st.GetRole()), st.GetModel(), st.GetVersion(), phaseName(st.GetPhase()))
+				if st.GetHealth() == droverv1.ServingHealth_SERVING_HEALTH_UNHEALTHY {
+					ev.Message += " (unhealthy)"
+				}
 				if st.GetMessage() != "" {
 					ev.Message += ": " + st.GetMessage()
 				}

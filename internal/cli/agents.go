@@ -30,9 +30,20 @@ type assignmentView struct {
 	Role    string `json:"role"`
 	Weight  uint32 `json:"weight"`
 	// Phase and Message are the agent's last report about it.
-	Phase   string `json:"phase,omitempty"`
+	Phase string `json:"phase,omitempty"`
+	// Health is whether a ready version can answer: healthy or unhealthy.
+	Health  string `json:"health,omitempty"`
 	Message string `json:"message,omitempty"`
 	Running uint64 `json:"running_version,omitempty"`
+}
+
+// phaseText is the phase as tables show it, with an unhealthy version
+// marked.
+func (a assignmentView) phaseText() string {
+	if a.Health == "unhealthy" {
+		return a.Phase + " (unhealthy)"
+	}
+	return dash(a.Phase)
 }
 
 type agentView struct {
@@ -71,6 +82,9 @@ func agentOf(ag *droverv1.Agent, full bool) agentView {
 		for _, st := range ag.GetAssignmentStatuses() {
 			if st.GetModel() == as.GetModel() && st.GetRole() == as.GetRole() {
 				av.Phase, av.Message, av.Running = enumName(st.GetPhase().String(), "ASSIGNMENT_PHASE_"), st.GetMessage(), st.GetVersion()
+				if st.GetHealth() != droverv1.ServingHealth_SERVING_HEALTH_UNSPECIFIED {
+					av.Health = enumName(st.GetHealth().String(), "SERVING_HEALTH_")
+				}
 			}
 		}
 		v.Assignments = append(v.Assignments, av)
@@ -129,7 +143,7 @@ func (a *app) agentsList() *cobra.Command {
 					}
 					var as []string
 					for _, x := range v.Assignments {
-						as = append(as, fmt.Sprintf("%s:%d %s", x.Model, x.Running, dash(x.Phase)))
+						as = append(as, fmt.Sprintf("%s:%d %s", x.Model, x.Running, x.phaseText()))
 					}
 					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", v.Name, v.ID, status, v.GPUs, healthSummary(v.GPUHealth),
 						dash(strings.Join(as, ", ")), dash(kvString(v.Labels)), v.Version)
@@ -211,7 +225,7 @@ func (a *app) agentsShow() *cobra.Command {
 					if x.Alias != "" {
 						want = x.Alias
 					}
-					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", x.Model, x.Role, want, x.Weight, x.Running, dash(x.Phase), dash(x.Message))
+					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", x.Model, x.Role, want, x.Weight, x.Running, x.phaseText(), dash(x.Message))
 				}
 				t.Flush()
 				fmt.Fprintln(w)

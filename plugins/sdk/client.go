@@ -86,6 +86,13 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 // Describe returns what the runner said of itself at launch.
 func (c *Client) Describe() *runnerv1.DescribeResponse { return c.desc }
 
+// Ping asks the runner to describe itself again: it fails when the
+// plugin does not answer within ctx.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.rpc.Describe(ctx, &runnerv1.DescribeRequest{})
+	return err
+}
+
 // Load loads an artifact in the plugin.
 func (c *Client) Load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
 	return c.rpc.Load(ctx, req)
@@ -124,6 +131,18 @@ func (c *Client) Pid() int {
 
 // Close stops the plugin: gracefully, then killed.
 func (c *Client) Close() { c.pc.Kill() }
+
+// Kill stops the plugin at once, without asking it first: for a plugin
+// that no longer answers (asking a stopped or wedged process to shut down
+// would wait on it forever).
+func (c *Client) Kill() {
+	if pid := c.Pid(); pid > 0 {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+	c.pc.Kill()
+}
 
 // FileSHA256 returns the hex SHA-256 of a file: what LaunchConfig.SHA256
 // wants for a plugin binary.

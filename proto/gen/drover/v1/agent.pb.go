@@ -193,6 +193,56 @@ func (AssignmentPhase) EnumDescriptor() ([]byte, []int) {
 	return file_drover_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
+// ServingHealth is whether a loaded version can answer predictions.
+type ServingHealth int32
+
+const (
+	ServingHealth_SERVING_HEALTH_UNSPECIFIED ServingHealth = 0
+	ServingHealth_SERVING_HEALTH_HEALTHY     ServingHealth = 1
+	ServingHealth_SERVING_HEALTH_UNHEALTHY   ServingHealth = 2
+)
+
+// Enum value maps for ServingHealth.
+var (
+	ServingHealth_name = map[int32]string{
+		0: "SERVING_HEALTH_UNSPECIFIED",
+		1: "SERVING_HEALTH_HEALTHY",
+		2: "SERVING_HEALTH_UNHEALTHY",
+	}
+	ServingHealth_value = map[string]int32{
+		"SERVING_HEALTH_UNSPECIFIED": 0,
+		"SERVING_HEALTH_HEALTHY":     1,
+		"SERVING_HEALTH_UNHEALTHY":   2,
+	}
+)
+
+func (x ServingHealth) Enum() *ServingHealth {
+	p := new(ServingHealth)
+	*p = x
+	return p
+}
+
+func (x ServingHealth) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ServingHealth) Descriptor() protoreflect.EnumDescriptor {
+	return file_drover_v1_agent_proto_enumTypes[3].Descriptor()
+}
+
+func (ServingHealth) Type() protoreflect.EnumType {
+	return &file_drover_v1_agent_proto_enumTypes[3]
+}
+
+func (x ServingHealth) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ServingHealth.Descriptor instead.
+func (ServingHealth) EnumDescriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
 // Host describes the machine an agent runs on.
 type Host struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -939,7 +989,11 @@ type AssignmentStatus struct {
 	Message string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	Time    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// Failed attempts so far.
-	Attempts      int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Whether a ready version can answer: unhealthy while the runner that
+	// serves it is down or hung (message says why), healthy again once it
+	// answers. Unspecified before the version is ready.
+	Health        ServingHealth `protobuf:"varint,8,opt,name=health,proto3,enum=drover.v1.ServingHealth" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1021,6 +1075,13 @@ func (x *AssignmentStatus) GetAttempts() int32 {
 		return x.Attempts
 	}
 	return 0
+}
+
+func (x *AssignmentStatus) GetHealth() ServingHealth {
+	if x != nil {
+		return x.Health
+	}
+	return ServingHealth_SERVING_HEALTH_UNSPECIFIED
 }
 
 // AgentEvent is something an agent reports happened.
@@ -2979,7 +3040,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12>\n" +
 	"\vassignments\x18\x03 \x03(\v2\x1c.drover.v1.DesiredAssignmentR\vassignments\x12 \n" +
-	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\"\x89\x02\n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\"\xbb\x02\n" +
 	"\x10AssignmentStatus\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12-\n" +
@@ -2987,7 +3048,8 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x05phase\x18\x04 \x01(\x0e2\x1a.drover.v1.AssignmentPhaseR\x05phase\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
-	"\battempts\x18\a \x01(\x05R\battempts\"\x97\x01\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\x120\n" +
+	"\x06health\x18\b \x01(\x0e2\x18.drover.v1.ServingHealthR\x06health\"\x97\x01\n" +
 	"\n" +
 	"AgentEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
@@ -3161,7 +3223,11 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x18ASSIGNMENT_PHASE_LOADING\x10\x03\x12\x1a\n" +
 	"\x16ASSIGNMENT_PHASE_READY\x10\x04\x12\x1b\n" +
 	"\x17ASSIGNMENT_PHASE_FAILED\x10\x05\x12\x1c\n" +
-	"\x18ASSIGNMENT_PHASE_REMOVED\x10\x062\xfb\x03\n" +
+	"\x18ASSIGNMENT_PHASE_REMOVED\x10\x06*i\n" +
+	"\rServingHealth\x12\x1e\n" +
+	"\x1aSERVING_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SERVING_HEALTH_HEALTHY\x10\x01\x12\x1c\n" +
+	"\x18SERVING_HEALTH_UNHEALTHY\x10\x022\xfb\x03\n" +
 	"\fAgentService\x12N\n" +
 	"\n" +
 	"ListAgents\x12\x1c.drover.v1.ListAgentsRequest\x1a\x1d.drover.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12H\n" +
@@ -3189,150 +3255,152 @@ func file_drover_v1_agent_proto_rawDescGZIP() []byte {
 	return file_drover_v1_agent_proto_rawDescData
 }
 
-var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_drover_v1_agent_proto_goTypes = []any{
 	(AgentStatus)(0),                 // 0: drover.v1.AgentStatus
 	(AssignmentRole)(0),              // 1: drover.v1.AssignmentRole
 	(AssignmentPhase)(0),             // 2: drover.v1.AssignmentPhase
-	(*Host)(nil),                     // 3: drover.v1.Host
-	(*MigInstance)(nil),              // 4: drover.v1.MigInstance
-	(*Gpu)(nil),                      // 5: drover.v1.Gpu
-	(*Inventory)(nil),                // 6: drover.v1.Inventory
-	(*GpuHealth)(nil),                // 7: drover.v1.GpuHealth
-	(*Assignment)(nil),               // 8: drover.v1.Assignment
-	(*DesiredAssignment)(nil),        // 9: drover.v1.DesiredAssignment
-	(*DesiredState)(nil),             // 10: drover.v1.DesiredState
-	(*AssignmentStatus)(nil),         // 11: drover.v1.AssignmentStatus
-	(*AgentEvent)(nil),               // 12: drover.v1.AgentEvent
-	(*Agent)(nil),                    // 13: drover.v1.Agent
-	(*ListAgentsRequest)(nil),        // 14: drover.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),       // 15: drover.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),          // 16: drover.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),         // 17: drover.v1.GetAgentResponse
-	(*SetAgentLabelsRequest)(nil),    // 18: drover.v1.SetAgentLabelsRequest
-	(*SetAgentLabelsResponse)(nil),   // 19: drover.v1.SetAgentLabelsResponse
-	(*DrainAgentRequest)(nil),        // 20: drover.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),       // 21: drover.v1.DrainAgentResponse
-	(*SetAssignmentRequest)(nil),     // 22: drover.v1.SetAssignmentRequest
-	(*SetAssignmentResponse)(nil),    // 23: drover.v1.SetAssignmentResponse
-	(*DeleteAssignmentRequest)(nil),  // 24: drover.v1.DeleteAssignmentRequest
-	(*DeleteAssignmentResponse)(nil), // 25: drover.v1.DeleteAssignmentResponse
-	(*EnrollRequest)(nil),            // 26: drover.v1.EnrollRequest
-	(*EnrollResponse)(nil),           // 27: drover.v1.EnrollResponse
-	(*HeartbeatRequest)(nil),         // 28: drover.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 29: drover.v1.HeartbeatResponse
-	(*WatchDesiredRequest)(nil),      // 30: drover.v1.WatchDesiredRequest
-	(*WatchDesiredResponse)(nil),     // 31: drover.v1.WatchDesiredResponse
-	(*TelemetryWindow)(nil),          // 32: drover.v1.TelemetryWindow
-	(*GpuWindow)(nil),                // 33: drover.v1.GpuWindow
-	(*Report)(nil),                   // 34: drover.v1.Report
-	(*GpuHealthReport)(nil),          // 35: drover.v1.GpuHealthReport
-	(*ReportsDropped)(nil),           // 36: drover.v1.ReportsDropped
-	(*LabelsReport)(nil),             // 37: drover.v1.LabelsReport
-	(*ReportRequest)(nil),            // 38: drover.v1.ReportRequest
-	(*ReportResponse)(nil),           // 39: drover.v1.ReportResponse
-	nil,                              // 40: drover.v1.DesiredAssignment.ParamsEntry
-	nil,                              // 41: drover.v1.Agent.LabelsEntry
-	nil,                              // 42: drover.v1.Agent.ReportedLabelsEntry
-	nil,                              // 43: drover.v1.Agent.OperatorLabelsEntry
-	nil,                              // 44: drover.v1.ListAgentsRequest.SelectorEntry
-	nil,                              // 45: drover.v1.SetAgentLabelsRequest.SetEntry
-	nil,                              // 46: drover.v1.EnrollRequest.LabelsEntry
-	nil,                              // 47: drover.v1.LabelsReport.LabelsEntry
-	(*Actor)(nil),                    // 48: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
-	(*BlobRef)(nil),                  // 50: drover.v1.BlobRef
-	(*FeatureSchema)(nil),            // 51: drover.v1.FeatureSchema
-	(*ReadOptions)(nil),              // 52: drover.v1.ReadOptions
-	(*ReadMeta)(nil),                 // 53: drover.v1.ReadMeta
+	(ServingHealth)(0),               // 3: drover.v1.ServingHealth
+	(*Host)(nil),                     // 4: drover.v1.Host
+	(*MigInstance)(nil),              // 5: drover.v1.MigInstance
+	(*Gpu)(nil),                      // 6: drover.v1.Gpu
+	(*Inventory)(nil),                // 7: drover.v1.Inventory
+	(*GpuHealth)(nil),                // 8: drover.v1.GpuHealth
+	(*Assignment)(nil),               // 9: drover.v1.Assignment
+	(*DesiredAssignment)(nil),        // 10: drover.v1.DesiredAssignment
+	(*DesiredState)(nil),             // 11: drover.v1.DesiredState
+	(*AssignmentStatus)(nil),         // 12: drover.v1.AssignmentStatus
+	(*AgentEvent)(nil),               // 13: drover.v1.AgentEvent
+	(*Agent)(nil),                    // 14: drover.v1.Agent
+	(*ListAgentsRequest)(nil),        // 15: drover.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),       // 16: drover.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),          // 17: drover.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),         // 18: drover.v1.GetAgentResponse
+	(*SetAgentLabelsRequest)(nil),    // 19: drover.v1.SetAgentLabelsRequest
+	(*SetAgentLabelsResponse)(nil),   // 20: drover.v1.SetAgentLabelsResponse
+	(*DrainAgentRequest)(nil),        // 21: drover.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),       // 22: drover.v1.DrainAgentResponse
+	(*SetAssignmentRequest)(nil),     // 23: drover.v1.SetAssignmentRequest
+	(*SetAssignmentResponse)(nil),    // 24: drover.v1.SetAssignmentResponse
+	(*DeleteAssignmentRequest)(nil),  // 25: drover.v1.DeleteAssignmentRequest
+	(*DeleteAssignmentResponse)(nil), // 26: drover.v1.DeleteAssignmentResponse
+	(*EnrollRequest)(nil),            // 27: drover.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 28: drover.v1.EnrollResponse
+	(*HeartbeatRequest)(nil),         // 29: drover.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 30: drover.v1.HeartbeatResponse
+	(*WatchDesiredRequest)(nil),      // 31: drover.v1.WatchDesiredRequest
+	(*WatchDesiredResponse)(nil),     // 32: drover.v1.WatchDesiredResponse
+	(*TelemetryWindow)(nil),          // 33: drover.v1.TelemetryWindow
+	(*GpuWindow)(nil),                // 34: drover.v1.GpuWindow
+	(*Report)(nil),                   // 35: drover.v1.Report
+	(*GpuHealthReport)(nil),          // 36: drover.v1.GpuHealthReport
+	(*ReportsDropped)(nil),           // 37: drover.v1.ReportsDropped
+	(*LabelsReport)(nil),             // 38: drover.v1.LabelsReport
+	(*ReportRequest)(nil),            // 39: drover.v1.ReportRequest
+	(*ReportResponse)(nil),           // 40: drover.v1.ReportResponse
+	nil,                              // 41: drover.v1.DesiredAssignment.ParamsEntry
+	nil,                              // 42: drover.v1.Agent.LabelsEntry
+	nil,                              // 43: drover.v1.Agent.ReportedLabelsEntry
+	nil,                              // 44: drover.v1.Agent.OperatorLabelsEntry
+	nil,                              // 45: drover.v1.ListAgentsRequest.SelectorEntry
+	nil,                              // 46: drover.v1.SetAgentLabelsRequest.SetEntry
+	nil,                              // 47: drover.v1.EnrollRequest.LabelsEntry
+	nil,                              // 48: drover.v1.LabelsReport.LabelsEntry
+	(*Actor)(nil),                    // 49: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil),    // 50: google.protobuf.Timestamp
+	(*BlobRef)(nil),                  // 51: drover.v1.BlobRef
+	(*FeatureSchema)(nil),            // 52: drover.v1.FeatureSchema
+	(*ReadOptions)(nil),              // 53: drover.v1.ReadOptions
+	(*ReadMeta)(nil),                 // 54: drover.v1.ReadMeta
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
-	4,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
-	3,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
-	5,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
+	5,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
+	4,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
+	6,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
 	1,  // 3: drover.v1.Assignment.role:type_name -> drover.v1.AssignmentRole
-	48, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
-	49, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
+	49, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
+	50, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: drover.v1.DesiredAssignment.role:type_name -> drover.v1.AssignmentRole
-	50, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
-	51, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
-	40, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
-	9,  // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
+	51, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
+	52, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
+	41, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
+	10, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
 	1,  // 11: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
 	2,  // 12: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
-	49, // 13: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
-	49, // 14: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
-	41, // 15: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
-	42, // 16: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
-	43, // 17: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
-	0,  // 18: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
-	49, // 19: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
-	6,  // 20: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
-	49, // 21: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
-	8,  // 22: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
-	11, // 23: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
-	7,  // 24: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
-	52, // 25: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
-	44, // 26: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
-	13, // 27: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
-	53, // 28: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
-	52, // 29: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
-	13, // 30: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
-	12, // 31: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
-	10, // 32: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
-	53, // 33: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
-	32, // 34: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
-	45, // 35: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
-	13, // 36: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
-	13, // 37: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 38: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	13, // 39: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 40: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	13, // 41: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
-	46, // 42: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
-	6,  // 43: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
-	10, // 44: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
-	53, // 45: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
-	49, // 46: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
-	49, // 47: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
-	33, // 48: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
-	49, // 49: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
-	11, // 50: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
-	35, // 51: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
-	6,  // 52: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
-	12, // 53: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
-	32, // 54: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
-	36, // 55: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
-	37, // 56: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	7,  // 57: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	47, // 58: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	34, // 59: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	14, // 60: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	16, // 61: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	18, // 62: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	20, // 63: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	22, // 64: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	24, // 65: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	26, // 66: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	28, // 67: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	30, // 68: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	38, // 69: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	15, // 70: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	17, // 71: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	19, // 72: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	21, // 73: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	23, // 74: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	25, // 75: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	27, // 76: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	29, // 77: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	31, // 78: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	39, // 79: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	70, // [70:80] is the sub-list for method output_type
-	60, // [60:70] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	50, // 13: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
+	3,  // 14: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
+	50, // 15: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
+	42, // 16: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
+	43, // 17: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
+	44, // 18: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
+	0,  // 19: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
+	50, // 20: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
+	7,  // 21: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
+	50, // 22: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
+	9,  // 23: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
+	12, // 24: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
+	8,  // 25: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
+	53, // 26: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
+	45, // 27: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
+	14, // 28: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
+	54, // 29: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
+	53, // 30: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
+	14, // 31: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
+	13, // 32: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
+	11, // 33: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
+	54, // 34: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
+	33, // 35: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
+	46, // 36: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
+	14, // 37: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
+	14, // 38: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 39: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	14, // 40: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 41: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	14, // 42: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
+	47, // 43: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
+	7,  // 44: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
+	11, // 45: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
+	54, // 46: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
+	50, // 47: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
+	50, // 48: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
+	34, // 49: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
+	50, // 50: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
+	12, // 51: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
+	36, // 52: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
+	7,  // 53: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
+	13, // 54: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
+	33, // 55: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
+	37, // 56: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
+	38, // 57: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
+	8,  // 58: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	48, // 59: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	35, // 60: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	15, // 61: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	17, // 62: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	19, // 63: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	21, // 64: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	23, // 65: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	25, // 66: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	27, // 67: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	29, // 68: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	31, // 69: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	39, // 70: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	16, // 71: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	18, // 72: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	20, // 73: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	22, // 74: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	24, // 75: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	26, // 76: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	28, // 77: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	30, // 78: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	32, // 79: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	40, // 80: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	71, // [71:81] is the sub-list for method output_type
+	61, // [61:71] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -3356,7 +3424,7 @@ func file_drover_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_agent_proto_rawDesc), len(file_drover_v1_agent_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
