@@ -306,6 +306,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.flushReports(sctx)
 	a.gpus.close()
 	a.plugins.close()
+	if rt, ok := a.runtime.(*servingRuntime); ok {
+		rt.close(sctx)
+	}
 	return err
 }
 

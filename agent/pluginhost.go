@@ -170,9 +170,11 @@ func (hp *hostedPlugin) settle() {
 	hp.mu.Unlock()
 }
 
+func (hp *hostedPlugin) String() string { return "runner plugin " + hp.p.File }
+
 // health reports whether the plugin can answer, and if not, why; and
-// its incidents so far, with the last one.
-func (hp *hostedPlugin) health() servingHealth {
+// its incidents so far, with the last one. The same for every id.
+func (hp *hostedPlugin) health(string) servingHealth {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	h := servingHealth{ok: true, incidents: hp.incidents, lastIncident: hp.lastIncident}

@@ -19,6 +19,7 @@ import (
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/plugins/native"
+	"github.com/droverhq/drover/plugins/procserve"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -48,6 +49,10 @@ type ServingOptions struct {
 	// shadow versions at once; beyond it mirrors are dropped (and
 	// counted), never queued behind the caller. Default 64.
 	ShadowConcurrency int
+	// ProcessServers are the model server commands the agent may run, by
+	// the artifact format each serves (see plugins/procserve). A format
+	// named here is served by its process, before any plugin.
+	ProcessServers map[string]procserve.Config
 }
 
 func (o *ServingOptions) setDefaults() {
@@ -79,11 +84,12 @@ func (o *ServingOptions) setDefaults() {
 // requests it was answering have finished (drained), so a version switch
 // under load drops no request.
 type servingRuntime struct {
-	plugins *pluginHost // nil without a plugin directory
-	logger  *slog.Logger
-	opts    ServingOptions
-	shadows *shadowStats
-	batches *prometheus.HistogramVec // rows per batch sent to a runner
+	plugins   *pluginHost               // nil without a plugin directory
+	processes map[string]*processRunner // by the format each serves
+	logger    *slog.Logger
+	opts      ServingOptions
+	shadows   *shadowStats
+	batches   *prometheus.HistogramVec // rows per batch sent to a runner
 
 	mu       sync.Mutex // serialises Load and Unload
 	loaded   map[reconcile.Key]*servedVersion
@@ -108,8 +114,8 @@ type servedVersion struct {
 	schema  *oip.Schema
 	native  *native.Model // for the native format
 
-	plugin   *hostedPlugin // for a format a plugin serves
-	pluginID string
+	runner   modelRunner // for a format a plugin or process server serves
+	runnerID string      // the runner's name for the loaded version
 	outputs  []*runnerv1.TensorInfo
 	batch    *batcher // nil when batching is off
 
@@ -160,12 +166,16 @@ func (v *servedVersion) drain(ctx context.Context) error {
 func newServingRuntime(host *pluginHost, logger *slog.Logger, opts ServingOptions) *servingRuntime {
 	opts.setDefaults()
 	r := &servingRuntime{plugins: host, logger: logger, opts: opts, shadows: newShadowStats(opts.ShadowConcurrency),
+		processes: map[string]*processRunner{},
 		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "drover_agent_runner_batch_rows",
 			Help:    "Rows per batch sent to a runner plugin, by model and version.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12), // 1 to 2048
 		}, []string{"model", "version"}),
 		loaded: map[reconcile.Key]*servedVersion{}, retiring: map[retiredKey]*servedVersion{}}
+	for format, cfg := range opts.ProcessServers {
+		r.processes[format] = &processRunner{format: format, srv: procserve.New(cfg, logger.With("process_server", format))}
+	}
 	r.routes.Store(&map[string]*route{})
 	return r
 }
@@ -204,18 +214,18 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 	}
 	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
 	if v.native == nil {
-		if hp := r.plugins.forFormat(a.GetFormat()); hp != nil {
-			v.plugin, v.pluginID = hp, fmt.Sprintf("%s/v%d", k, a.GetVersion())
-			resp, err := hp.load(ctx, &runnerv1.LoadRequest{Id: v.pluginID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
+		if run := r.runnerFor(a.GetFormat()); run != nil {
+			v.runner, v.runnerID = run, fmt.Sprintf("%s/v%d", k, a.GetVersion())
+			resp, err := run.load(ctx, &runnerv1.LoadRequest{Id: v.runnerID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
 			if err != nil {
 				return err
 			}
 			v.outputs = resp.GetOutputs()
 			if r.opts.BatchMaxRows > 1 {
 				sizes := r.batches.WithLabelValues(v.model, v.name)
-				v.batch = newBatcher(v.pluginID, func(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+				v.batch = newBatcher(v.runnerID, func(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
 					sizes.Observe(float64(req.GetRows()))
-					return hp.predict(ctx, req)
+					return run.predict(ctx, req)
 				}, r.opts)
 			}
 		}
@@ -271,10 +281,29 @@ func (r *servingRuntime) retireCtx(ctx context.Context, v *servedVersion) error 
 	if v.batch != nil {
 		v.batch.close()
 	}
-	if v.plugin != nil {
-		return v.plugin.unload(context.WithoutCancel(ctx), v.pluginID)
+	if v.runner != nil {
+		return v.runner.unload(context.WithoutCancel(ctx), v.runnerID)
 	}
 	return nil
+}
+
+// runnerFor returns the runner serving an artifact format: a process
+// server configured for it, else a plugin that serves it, else nil.
+func (r *servingRuntime) runnerFor(format string) modelRunner {
+	if p := r.processes[format]; p != nil {
+		return p
+	}
+	if hp := r.plugins.forFormat(format); hp != nil {
+		return hp
+	}
+	return nil
+}
+
+// close stops the process servers' processes.
+func (r *servingRuntime) close(ctx context.Context) {
+	for _, p := range r.processes {
+		_ = p.srv.Close(ctx)
+	}
 }
 
 // publish rebuilds the routing table from the loaded versions. Called
@@ -336,10 +365,57 @@ func (r *servingRuntime) health(k reconcile.Key, version uint64) servingHealth {
 		return servingHealth{why: "not loaded"}
 	case v.native != nil:
 		return servingHealth{ok: true}
-	case v.plugin != nil:
-		return v.plugin.health()
+	case v.runner != nil:
+		return v.runner.health(v.runnerID)
 	}
 	return servingHealth{why: fmt.Sprintf("no runner serves format %q on this agent", v.format)}
+}
+
+// modelRunner serves loaded versions outside the agent's own code, a
+// batch at a time: a runner plugin, or a process server.
+type modelRunner interface {
+	load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error)
+	predict(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error)
+	unload(ctx context.Context, id string) error
+	// health says whether the runner can answer for a loaded id.
+	health(id string) servingHealth
+	// String names the runner in errors.
+	String() string
+}
+
+// processRunner serves a format through its configured model server
+// process, one process per loaded version.
+type processRunner struct {
+	format string
+	srv    *procserve.Server
+}
+
+func (p *processRunner) String() string { return fmt.Sprintf("the %s model server", p.format) }
+
+func (p *processRunner) load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
+	return p.srv.Load(ctx, req)
+}
+
+func (p *processRunner) predict(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+	resp, err := p.srv.Predict(ctx, req)
+	switch {
+	case err == nil:
+		return resp, nil
+	case errors.Is(err, procserve.ErrBadRequest):
+		return nil, &oip.RequestError{Msg: fmt.Sprintf("%s refused the request: %v", p, err)}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: %s: %v", oip.ErrModelNotReady, p, err)
+}
+
+func (p *processRunner) unload(ctx context.Context, id string) error { return p.srv.Unload(ctx, id) }
+
+func (p *processRunner) health(id string) servingHealth {
+	if p.srv.Alive(id) {
+		return servingHealth{ok: true}
+	}
+	return servingHealth{why: fmt.Sprintf("%s process for %s is down; restarting it", p, id)}
 }
 
 // servingHealth is whether a loaded version can answer.
@@ -410,7 +486,7 @@ func (m *versionModel) Metadata() oip.ModelMetadata {
 	if m.v.schema != nil {
 		md = m.v.schema.Metadata(m.v.model, m.v.format, m.versions)
 	}
-	if m.v.plugin != nil {
+	if m.v.runner != nil {
 		md.Outputs = []oip.TensorMetadata{}
 		for _, o := range m.v.outputs {
 			md.Outputs = append(md.Outputs, oip.TensorMetadata{Name: o.GetName(), Datatype: oip.Datatype(o.GetDatatype()), Shape: o.GetShape()})
@@ -432,7 +508,7 @@ func (m *versionModel) Metadata() oip.ModelMetadata {
 func (m *versionModel) Ready() bool { return m.v.ready() }
 
 func (v *servedVersion) ready() bool {
-	return v.native != nil || v.plugin != nil && v.plugin.alive()
+	return v.native != nil || v.runner != nil && v.runner.health(v.runnerID).ok
 }
 
 // errRetired is infer's answer when the version left service between
@@ -453,8 +529,8 @@ func (v *servedVersion) infer(ctx context.Context, r *oip.InferRequest) (*oip.In
 		return nil, errRetired
 	}
 	defer v.release()
-	if v.plugin != nil {
-		return v.inferPlugin(ctx, r)
+	if v.runner != nil {
+		return v.inferRunner(ctx, r)
 	}
 	n := v.native
 	if n == nil {
@@ -513,9 +589,9 @@ func column(f native.EncodedFeature, t *oip.Tensor, rows int) native.Column {
 	return c
 }
 
-// inferPlugin sends the request's rows to the runner plugin: through the
-// version's batcher, or as a batch of its own.
-func (v *servedVersion) inferPlugin(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+// inferRunner sends the request's rows to the version's runner: through
+// the version's batcher, or as a batch of its own.
+func (v *servedVersion) inferRunner(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
 	rows := 0
 	if v.schema != nil {
 		var err error
@@ -536,7 +612,7 @@ func (v *servedVersion) inferPlugin(ctx context.Context, r *oip.InferRequest) (*
 			return nil, err
 		}
 	} else {
-		resp, err := v.plugin.predict(ctx, &runnerv1.PredictRequest{Id: v.pluginID, Rows: int64(rows), Inputs: inputs})
+		resp, err := v.runner.predict(ctx, &runnerv1.PredictRequest{Id: v.runnerID, Rows: int64(rows), Inputs: inputs})
 		if err != nil {
 			return nil, err
 		}
@@ -546,7 +622,7 @@ func (v *servedVersion) inferPlugin(ctx context.Context, r *oip.InferRequest) (*
 	for _, t := range outputs {
 		ot := &oip.Tensor{Name: t.GetName(), Datatype: oip.Datatype(t.GetDatatype()), Shape: t.GetShape(), Numbers: t.GetNumbers(), Strings: t.GetStrings()}
 		if err := ot.Validate(); err != nil {
-			return nil, fmt.Errorf("runner plugin %s: output %s: %w", v.plugin.p.File, t.GetName(), err)
+			return nil, fmt.Errorf("%s: output %s: %w", v.runner, t.GetName(), err)
 		}
 		out.Outputs = append(out.Outputs, ot)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/droverhq/drover/internal/sdnotify"
 	"github.com/droverhq/drover/nvml"
 	"github.com/droverhq/drover/nvml/fake"
+	"github.com/droverhq/drover/plugins/procserve"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -30,6 +31,7 @@ type agentFlags struct {
 	configFile string
 	cfg        agent.Config
 	labels     []string
+	processes  []string
 	fakeGPUs   string
 	logOpts    logging.Options
 	fromCLI    map[string]bool
@@ -45,6 +47,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ServeAddr, "serve-addr", "127.0.0.1:8430", "where to serve /healthz, /readyz, /metrics and predictions")
 	fs.StringVar(&c.PluginDir, "plugin-dir", DefaultPluginDir, "runner plugins and their SHA256SUMS; empty for none")
 	fs.StringArrayVar(&f.labels, "label", nil, "a label describing this machine, key=value (repeatable)")
+	fs.StringArrayVar(&f.processes, "process-server", nil, "FORMAT=COMMAND: serve artifacts of FORMAT with a model server process speaking the Open Inference Protocol; COMMAND's words may hold {port}, {artifact}, {name}, {model}, {format} (repeatable)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often to heartbeat")
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 10*time.Second, "how often to sample the GPUs")
 	fs.DurationVar(&c.TelemetryWindow, "telemetry-window", time.Minute, "the span one telemetry report summarises")
@@ -80,6 +83,20 @@ func (f *agentFlags) load(fs *pflag.FlagSet) (agent.Config, error) {
 		return agent.Config{}, err
 	}
 	cfg.Labels = labels
+	servers, err := parseKV("process-server", f.processes)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	for format, command := range servers {
+		words := strings.Fields(command)
+		if len(words) == 0 {
+			return agent.Config{}, usagef("--process-server %s: no command", format)
+		}
+		if cfg.Serving.ProcessServers == nil {
+			cfg.Serving.ProcessServers = map[string]procserve.Config{}
+		}
+		cfg.Serving.ProcessServers[format] = procserve.Config{Command: words}
+	}
 	if f.fakeGPUs != "" {
 		seed := cfg.Name
 		if seed == "" {
