@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/hashicorp/go-plugin"
 
@@ -68,6 +69,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	rpcClient, err := pc.Client()
 	if err != nil {
 		pc.Kill()
+		if strings.Contains(err.Error(), "incompatible API version") {
+			return nil, fmt.Errorf("plugin %s was built for another runner protocol than this agent's (version %d); rebuild it against this SDK: %w", cfg.Path, ProtocolVersion, err)
+		}
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Path, err)
 	}
 	raw, err := rpcClient.Dispense(pluginName)

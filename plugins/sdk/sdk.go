@@ -21,6 +21,7 @@ package sdk
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/hashicorp/go-plugin"
 
@@ -80,11 +81,25 @@ func (r *Runner) describe() *runnerv1.DescribeResponse {
 		CanServe: r.Server != nil, CanTrain: r.Trainer != nil}
 }
 
+// servedProtocol, when set at link time (-ldflags "-X
+// github.com/droverhq/drover/plugins/sdk.servedProtocol=2"), makes a
+// plugin announce another protocol version than ProtocolVersion: the
+// SDK's tests build such a plugin to see the agent refuse it.
+var servedProtocol string
+
 // Serve runs the plugin: it answers the agent until the agent stops it.
 // Call it from main; it does not return.
 func Serve(r Runner) {
+	hs := Handshake
+	if servedProtocol != "" {
+		v, err := strconv.ParseUint(servedProtocol, 10, 32)
+		if err != nil {
+			panic("sdk: servedProtocol " + servedProtocol + " is not a version number")
+		}
+		hs.ProtocolVersion = uint(v)
+	}
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: Handshake,
+		HandshakeConfig: hs,
 		Plugins:         plugin.PluginSet{pluginName: &grpcPlugin{impl: &r}},
 		GRPCServer:      plugin.DefaultGRPCServer,
 	})

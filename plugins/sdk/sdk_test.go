@@ -46,6 +46,26 @@ func launch(t *testing.T) *sdk.Client {
 	return c
 }
 
+// TestProtocolVersionMismatch builds the example plugin announcing
+// protocol version 2 and sees Launch refuse it, naming both versions.
+func TestProtocolVersionMismatch(t *testing.T) {
+	bin, sum, err := sdktest.BuildExampleProtocol(t.TempDir(), sdk.ProtocolVersion+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sdk.Launch(context.Background(), sdk.LaunchConfig{Path: bin, SHA256: sum})
+	if err == nil {
+		c.Close()
+		t.Fatal("a plugin speaking another protocol version was launched")
+	}
+	t.Log(err)
+	for _, want := range []string{"another runner protocol than this agent's (version 1)", "Plugin version: 2"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error %q does not say %q", err, want)
+		}
+	}
+}
+
 // train runs the example's training on a small CSV and returns the
 // artifact's path.
 func train(t *testing.T, c *sdk.Client) string {

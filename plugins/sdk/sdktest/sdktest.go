@@ -17,10 +17,22 @@ const ExamplePackage = "github.com/droverhq/drover/plugins/examples/centroid"
 // returns the binary's path and hex SHA-256. It runs the go command, so it
 // works from any package of the module.
 func BuildExample(dir string) (path, sha256 string, err error) {
-	path = filepath.Join(dir, "centroid")
-	if out, err := exec.Command("go", "build", "-o", path, ExamplePackage).CombinedOutput(); err != nil {
+	return build(filepath.Join(dir, "centroid"))
+}
+
+// BuildExampleProtocol builds the example plugin into dir as
+// "centroid-v<version>", announcing another protocol version than the
+// SDK's: a plugin the agent must refuse.
+func BuildExampleProtocol(dir string, version int) (path, sha256 string, err error) {
+	return build(filepath.Join(dir, fmt.Sprintf("centroid-v%d", version)),
+		"-ldflags", fmt.Sprintf("-X github.com/droverhq/drover/plugins/sdk.servedProtocol=%d", version))
+}
+
+func build(path string, flags ...string) (string, string, error) {
+	args := append(append([]string{"build", "-o", path}, flags...), ExamplePackage)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("building the example plugin: %v\n%s", err, out)
 	}
-	sha256, err = sdk.FileSHA256(path)
+	sha256, err := sdk.FileSHA256(path)
 	return path, sha256, err
 }
