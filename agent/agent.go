@@ -36,6 +36,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/droverhq/drover/agent/artifacts"
+	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/agent/store"
 	"github.com/droverhq/drover/hub/client"
@@ -85,6 +86,9 @@ type Config struct {
 	// SampleKeep (default 10,000).
 	SampleRate float64
 	SampleKeep int
+	// WindowKeep is how many one-minute metric windows are kept per
+	// model (default 1,440: a day).
+	WindowKeep int
 	// PluginDir holds runner plugins and their SHA256SUMS; the verified
 	// ones are started and serve the formats they name. Empty: none.
 	PluginDir string
@@ -96,6 +100,12 @@ type Config struct {
 	Runtime reconcile.Runtime
 	// Reconcile tunes the reconciler.
 	Reconcile reconcile.Options
+	// Observers are told of every inference request, answered or refused,
+	// after the agent's own metrics, windows and samples: the hook for
+	// what else watches the traffic (drift sketches). They run on the
+	// request's goroutine and must be quick; the observation's request and
+	// response must not be changed.
+	Observers []func(oip.Observation)
 	// OnDesired, if set, is called when a new desired state arrives from
 	// the hub, before the reconciler sees it. For tests and benchmarks.
 	OnDesired func(*droverv1.DesiredState)
@@ -154,6 +164,7 @@ type Agent struct {
 	runtime  reconcile.Runtime
 	plugins  *pluginHost // nil without a plugin directory
 	samples  *sampler    // nil when no predictions are sampled
+	windows  *metricWindows
 	gpus     *gpuMonitor
 	metrics  *metrics
 	listener net.Listener
@@ -233,6 +244,11 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.samples = newSampler(st, cfg.SampleRate, keep, a.logger.With("component", "samples"))
 	}
+	keepWindows := cfg.WindowKeep
+	if keepWindows <= 0 {
+		keepWindows = 1440
+	}
+	a.windows = newMetricWindows(st, keepWindows, a.logger.With("component", "windows"))
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
 	a.gpus = newGPUMonitor(a)
@@ -289,6 +305,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.samples != nil {
 		run(a.samples.run)
 	}
+	run(a.windows.run)
 	run(func(ctx context.Context) { kvstore.CollectGarbage(ctx, a.store.DB(), 10*time.Minute, a.logger) })
 
 	var err error

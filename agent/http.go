@@ -23,16 +23,27 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", a.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
+	mux.HandleFunc("GET /v1/windows", a.handleWindows)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
-		h.Observe = func(o oip.Observation) {
-			a.metrics.observeInference(o)
-			a.samples.record(o)
-		}
+		h.Observe = a.observe
 		mux.Handle("/v2", h)
 		mux.Handle("/v2/", h)
 	}
 	return mux
+}
+
+// observe is the prediction path's hook: every inference request, answered
+// or refused, once its answer is written. It feeds the Prometheus metrics,
+// the metric windows, the prediction samples and the agent's Observers.
+// It runs on the request's goroutine: what it calls must be quick.
+func (a *Agent) observe(o oip.Observation) {
+	a.metrics.observeInference(o)
+	a.windows.observe(o)
+	a.samples.record(o)
+	for _, fn := range a.cfg.Observers {
+		fn(o)
+	}
 }
 
 // handleReady answers 200 when everything the agent is assigned is loaded

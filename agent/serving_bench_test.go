@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/store"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -68,7 +69,7 @@ func bench20(b *testing.B) (*servingRuntime, []byte, []native.Column) {
 
 // BenchmarkInferOverhead measures one single-row request through the
 // agent's whole prediction path in-process (routing, decoding, schema
-// checks, metrics, encoding; not net/http's parsing, which the HTTP
+// checks, metrics and metric windows, encoding; not net/http's parsing, which the HTTP
 // benchmark adds) against the model's own predict in the same run. It
 // reports the median request and the overhead, the difference.
 func BenchmarkInferOverhead(b *testing.B) {
@@ -91,8 +92,17 @@ func BenchmarkInferOverhead(b *testing.B) {
 	b.Run("request", func(b *testing.B) {
 		m := &metrics{}
 		m.initInference()
+		st, err := store.Open(b.TempDir(), store.Options{}, logging.Discard())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		windows := newMetricWindows(st, 10, logging.Discard())
 		h := oip.NewHandler(rt)
-		h.Observe = m.observeInference
+		h.Observe = func(o oip.Observation) {
+			m.observeInference(o)
+			windows.observe(o)
+		}
 		rd := bytes.NewReader(body)
 		req := httptest.NewRequest("POST", "/v2/models/m/infer", rd)
 		w := &discardWriter{header: http.Header{}}

@@ -128,6 +128,32 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		}
 	}
 
+	// And in the agent's metric windows.
+	resp, err = http.Get("http://" + a.serveAddr + "/v1/windows?model=churn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var windows struct {
+		Current []struct {
+			Version      string  `json:"version"`
+			Requests     int     `json:"requests"`
+			ClientErrors int     `json:"client_errors"`
+			P50          float64 `json:"p50_seconds"`
+		} `json:"current"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&windows)
+	resp.Body.Close()
+	var answered, refused int
+	for _, w := range windows.Current {
+		if w.Version == fmt.Sprint(v1) && w.P50 > 0 {
+			answered += w.Requests
+		}
+		refused += w.ClientErrors
+	}
+	if answered != 1 || refused != 1 {
+		t.Errorf("metric windows: %+v", windows.Current)
+	}
+
 	v2 := c.pushNative(t, true)
 	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v2))
 	hubtest.WaitFor(t, 20*time.Second, func() error {

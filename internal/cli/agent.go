@@ -55,6 +55,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.OutboxMaxReports, "outbox-max-reports", 100_000, "how many reports to keep while the hub is away")
 	fs.Float64Var(&c.SampleRate, "sample-rate", 0.1, "the fraction of answered predictions kept on the agent for drift and feedback (0 to 1)")
 	fs.IntVar(&c.SampleKeep, "sample-keep", 10_000, "how many prediction samples to keep per model")
+	fs.IntVar(&c.WindowKeep, "window-keep", 1440, "how many one-minute metric windows to keep per model")
 	fs.IntVar(&c.Serving.BatchMaxRows, "batch-max-rows", 64, "the most rows sent to a runner plugin in one call; requests queued while it is busy are combined up to this (1: no batching)")
 	fs.DurationVar(&c.Serving.BatchMaxDelay, "batch-max-delay", 0, "how long a batch for a runner plugin may wait for more requests (0: never wait)")
 	fs.DurationVar(&c.Serving.DrainTimeout, "drain-timeout", 30*time.Second, "how long a version taken out of service may finish the requests it has")

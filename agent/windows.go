@@ -1,0 +1,311 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/store"
+)
+
+// Metric windows: every answered or refused inference request is counted
+// in its model version's window for the current minute. A window closed
+// is written to the store's journal "windows/<model>" (bounded, newest
+// kept), where rollout gates and the hub's fleet view read error rates and
+// latency percentiles from. Latencies go into a histogram of fixed,
+// log-spaced buckets, the same on every agent, so that windows merge by
+// adding counts.
+
+// WindowLength is the span of one metric window.
+const WindowLength = time.Minute
+
+// Latency buckets: bucket i holds latencies up to latencyBase·2^(i/4),
+// from 25 µs to ~27 minutes, each 19% wider than the last; a quantile read
+// from them is within 19% of the true one.
+const (
+	latencyBase    = 25e-6
+	latencyBuckets = 104
+)
+
+// latencyBucket is the bucket a latency in seconds falls in.
+func latencyBucket(seconds float64) int {
+	if seconds <= latencyBase {
+		return 0
+	}
+	return min(int(math.Ceil(4*math.Log2(seconds/latencyBase))), latencyBuckets-1)
+}
+
+// latencyUpper is the upper bound of bucket i, in seconds.
+func latencyUpper(i int) float64 { return latencyBase * math.Exp2(float64(i)/4) }
+
+// Window is one model version's requests over one WindowLength.
+type Window struct {
+	Model   string    `json:"model"`
+	Version string    `json:"version"`
+	Start   time.Time `json:"start"`
+	// Requests counts every request; ClientErrors those refused as the
+	// caller's fault (4xx), ServerErrors those the agent or model failed
+	// (5xx). Rows counts the rows answered.
+	Requests     uint64 `json:"requests"`
+	Rows         uint64 `json:"rows"`
+	ClientErrors uint64 `json:"client_errors"`
+	ServerErrors uint64 `json:"server_errors"`
+	// Latency counts answered requests by latency bucket (see
+	// LatencyQuantile), as {bucket: count}.
+	Latency map[int]uint64 `json:"latency"`
+	// P50, P95 and P99 are answered requests' latency quantiles in
+	// seconds, from the histogram.
+	P50 float64 `json:"p50_seconds"`
+	P95 float64 `json:"p95_seconds"`
+	P99 float64 `json:"p99_seconds"`
+}
+
+// ErrorRate is the share of requests the agent or model failed.
+func (w *Window) ErrorRate() float64 {
+	if w.Requests == 0 {
+		return 0
+	}
+	return float64(w.ServerErrors) / float64(w.Requests)
+}
+
+// Merge adds another window's counts (of the same layout) into w.
+func (w *Window) Merge(o *Window) {
+	w.Requests += o.Requests
+	w.Rows += o.Rows
+	w.ClientErrors += o.ClientErrors
+	w.ServerErrors += o.ServerErrors
+	if w.Latency == nil {
+		w.Latency = map[int]uint64{}
+	}
+	for b, n := range o.Latency {
+		w.Latency[b] += n
+	}
+	w.summarise()
+}
+
+// LatencyQuantile estimates the q-quantile (0 < q ≤ 1) of answered
+// requests' latency, in seconds: the upper bound of the bucket it falls
+// in. Zero without answered requests.
+func (w *Window) LatencyQuantile(q float64) float64 {
+	var total uint64
+	for _, n := range w.Latency {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for _, b := range slices.Sorted(maps.Keys(w.Latency)) {
+		if seen += w.Latency[b]; seen >= rank {
+			return latencyUpper(b)
+		}
+	}
+	return latencyUpper(latencyBuckets - 1)
+}
+
+func (w *Window) summarise() {
+	w.P50, w.P95, w.P99 = w.LatencyQuantile(0.5), w.LatencyQuantile(0.95), w.LatencyQuantile(0.99)
+}
+
+// metricWindows keeps the current minute's windows and writes closed ones
+// to the store.
+type metricWindows struct {
+	st     *store.Store
+	keep   int // windows per model journal
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu     sync.Mutex
+	start  time.Time
+	open   map[windowKey]*liveWindow
+	closed []*Window // waiting to be written
+}
+
+type windowKey struct{ model, version string }
+
+// liveWindow is a window being counted: counts, and latency buckets as a
+// dense array (cheap to add to on the prediction path).
+type liveWindow struct {
+	requests, rows, clientErrors, serverErrors uint64
+	latency                                    [latencyBuckets]uint64
+}
+
+func newMetricWindows(st *store.Store, keep int, logger *slog.Logger) *metricWindows {
+	return &metricWindows{st: st, keep: keep, logger: logger, now: time.Now, open: map[windowKey]*liveWindow{}}
+}
+
+// observe counts an inference request in its window.
+func (m *metricWindows) observe(o oip.Observation) {
+	if o.Status == http.StatusNotFound {
+		return // no such model: nothing to count it against
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(now)
+	k := windowKey{o.Model, o.Version}
+	w := m.open[k]
+	if w == nil {
+		w = &liveWindow{}
+		m.open[k] = w
+	}
+	w.requests++
+	switch {
+	case o.Status == http.StatusOK:
+		w.rows += uint64(o.Rows)
+		w.latency[latencyBucket(o.Duration.Seconds())]++
+	case o.Status >= 500:
+		w.serverErrors++
+	default:
+		w.clientErrors++
+	}
+}
+
+// rollLocked closes the open windows once their minute has passed.
+func (m *metricWindows) rollLocked(now time.Time) {
+	start := now.Truncate(WindowLength)
+	if start.Equal(m.start) {
+		return
+	}
+	for k, lw := range m.open {
+		m.closed = append(m.closed, lw.window(k, m.start))
+	}
+	clear(m.open)
+	m.start = start
+}
+
+func (lw *liveWindow) window(k windowKey, start time.Time) *Window {
+	w := &Window{Model: k.model, Version: k.version, Start: start.UTC(), Requests: lw.requests, Rows: lw.rows,
+		ClientErrors: lw.clientErrors, ServerErrors: lw.serverErrors, Latency: map[int]uint64{}}
+	for b, n := range lw.latency {
+		if n > 0 {
+			w.Latency[b] = n
+		}
+	}
+	w.summarise()
+	return w
+}
+
+// Current returns the windows being counted now.
+func (m *metricWindows) Current() []*Window {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(m.now())
+	out := make([]*Window, 0, len(m.open))
+	for k, lw := range m.open {
+		out = append(out, lw.window(k, m.start))
+	}
+	return out
+}
+
+// flush writes the closed windows to their models' journals.
+func (m *metricWindows) flush() {
+	m.mu.Lock()
+	m.rollLocked(m.now())
+	closed := m.closed
+	m.closed = nil
+	m.mu.Unlock()
+	byModel := map[string][][]byte{}
+	for _, w := range closed {
+		b, err := json.Marshal(w)
+		if err != nil {
+			continue
+		}
+		byModel[w.Model] = append(byModel[w.Model], b)
+	}
+	for model, recs := range byModel {
+		j, err := m.st.Journal("windows/"+model, m.keep)
+		if err == nil {
+			_, err = j.Append(recs...)
+		}
+		if err != nil {
+			m.logger.Warn("metric windows not stored", "model", model, "windows", len(recs), "err", err)
+		}
+	}
+}
+
+// run writes closed windows every few seconds until ctx ends, then once
+// more, closing the current ones.
+func (m *metricWindows) run(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.mu.Lock()
+			for k, lw := range m.open {
+				m.closed = append(m.closed, lw.window(k, m.start))
+			}
+			clear(m.open)
+			m.mu.Unlock()
+			m.flush()
+			return
+		case <-tick.C:
+			m.flush()
+		}
+	}
+}
+
+// Windows returns a model's stored windows, oldest first, at most limit
+// of the newest.
+func (m *metricWindows) Windows(model string, limit int) ([]*Window, error) {
+	j, err := m.st.Journal("windows/"+model, m.keep)
+	if err != nil {
+		return nil, err
+	}
+	st := j.Stats()
+	from := st.First
+	if st.Len > limit {
+		from = st.Next - uint64(limit)
+	}
+	var out []*Window
+	err = j.Scan(from, limit, func(_ uint64, rec []byte) error {
+		w := &Window{}
+		if err := json.Unmarshal(rec, w); err != nil {
+			return err
+		}
+		out = append(out, w)
+		return nil
+	})
+	return out, err
+}
+
+// handleWindows answers GET /v1/windows?model=M[&limit=N]: the model's
+// stored windows and the ones being counted.
+func (a *Agent) handleWindows(w http.ResponseWriter, r *http.Request) {
+	model := r.URL.Query().Get("model")
+	if model == "" {
+		http.Error(w, "model: required", http.StatusBadRequest)
+		return
+	}
+	limit := 60
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			http.Error(w, "limit: want a positive number", http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	stored, err := a.windows.Windows(model, limit)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	current := slices.DeleteFunc(a.windows.Current(), func(w *Window) bool { return w.Model != model })
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Model   string    `json:"model"`
+		Stored  []*Window `json:"windows"`
+		Current []*Window `json:"current"`
+	}{model, append([]*Window{}, stored...), append([]*Window{}, current...)})
+}
