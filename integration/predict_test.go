@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -160,6 +161,62 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		code, body := infer(req)
 		if code != 200 || body["model_version"] != fmt.Sprint(v2) || labels(body) != "[no yes]" {
 			return fmt.Errorf("%d %v", code, body)
+		}
+		return nil
+	})
+
+	// v1 as a canary taking 30% of the requests, sticky by request id.
+	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v1), "--role", "canary", "--weight", "30")
+	withID := func(id string) string { return strings.Replace(req, `"id": "q1"`, fmt.Sprintf(`"id": %q`, id), 1) }
+	hubtest.WaitFor(t, 20*time.Second, func() error {
+		for i := range 50 {
+			if _, body := infer(withID(fmt.Sprint("probe-", i))); body["model_version"] == fmt.Sprint(v1) {
+				return nil
+			}
+		}
+		return errors.New("the canary answers nothing yet")
+	})
+	byID := map[string]any{}
+	canary := 0
+	for i := range 300 {
+		id := fmt.Sprint("customer-", i)
+		code, body := infer(withID(id))
+		if code != 200 {
+			t.Fatalf("%d %v", code, body)
+		}
+		byID[id] = body["model_version"]
+		if body["model_version"] == fmt.Sprint(v1) {
+			canary++
+		}
+	}
+	if canary < 60 || canary > 120 { // 30% of 300, ±3.8 standard deviations
+		t.Errorf("the canary at weight 30 answered %d of 300 requests", canary)
+	}
+	for i := range 20 {
+		id := fmt.Sprint("customer-", i)
+		if _, body := infer(withID(id)); body["model_version"] != byID[id] {
+			t.Errorf("request id %s went to v%v, then to v%v", id, byID[id], body["model_version"])
+		}
+	}
+
+	// v1 as a shadow instead: the caller always gets v2, and the agent
+	// counts how often v1 would have agreed (never: its labels are the
+	// opposite).
+	c.cli(t, nil, "agents", "unassign", "edge-1", "churn", "--role", "canary")
+	c.cli(t, nil, "agents", "assign", "edge-1", fmt.Sprintf("churn:%d", v1), "--role", "shadow")
+	shadowRows := fmt.Sprintf(`drover_agent_shadow_rows_total{agreement="disagree",model="churn",version="%d"}`, v1)
+	hubtest.WaitFor(t, 20*time.Second, func() error {
+		if code, body := infer(req); code != 200 || body["model_version"] != fmt.Sprint(v2) {
+			return fmt.Errorf("with a shadow: %d %v", code, body)
+		}
+		resp, err := http.Get("http://" + a.serveAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), shadowRows) {
+			return errors.New("no shadow comparisons counted yet")
 		}
 		return nil
 	})
