@@ -89,6 +89,9 @@ type Config struct {
 	// WindowKeep is how many one-minute metric windows are kept per
 	// model (default 1,440: a day).
 	WindowKeep int
+	// Drift tunes drift monitoring: the evaluation window, how often
+	// drift windows go to the hub, how many are kept.
+	Drift DriftOptions
 	// PluginDir holds runner plugins and their SHA256SUMS; the verified
 	// ones are started and serve the formats they name. Empty: none.
 	PluginDir string
@@ -165,6 +168,7 @@ type Agent struct {
 	plugins  *pluginHost // nil without a plugin directory
 	samples  *sampler    // nil when no predictions are sampled
 	windows  *metricWindows
+	drift    *driftMonitor
 	gpus     *gpuMonitor
 	metrics  *metrics
 	listener net.Listener
@@ -249,6 +253,7 @@ func New(cfg Config) (*Agent, error) {
 		keepWindows = 1440
 	}
 	a.windows = newMetricWindows(st, keepWindows, a.logger.With("component", "windows"))
+	a.drift = newDriftMonitor(st, cfg.Drift, a.logger.With("component", "drift"), a.referenceProfile, func(r *droverv1.Report) { a.report(r) })
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
 	a.gpus = newGPUMonitor(a)
@@ -306,6 +311,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		run(a.samples.run)
 	}
 	run(a.windows.run)
+	run(a.drift.run)
 	run(func(ctx context.Context) { kvstore.CollectGarbage(ctx, a.store.DB(), 10*time.Minute, a.logger) })
 
 	var err error
@@ -375,6 +381,14 @@ func (a *Agent) onStatus(s reconcile.Status) {
 		setHealth(st, h.ok, h.why)
 	}
 	a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: st}})
+}
+
+// referenceProfile is a loaded version's reference profile, or nil.
+func (a *Agent) referenceProfile(model string, version uint64) *droverv1.ReferenceProfile {
+	if rt, ok := a.runtime.(*servingRuntime); ok {
+		return rt.profile(model, version)
+	}
+	return nil
 }
 
 // reportedHealth is the health last reported for a ready version.

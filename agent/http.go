@@ -24,6 +24,7 @@ func (a *Agent) routes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
 	mux.HandleFunc("GET /v1/windows", a.handleWindows)
+	mux.HandleFunc("GET /v1/drift", a.handleDrift)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
 		h.Observe = a.observe
@@ -35,11 +36,13 @@ func (a *Agent) routes() http.Handler {
 
 // observe is the prediction path's hook: every inference request, answered
 // or refused, once its answer is written. It feeds the Prometheus metrics,
-// the metric windows, the prediction samples and the agent's Observers.
+// the metric windows, the drift windows, the prediction samples and the
+// agent's Observers.
 // It runs on the request's goroutine: what it calls must be quick.
 func (a *Agent) observe(o oip.Observation) {
 	a.metrics.observeInference(o)
 	a.windows.observe(o)
+	a.drift.observe(o)
 	a.samples.record(o)
 	for _, fn := range a.cfg.Observers {
 		fn(o)

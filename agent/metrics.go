@@ -63,6 +63,7 @@ func newMetrics(a *Agent) *metrics {
 	if rt, ok := a.runtime.(*servingRuntime); ok {
 		m.registry.MustRegister(rt.collectors()...)
 	}
+	m.registry.MustRegister(a.drift.collectors()...)
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
 		m.requests, m.rows, m.latency,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
@@ -113,6 +114,8 @@ type servedVersion struct {
 	path    string
 	schema  *oip.Schema
 	native  *native.Model // for the native format
+	// profile is the version's reference profile, for drift; nil without.
+	profile *droverv1.ReferenceProfile
 
 	runner   modelRunner // for a format a plugin or process server serves
 	runnerID string      // the runner's name for the loaded version
@@ -212,6 +215,15 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 			return err
 		}
 	}
+	if b := a.GetReferenceProfile(); len(b) > 0 {
+		p := &droverv1.ReferenceProfile{}
+		if err := proto.Unmarshal(b, p); err != nil {
+			// Served all the same; drift is not watched.
+			r.logger.Warn("the version's reference profile does not parse; its drift is not watched", "model", v.model, "version", v.version, "err", err)
+		} else {
+			v.profile = p
+		}
+	}
 	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
 	if v.native == nil {
 		if run := r.runnerFor(a.GetFormat()); run != nil {
@@ -283,6 +295,23 @@ func (r *servingRuntime) retireCtx(ctx context.Context, v *servedVersion) error 
 	}
 	if v.runner != nil {
 		return v.runner.unload(context.WithoutCancel(ctx), v.runnerID)
+	}
+	return nil
+}
+
+// profile is a loaded version's reference profile, or nil.
+func (r *servingRuntime) profile(model string, version uint64) *droverv1.ReferenceProfile {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, v := range r.loaded {
+		if k.Model == model && v.version == version && v.profile != nil {
+			return v.profile
+		}
+	}
+	for _, v := range r.retiring {
+		if v.model == model && v.version == version && v.profile != nil {
+			return v.profile
+		}
 	}
 	return nil
 }

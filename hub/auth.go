@@ -50,6 +50,10 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.AgentServiceSetAssignmentProcedure:    auth.Write,
 	droverv1connect.AgentServiceDeleteAssignmentProcedure: auth.Write,
 
+	droverv1connect.DriftServiceGetDriftProcedure:         auth.Read,
+	droverv1connect.DriftServiceListDriftEventsProcedure:  auth.Read,
+	droverv1connect.DriftServiceSetDriftSettingsProcedure: auth.Write,
+
 	// Agents act only for themselves (checkAgent).
 	droverv1connect.AgentControlServiceEnrollProcedure:       auth.Agent,
 	droverv1connect.AgentControlServiceHeartbeatProcedure:    auth.Agent,

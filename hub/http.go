@@ -27,6 +27,7 @@ func (n *Node) routes() http.Handler {
 	droverv1connect.RegisterPeerServiceHandler(server, &peerService{n: n})
 	droverv1connect.RegisterAgentServiceHandler(server, &agentService{n: n})
 	droverv1connect.RegisterAgentControlServiceHandler(server, &agentControlService{n: n})
+	droverv1connect.RegisterDriftServiceHandler(server, &driftService{n: n})
 	grpcreflect.Register(server)
 
 	mux := http.NewServeMux()

@@ -66,6 +66,7 @@ type Client struct {
 	Audit    droverv1connect.AuditServiceClient
 	Cluster  droverv1connect.ClusterServiceClient
 	Agents   droverv1connect.AgentServiceClient
+	Drift    droverv1connect.DriftServiceClient
 	// AgentControl is what agents call.
 	AgentControl droverv1connect.AgentControlServiceClient
 
@@ -103,6 +104,7 @@ func New(cfg Config) (*Client, error) {
 		Audit:        droverv1connect.NewAuditServiceClient(cc),
 		Cluster:      droverv1connect.NewClusterServiceClient(cc),
 		Agents:       droverv1connect.NewAgentServiceClient(cc),
+		Drift:        droverv1connect.NewDriftServiceClient(cc),
 		AgentControl: droverv1connect.NewAgentControlServiceClient(cc),
 		cfg:          cfg,
 		http:         cfg.BlobHTTPClient,

@@ -52,6 +52,7 @@ const (
 	AssignmentDeleteType     MessageType = 17
 	AgentReportsType         MessageType = 18
 	AgentStatusSetType       MessageType = 19
+	DriftSettingsSetType     MessageType = 20
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -155,6 +156,9 @@ func init() {
 	})
 	register(AgentStatusSetType, func(s *state.Store, c state.Change, b *fsmv1.AgentStatusSet) (*fsmv1.Empty, error) {
 		return empty(), s.SetAgentStatus(c, b.GetStatus(), b.GetAgentIds())
+	})
+	register(DriftSettingsSetType, func(s *state.Store, c state.Change, b *fsmv1.DriftSettingsSet) (*droverv1.ModelDriftSettings, error) {
+		return b.GetSettings(), s.SetDriftSettings(c, b.GetSettings())
 	})
 }
 

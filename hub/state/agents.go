@@ -344,6 +344,15 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 				ev.Message = fmt.Sprintf("%d reports dropped and %d telemetry windows merged while the hub was away", b.Dropped.GetDropped(), b.Dropped.GetSummarised())
 			case *droverv1.Report_Event:
 				ev.Kind, ev.Message = b.Event.GetKind(), b.Event.GetMessage()
+			case *droverv1.Report_Drift:
+				de, err := addDriftWindow(t, a, b.Drift)
+				if err != nil {
+					return err
+				}
+				if de == nil {
+					continue
+				}
+				ev.Kind, ev.Message = de.GetKind(), de.GetMessage()
 			default:
 				continue // telemetry: kept by the leader in memory
 			}
@@ -517,6 +526,7 @@ func (v *Snapshot) DesiredState(agentID string, ws memdb.WatchSet) (*droverv1.De
 			d.Assignments = append(d.Assignments, &droverv1.DesiredAssignment{
 				Model: mv.GetModel(), Version: mv.GetVersion(), Role: as.GetRole(), Weight: as.GetWeight(),
 				Artifact: mv.GetArtifact(), Format: mv.GetFormat(), Runner: mv.GetRunner(), Schema: mv.GetSchema(), Params: mv.GetParams(),
+				ReferenceProfile: mv.GetReferenceProfile(),
 			})
 		}
 	}

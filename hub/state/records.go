@@ -26,6 +26,10 @@ const (
 	RecordAudit          RecordKind = 9
 	RecordAgent          RecordKind = 10
 	RecordAgentEvent     RecordKind = 11
+	RecordDriftWindow    RecordKind = 12
+	RecordDriftVerdict   RecordKind = 13
+	RecordDriftEvent     RecordKind = 14
+	RecordDriftSettings  RecordKind = 15
 )
 
 // records lists every table with its kind, in the order they are written.
@@ -44,6 +48,10 @@ var records = []struct {
 	{RecordAudit, tableAudit, func() proto.Message { return new(droverv1.AuditEvent) }},
 	{RecordAgent, tableAgents, func() proto.Message { return new(droverv1.Agent) }},
 	{RecordAgentEvent, tableAgentEvents, func() proto.Message { return new(droverv1.AgentEvent) }},
+	{RecordDriftWindow, tableDriftWindows, func() proto.Message { return new(droverv1.AgentDriftWindow) }},
+	{RecordDriftVerdict, tableDriftVerdicts, func() proto.Message { return new(droverv1.DriftVerdictRecord) }},
+	{RecordDriftEvent, tableDriftEvents, func() proto.Message { return new(droverv1.DriftVerdictRecord) }},
+	{RecordDriftSettings, tableDriftSettings, func() proto.Message { return new(droverv1.ModelDriftSettings) }},
 }
 
 // NewRecord returns an empty message for a record kind, or an error for a

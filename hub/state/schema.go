@@ -23,6 +23,10 @@ const (
 	tableAudit           = "audit"
 	tableAgents          = "agents"
 	tableAgentEvents     = "agent_events"
+	tableDriftWindows    = "drift_windows"
+	tableDriftVerdicts   = "drift_verdicts"
+	tableDriftEvents     = "drift_events"
+	tableDriftSettings   = "drift_settings"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -81,6 +85,15 @@ func schema() *memdb.DBSchema {
 		tableAgentEvents: table(tableAgentEvents, byStringUint(func(o any) (string, uint64) {
 			e := o.(*droverv1.AgentEvent)
 			return e.GetAgentId(), e.GetSeq()
+		})),
+		tableDriftWindows:  table(tableDriftWindows, byParts(driftWindowParts)),
+		tableDriftVerdicts: table(tableDriftVerdicts, byParts(driftVerdictParts)),
+		tableDriftEvents: table(tableDriftEvents, byParts(func(o any) []any {
+			e := o.(*droverv1.DriftVerdictRecord)
+			return []any{e.GetModel(), e.GetSeq()}
+		})),
+		tableDriftSettings: table(tableDriftSettings, byString(func(o any) string {
+			return o.(*droverv1.ModelDriftSettings).GetModel()
 		})),
 		tableAudit: table(tableAudit, byUint(func(o any) uint64 {
 			return o.(*droverv1.AuditEvent).GetIndex()

@@ -801,18 +801,21 @@ func (x *Assignment) GetReason() string {
 // DesiredAssignment is an assignment resolved to a version and its artifact,
 // as the agent receives it.
 type DesiredAssignment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	Role          AssignmentRole         `protobuf:"varint,3,opt,name=role,proto3,enum=drover.v1.AssignmentRole" json:"role,omitempty"`
-	Weight        uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
-	Artifact      *BlobRef               `protobuf:"bytes,5,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	Format        string                 `protobuf:"bytes,6,opt,name=format,proto3" json:"format,omitempty"`
-	Runner        string                 `protobuf:"bytes,7,opt,name=runner,proto3" json:"runner,omitempty"`
-	Schema        *FeatureSchema         `protobuf:"bytes,8,opt,name=schema,proto3" json:"schema,omitempty"`
-	Params        map[string]string      `protobuf:"bytes,9,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Model    string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Version  uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Role     AssignmentRole         `protobuf:"varint,3,opt,name=role,proto3,enum=drover.v1.AssignmentRole" json:"role,omitempty"`
+	Weight   uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	Artifact *BlobRef               `protobuf:"bytes,5,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Format   string                 `protobuf:"bytes,6,opt,name=format,proto3" json:"format,omitempty"`
+	Runner   string                 `protobuf:"bytes,7,opt,name=runner,proto3" json:"runner,omitempty"`
+	Schema   *FeatureSchema         `protobuf:"bytes,8,opt,name=schema,proto3" json:"schema,omitempty"`
+	Params   map[string]string      `protobuf:"bytes,9,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The version's reference profile (a serialised ReferenceProfile), which
+	// the agent's drift windows are judged against; empty when it has none.
+	ReferenceProfile []byte `protobuf:"bytes,10,opt,name=reference_profile,json=referenceProfile,proto3" json:"reference_profile,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DesiredAssignment) Reset() {
@@ -904,6 +907,13 @@ func (x *DesiredAssignment) GetSchema() *FeatureSchema {
 func (x *DesiredAssignment) GetParams() map[string]string {
 	if x != nil {
 		return x.Params
+	}
+	return nil
+}
+
+func (x *DesiredAssignment) GetReferenceProfile() []byte {
+	if x != nil {
+		return x.ReferenceProfile
 	}
 	return nil
 }
@@ -2557,6 +2567,7 @@ type Report struct {
 	//	*Report_Telemetry
 	//	*Report_Dropped
 	//	*Report_Labels
+	//	*Report_Drift
 	Body          isReport_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2676,6 +2687,15 @@ func (x *Report) GetLabels() *LabelsReport {
 	return nil
 }
 
+func (x *Report) GetDrift() *DriftWindow {
+	if x != nil {
+		if x, ok := x.Body.(*Report_Drift); ok {
+			return x.Drift
+		}
+	}
+	return nil
+}
+
 type isReport_Body interface {
 	isReport_Body()
 }
@@ -2708,6 +2728,11 @@ type Report_Labels struct {
 	Labels *LabelsReport `protobuf:"bytes,9,opt,name=labels,proto3,oneof"`
 }
 
+type Report_Drift struct {
+	// A drift window of one model version's live traffic.
+	Drift *DriftWindow `protobuf:"bytes,10,opt,name=drift,proto3,oneof"`
+}
+
 func (*Report_Assignment) isReport_Body() {}
 
 func (*Report_GpuHealth) isReport_Body() {}
@@ -2721,6 +2746,8 @@ func (*Report_Telemetry) isReport_Body() {}
 func (*Report_Dropped) isReport_Body() {}
 
 func (*Report_Labels) isReport_Body() {}
+
+func (*Report_Drift) isReport_Body() {}
 
 // GpuHealthReport is every GPU's health, sent when any of it changes.
 type GpuHealthReport struct {
@@ -2968,7 +2995,7 @@ var File_drover_v1_agent_proto protoreflect.FileDescriptor
 
 const file_drover_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/model.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
+	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/drift.proto\x1a\x15drover/v1/model.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
 	"\x04Host\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
@@ -3022,7 +3049,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x06weight\x18\x05 \x01(\rR\x06weight\x12'\n" +
 	"\x06set_by\x18\x06 \x01(\v2\x10.drover.v1.ActorR\x05setBy\x125\n" +
 	"\bset_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\asetTime\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"\x99\x03\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\xc6\x03\n" +
 	"\x11DesiredAssignment\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12-\n" +
@@ -3032,7 +3059,9 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x06format\x18\x06 \x01(\tR\x06format\x12\x16\n" +
 	"\x06runner\x18\a \x01(\tR\x06runner\x120\n" +
 	"\x06schema\x18\b \x01(\v2\x18.drover.v1.FeatureSchemaR\x06schema\x12@\n" +
-	"\x06params\x18\t \x03(\v2(.drover.v1.DesiredAssignment.ParamsEntryR\x06params\x1a9\n" +
+	"\x06params\x18\t \x03(\v2(.drover.v1.DesiredAssignment.ParamsEntryR\x06params\x12+\n" +
+	"\x11reference_profile\x18\n" +
+	" \x01(\fR\x10referenceProfile\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x01\n" +
@@ -3175,7 +3204,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x15gpu_util_percent_mean\x18\x06 \x01(\x01R\x12gpuUtilPercentMean\x121\n" +
 	"\x15memory_used_bytes_max\x18\a \x01(\x01R\x12memoryUsedBytesMax\x12\x1d\n" +
 	"\n" +
-	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xd9\x03\n" +
+	"xid_errors\x18\b \x01(\x04R\txidErrors\"\x89\x04\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12=\n" +
@@ -3188,7 +3217,9 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x05event\x18\x06 \x01(\v2\x15.drover.v1.AgentEventH\x00R\x05event\x12:\n" +
 	"\ttelemetry\x18\a \x01(\v2\x1a.drover.v1.TelemetryWindowH\x00R\ttelemetry\x125\n" +
 	"\adropped\x18\b \x01(\v2\x19.drover.v1.ReportsDroppedH\x00R\adropped\x121\n" +
-	"\x06labels\x18\t \x01(\v2\x17.drover.v1.LabelsReportH\x00R\x06labelsB\x06\n" +
+	"\x06labels\x18\t \x01(\v2\x17.drover.v1.LabelsReportH\x00R\x06labels\x12.\n" +
+	"\x05drift\x18\n" +
+	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05driftB\x06\n" +
 	"\x04body\";\n" +
 	"\x0fGpuHealthReport\x12(\n" +
 	"\x04gpus\x18\x01 \x03(\v2\x14.drover.v1.GpuHealthR\x04gpus\"J\n" +
@@ -3313,6 +3344,7 @@ var file_drover_v1_agent_proto_goTypes = []any{
 	(*FeatureSchema)(nil),            // 52: drover.v1.FeatureSchema
 	(*ReadOptions)(nil),              // 53: drover.v1.ReadOptions
 	(*ReadMeta)(nil),                 // 54: drover.v1.ReadMeta
+	(*DriftWindow)(nil),              // 55: drover.v1.DriftWindow
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
@@ -3373,34 +3405,35 @@ var file_drover_v1_agent_proto_depIdxs = []int32{
 	33, // 55: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
 	37, // 56: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
 	38, // 57: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	8,  // 58: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	48, // 59: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	35, // 60: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	15, // 61: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	17, // 62: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	19, // 63: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	21, // 64: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	23, // 65: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	25, // 66: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	27, // 67: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	29, // 68: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	31, // 69: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	39, // 70: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	16, // 71: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	18, // 72: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	20, // 73: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	22, // 74: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	24, // 75: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	26, // 76: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	28, // 77: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	30, // 78: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	32, // 79: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	40, // 80: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	71, // [71:81] is the sub-list for method output_type
-	61, // [61:71] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	55, // 58: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
+	8,  // 59: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	48, // 60: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	35, // 61: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	15, // 62: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	17, // 63: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	19, // 64: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	21, // 65: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	23, // 66: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	25, // 67: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	27, // 68: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	29, // 69: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	31, // 70: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	39, // 71: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	16, // 72: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	18, // 73: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	20, // 74: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	22, // 75: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	24, // 76: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	26, // 77: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	28, // 78: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	30, // 79: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	32, // 80: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	40, // 81: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	72, // [72:82] is the sub-list for method output_type
+	62, // [62:72] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -3409,6 +3442,7 @@ func file_drover_v1_agent_proto_init() {
 		return
 	}
 	file_drover_v1_common_proto_init()
+	file_drover_v1_drift_proto_init()
 	file_drover_v1_model_proto_init()
 	file_drover_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
 		(*Report_Assignment)(nil),
@@ -3418,6 +3452,7 @@ func file_drover_v1_agent_proto_init() {
 		(*Report_Telemetry)(nil),
 		(*Report_Dropped)(nil),
 		(*Report_Labels)(nil),
+		(*Report_Drift)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1432,6 +1432,59 @@ func (x *AgentStatusSet) GetAgentIds() []string {
 	return nil
 }
 
+// DriftSettingsSet sets a model's drift settings.
+type DriftSettingsSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Settings      *v1.ModelDriftSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftSettingsSet) Reset() {
+	*x = DriftSettingsSet{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftSettingsSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftSettingsSet) ProtoMessage() {}
+
+func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftSettingsSet.ProtoReflect.Descriptor instead.
+func (*DriftSettingsSet) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DriftSettingsSet) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DriftSettingsSet) GetSettings() *v1.ModelDriftSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 // AgentReportsResult is the result of AgentReports.
 type AgentReportsResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1442,7 +1495,7 @@ type AgentReportsResult struct {
 
 func (x *AgentReportsResult) Reset() {
 	*x = AgentReportsResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1507,7 @@ func (x *AgentReportsResult) String() string {
 func (*AgentReportsResult) ProtoMessage() {}
 
 func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1520,7 @@ func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
 func (*AgentReportsResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AgentReportsResult) GetAckedSeq() uint64 {
@@ -1488,7 +1541,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1553,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1566,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -1539,7 +1592,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1604,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1617,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -1580,7 +1633,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1645,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1658,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1626,7 +1679,7 @@ var File_drover_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x15drover/v1/model.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
+	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
 	"\x06Header\x12&\n" +
 	"\x05actor\x18\x01 \x01(\v2\x10.drover.v1.ActorR\x05actor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -1735,7 +1788,10 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x0eAgentStatusSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.drover.v1.AgentStatusR\x06status\x12\x1b\n" +
-	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"1\n" +
+	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"|\n" +
+	"\x10DriftSettingsSet\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x129\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1d.drover.v1.ModelDriftSettingsR\bsettings\"1\n" +
 	"\x12AgentReportsResult\x12\x1b\n" +
 	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\"c\n" +
 	"\x0eAliasSetResult\x12&\n" +
@@ -1758,7 +1814,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -1783,29 +1839,31 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*AssignmentDelete)(nil),      // 20: drover.fsm.v1.AssignmentDelete
 	(*AgentReports)(nil),          // 21: drover.fsm.v1.AgentReports
 	(*AgentStatusSet)(nil),        // 22: drover.fsm.v1.AgentStatusSet
-	(*AgentReportsResult)(nil),    // 23: drover.fsm.v1.AgentReportsResult
-	(*AliasSetResult)(nil),        // 24: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 25: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 26: drover.fsm.v1.SnapshotHeader
-	nil,                           // 27: drover.fsm.v1.ModelCreate.LabelsEntry
-	nil,                           // 28: drover.fsm.v1.AgentLabelsSet.SetEntry
-	(*v1.Actor)(nil),              // 29: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 31: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 32: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 33: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 34: drover.v1.DatasetVersion
-	(*v1.Agent)(nil),              // 35: drover.v1.Agent
-	(*v1.Assignment)(nil),         // 36: drover.v1.Assignment
-	(v1.AssignmentRole)(0),        // 37: drover.v1.AssignmentRole
-	(*v1.Report)(nil),             // 38: drover.v1.Report
-	(v1.AgentStatus)(0),           // 39: drover.v1.AgentStatus
-	(*v1.Alias)(nil),              // 40: drover.v1.Alias
+	(*DriftSettingsSet)(nil),      // 23: drover.fsm.v1.DriftSettingsSet
+	(*AgentReportsResult)(nil),    // 24: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 25: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 26: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 27: drover.fsm.v1.SnapshotHeader
+	nil,                           // 28: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 29: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 30: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 32: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 33: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 34: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 35: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 36: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 37: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 38: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 39: drover.v1.Report
+	(v1.AgentStatus)(0),           // 40: drover.v1.AgentStatus
+	(*v1.ModelDriftSettings)(nil), // 41: drover.v1.ModelDriftSettings
+	(*v1.Alias)(nil),              // 42: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	29, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	30, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	31, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	30, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	31, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	32, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -1813,39 +1871,41 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	27, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	28, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	32, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	33, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	33, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	34, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	34, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	35, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
 	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
-	35, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	36, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
 	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
-	28, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	29, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
 	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
 	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
-	36, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	37, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
 	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
-	37, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	38, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
 	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
-	38, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	39, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
 	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
-	39, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
-	40, // 37: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	40, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	0,  // 37: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
+	41, // 38: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
+	42, // 39: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -1860,7 +1920,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
