@@ -2,10 +2,13 @@ package fsm
 
 import (
 	"crypto/sha256"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/state"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
@@ -140,4 +143,71 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestDriftWindows keeps an agent's drift windows, judges each against the
+// version's profile by the model's settings, and records a verdict change
+// as a drift event and an agent event.
+func TestDriftWindows(t *testing.T) {
+	profile, windows := driftFixtures()
+	h := newHarness(t)
+	h.mustApply(&fsmv1.ModelCreate{Header: header(1), Name: "churn"})
+	h.mustApply(&fsmv1.VersionCreate{Header: header(2), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("a"), Format: "onnx", ReferenceProfile: profile}})
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(3), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1"}})
+	h.refused(&fsmv1.DriftSettingsSet{Header: header(4), Settings: &droverv1.ModelDriftSettings{Model: "churn", Settings: &droverv1.DriftSettings{PValue: 2}}}, state.KindInvalid)
+	h.refused(&fsmv1.DriftSettingsSet{Header: header(4), Settings: &droverv1.ModelDriftSettings{Model: "nope"}}, state.KindNotFound)
+	h.mustApply(&fsmv1.DriftSettingsSet{Header: header(4), Settings: &droverv1.ModelDriftSettings{Model: "churn", Settings: &droverv1.DriftSettings{Distance: 0.2}}})
+
+	seq := uint64(0)
+	send := func(i int, w *droverv1.DriftWindow) {
+		seq++
+		w = proto.CloneOf(w)
+		w.Model, w.Version = "churn", 1
+		w.Start = timestamppb.New(time.Unix(int64(i)*60, 0))
+		h.mustApply(&fsmv1.AgentReports{Header: header(10 + i), AgentId: "a1", Reports: []*droverv1.Report{{Seq: seq, Body: &droverv1.Report_Drift{Drift: w}}}})
+	}
+	send(0, windows[0]) // like the reference: no news
+	send(1, windows[2]) // shifted: drift
+	send(2, windows[3]) // still: no new event
+	send(3, windows[1]) // back: no drift
+	view := h.f.State().Snapshot()
+	events := view.DriftEvents("churn", 0)
+	if len(events) != 2 || events[0].GetVerdict() != "drift" || events[1].GetVerdict() != "no_drift" ||
+		len(events[0].GetDriftedFeatures()) != 2 || events[0].GetAgentId() != "a1" {
+		t.Fatalf("drift events: %v", events)
+	}
+	var agentEvents []string
+	for _, e := range view.AgentEvents("a1", 100) {
+		if e.GetKind() == "drift" {
+			agentEvents = append(agentEvents, e.GetMessage())
+		}
+	}
+	if len(agentEvents) != 2 || !strings.Contains(agentEvents[0], "churn:1 drift") {
+		t.Fatalf("agent events: %v", agentEvents)
+	}
+	if ws := view.DriftWindows("churn", 1, nil, time.Unix(120, 0)); len(ws) != 2 {
+		t.Errorf("%d windows since minute 2, want 2", len(ws))
+	}
+	if ws := view.DriftWindows("churn", 1, []string{"other"}, time.Time{}); len(ws) != 0 {
+		t.Errorf("%d windows of another agent", len(ws))
+	}
+	// The newest MaxDriftWindows are kept.
+	for i := range state.MaxDriftWindows + 5 {
+		send(10+i, windows[0])
+	}
+	view = h.f.State().Snapshot()
+	if ws := view.DriftWindows("churn", 1, nil, time.Time{}); len(ws) != state.MaxDriftWindows {
+		t.Errorf("%d windows kept, want %d", len(ws), state.MaxDriftWindows)
+	}
+	if v := view.NewestDriftVersion("churn"); v != 1 {
+		t.Errorf("newest version with windows %d", v)
+	}
+	// A window for a version the hub does not know is dropped.
+	w := proto.CloneOf(windows[2])
+	w.Model, w.Version = "churn", 9
+	seq++
+	h.mustApply(&fsmv1.AgentReports{Header: header(99), AgentId: "a1", Reports: []*droverv1.Report{{Seq: seq, Body: &droverv1.Report_Drift{Drift: w}}}})
+	if ws := h.f.State().Snapshot().DriftWindows("churn", 9, nil, time.Time{}); len(ws) != 0 {
+		t.Errorf("a window of an unknown version was kept")
+	}
 }

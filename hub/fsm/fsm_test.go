@@ -14,6 +14,8 @@ import (
 
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/digest"
+	"github.com/droverhq/drover/internal/drift"
+	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/internal/logging"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -295,12 +297,17 @@ func randomCommands(r *rand.Rand, n int) []Command {
 	models := []string{"churn", "fraud", "eta"}
 	aliases := []string{"champion", "candidate", "shadow"}
 	roles := []droverv1.Role{droverv1.Role_ROLE_ADMIN, droverv1.Role_ROLE_OPERATOR, droverv1.Role_ROLE_VIEWER, droverv1.Role_ROLE_AGENT}
+	profile, windows := driftFixtures()
+	var enrolled []string
 	var out []Command
 	for i := range n {
 		h := header(i)
 		m := models[r.IntN(len(models))]
 		var c Command
-		switch r.IntN(16) {
+		switch r.IntN(17) {
+		case 16:
+			c = &fsmv1.DriftSettingsSet{Header: h, Settings: &droverv1.ModelDriftSettings{Model: m, Settings: &droverv1.DriftSettings{
+				PValue: []float64{0, 0.01, 0.05, 2}[r.IntN(4)], Correction: []string{"", "fdr", "nope"}[r.IntN(3)]}}}
 		case 0:
 			c = &fsmv1.ModelCreate{Header: h, Name: m, Labels: map[string]string{"team": fmt.Sprint(r.IntN(3))}}
 		case 1, 2, 3:
@@ -308,7 +315,7 @@ func randomCommands(r *rand.Rand, n int) []Command {
 				Model: m, Artifact: blob(fmt.Sprint(r.IntN(20))), Format: "onnx", Runner: "native",
 				Params:           map[string]string{"seed": fmt.Sprint(i)},
 				Metrics:          map[string]float64{"auc": r.Float64()},
-				ReferenceProfile: []byte{byte(i)},
+				ReferenceProfile: [][]byte{{byte(i)}, profile}[r.IntN(2)],
 				Schema:           &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{{Name: "tenure", Datatype: "FP64", Kind: droverv1.FeatureKind_FEATURE_KIND_NUMERIC}}},
 				Lineage:          &droverv1.Lineage{RunId: fmt.Sprint("run-", i)},
 			}}
@@ -334,6 +341,7 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		case 12:
 			name := fmt.Sprint("gpu-", r.IntN(3))
 			hash := sha256.Sum256([]byte(fmt.Sprint("agent-secret", i)))
+			enrolled = append(enrolled, fmt.Sprint("a", i))
 			c = &fsmv1.AgentEnroll{Header: h, Agent: &droverv1.Agent{Id: fmt.Sprint("a", i), Name: name,
 				ReportedLabels: map[string]string{"site": "lab"}, Version: "dev",
 				Inventory: &droverv1.Inventory{Gpus: []*droverv1.Gpu{{Index: 0, Uuid: "GPU-1"}}}},
@@ -347,7 +355,18 @@ func randomCommands(r *rand.Rand, n int) []Command {
 				reports = append(reports, &droverv1.Report{Seq: uint64(i*3 + j), Body: &droverv1.Report_Assignment{Assignment: &droverv1.AssignmentStatus{
 					Model: m, Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Phase: droverv1.AssignmentPhase(1 + r.IntN(6))}}})
 			}
-			c = &fsmv1.AgentReports{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Reports: reports}
+			agent := fmt.Sprint("a", r.IntN(i+1))
+			if len(enrolled) > 0 && r.IntN(2) == 0 {
+				// A drift window of some version of the model from an
+				// enrolled agent: judged when the version has a real
+				// profile; drifted or not.
+				agent = enrolled[r.IntN(len(enrolled))]
+				w := proto.CloneOf(windows[r.IntN(len(windows))])
+				w.Model, w.Version = m, uint64(1+r.IntN(3))
+				w.Start = timestamppb.New(time.Unix(int64(i)*60, 0))
+				reports = append(reports, &droverv1.Report{Seq: uint64(i*3 + 3), Body: &droverv1.Report_Drift{Drift: w}})
+			}
+			c = &fsmv1.AgentReports{Header: h, AgentId: agent, Reports: reports}
 		case 15:
 			switch r.IntN(3) {
 			case 0:
@@ -367,6 +386,40 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		out = append(out, c)
 	}
 	return out
+}
+
+// driftFixtures returns a serialised reference profile of one numeric and
+// one categorical feature, and drift windows against it: two of traffic
+// like the reference's and two shifted.
+func driftFixtures() ([]byte, []*droverv1.DriftWindow) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	sample := func(n int, shift float64) []drift.Column {
+		x := make([]float64, n)
+		c := make([]string, n)
+		for i := range n {
+			x[i] = rng.NormFloat64() + shift
+			c[i] = []string{"a", "b", "c"}[min(2, int(rng.Float64()*3+shift))]
+		}
+		return []drift.Column{{Name: "tenure", Numbers: x}, {Name: "plan", Categorical: true, Strings: c}}
+	}
+	p, err := sketch.BuildProfileWith(sample(5000, 0), sketch.ProfileOptions{Seed: 1, Built: time.Unix(0, 0)})
+	if err != nil {
+		panic(err)
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p)
+	var windows []*droverv1.DriftWindow
+	for i, shift := range []float64{0, 0, 1, 1} {
+		w, err := sketch.NewWindow(p, "m", 1, time.Unix(0, 0), time.Minute, sketch.WithSeed(uint64(i)))
+		if err != nil {
+			panic(err)
+		}
+		cols := sample(500, shift)
+		w.ObserveNumbers(0, cols[0].Numbers)
+		w.ObserveStrings(1, cols[1].Strings)
+		w.AddRows(500)
+		windows = append(windows, w.ToProto())
+	}
+	return b, windows
 }
 
 // TestSnapshotRoundTripProperty applies random command streams, snapshots
@@ -430,7 +483,7 @@ func TestEveryTableInSnapshot(t *testing.T) {
 			return nil
 		})
 	}
-	for k := state.RecordClusterMeta; k <= state.RecordAgentEvent; k++ {
+	for k := state.RecordClusterMeta; k <= state.RecordDriftSettings; k++ {
 		if seen[k] == 0 {
 			t.Errorf("no record of kind %d", k)
 		}
