@@ -383,7 +383,7 @@ func (d *driftMonitor) judge(k driftKey, merged *droverv1.DriftWindow) {
 // run flushes every few seconds until ctx ends, then closes and reports
 // what it has.
 func (d *driftMonitor) run(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(min(5*time.Second, d.opts.Window, d.opts.Report))
 	defer tick.Stop()
 	for {
 		select {

@@ -115,6 +115,23 @@ func (a *agentProc) status() (map[string]any, error) {
 }
 
 // cli runs the drover CLI against the cluster and decodes its JSON.
+// tryCLI runs the CLI with --json and decodes its output into out, or
+// returns its error with what it printed.
+func (c *cluster) tryCLI(out any, args ...string) error {
+	full := append([]string{"--addr", strings.Join(c.addrs(), ","), "--token", c.token, "--json"}, args...)
+	cmd := exec.Command(droverBin, full...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("drover %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
 func (c *cluster) cli(t testing.TB, out any, args ...string) {
 	t.Helper()
 	full := append([]string{"--addr", strings.Join(c.addrs(), ","), "--token", c.token, "--json"}, args...)

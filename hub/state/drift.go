@@ -239,7 +239,7 @@ func addDriftEvent(t *txn, rec *droverv1.DriftVerdictRecord) error {
 }
 
 // DriftWindows returns the kept windows of a model version from the given
-// agents (all when nil) starting at or after since, oldest first.
+// agents (all when nil) that end after since, oldest first.
 func (v *Snapshot) DriftWindows(model string, version uint64, agents []string, since time.Time) []*droverv1.AgentDriftWindow {
 	var out []*droverv1.AgentDriftWindow
 	it := v.all(tableDriftWindows, "id_prefix", model, version)
@@ -248,8 +248,8 @@ func (v *Snapshot) DriftWindows(model string, version uint64, agents []string, s
 		if agents != nil && !slices.Contains(agents, w.GetAgentId()) {
 			continue
 		}
-		if w.GetWindow().GetStart().AsTime().Before(since) {
-			continue
+		if end := w.GetWindow().GetStart().AsTime().Add(w.GetWindow().GetLength().AsDuration()); !end.After(since) {
+			continue // over before since
 		}
 		out = append(out, w)
 	}

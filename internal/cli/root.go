@@ -51,6 +51,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &usage) {
 		return 2
 	}
+	// A command may choose its own status (drift compare --fail-on-drift).
+	if ec, ok := errors.AsType[interface {
+		error
+		ExitCode() int
+	}](err); ok {
+		return ec.ExitCode()
+	}
 	return 1
 }
 
@@ -96,6 +103,7 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.tokensCommand(),
 		a.auditCommand(),
 		a.pluginsCommand(),
+		a.driftCommand(),
 	)
 	return root
 }
