@@ -12,16 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/droverhq/drover/hub/hubtest"
-	"github.com/droverhq/drover/internal/drift"
-	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/plugins/native"
 )
 
-// TestFleetDrift serves a native model with a reference profile from an
-// agent process, sends it traffic like the training data and then traffic
+// TestFleetDrift pushes a native model with its training data (push builds
+// the reference profile), serves it from an agent process, sends it traffic like the training data and then traffic
 // that is not, and follows the drift verdict on the agent (/v1/drift) and
 // at the hub (drover drift show, drover drift events) — with only
 // sketches leaving the agent.
@@ -45,16 +41,15 @@ func TestFleetDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	profile, err := sketch.BuildProfileWith([]drift.Column{
-		{Name: "tenure", Numbers: tenure}, {Name: "plan", Categorical: true, Strings: plan},
-	}, sketch.ProfileOptions{Prediction: &drift.Column{Name: "label", Categorical: true, Strings: label}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The training data, as a CSV file: push builds the reference profile
+	// from it (with the model's own predictions over it).
 	dir := t.TempDir()
+	csv := "tenure,plan,churn\n"
+	for i := range n {
+		csv += fmt.Sprintf("%g,%s,%s\n", tenure[i], plan[i], label[i])
+	}
 	art, _ := m.MarshalArtifact()
-	prof, _ := proto.Marshal(profile)
-	for name, b := range map[string][]byte{"model.json": art, "profile.pb": prof} {
+	for name, b := range map[string][]byte{"model.json": art, "train.csv": []byte(csv)} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +58,7 @@ func TestFleetDrift(t *testing.T) {
 		Version uint64 `json:"version"`
 	}
 	c.cli(t, &v, "models", "push", "churn", "--create", "--file", filepath.Join(dir, "model.json"), "--format", "drover-native",
-		"--runner", "native", "--profile", filepath.Join(dir, "profile.pb"))
+		"--runner", "native", "--dataset", filepath.Join(dir, "train.csv"), "--target", "churn")
 
 	var tok struct {
 		Token string `json:"token"`

@@ -79,7 +79,8 @@ func (a *app) modelsCreate() *cobra.Command {
 func (a *app) modelsPush() *cobra.Command {
 	var (
 		file, format, runner, schemaFile, profileFile, description, runID, datasetDigest string
-		params, metrics                                                                  []string
+		dataset, target                                                                  string
+		params, metrics, ignore                                                          []string
 		parent                                                                           uint64
 		create                                                                           bool
 	)
@@ -111,8 +112,15 @@ the new version and prints its number. On a terminal it shows progress.`,
 					return err
 				}
 			}
-			if profileFile != "" {
+			switch {
+			case profileFile != "" && dataset != "":
+				return usagef("--profile and --dataset both give the reference profile: use one")
+			case profileFile != "":
 				if req.ReferenceProfile, err = os.ReadFile(profileFile); err != nil {
+					return err
+				}
+			case dataset != "":
+				if req.ReferenceProfile, _, err = profileFromDataset(dataset, target, ignore, req.Schema, format, file); err != nil {
 					return err
 				}
 			}
@@ -147,7 +155,10 @@ the new version and prints its number. On a terminal it shows progress.`,
 	f.StringArrayVar(&params, "param", nil, "a training parameter, key=value (repeatable)")
 	f.StringArrayVar(&metrics, "metric", nil, "an evaluation metric, key=number (repeatable)")
 	f.StringVar(&schemaFile, "schema", "", "the feature schema, a JSON or YAML file (see docs/cli.md)")
-	f.StringVar(&profileFile, "profile", "", "the reference profile of the training data, a file")
+	f.StringVar(&profileFile, "profile", "", "the reference profile of the training data, a file (a serialised drover.v1.ReferenceProfile)")
+	f.StringVar(&dataset, "dataset", "", "the training data, CSV or Parquet: build the reference profile from it (for drift)")
+	f.StringVar(&target, "target", "", "with --dataset: the label column, left out of the features")
+	f.StringSliceVar(&ignore, "ignore", nil, "with --dataset: columns to leave out, e.g. an id")
 	f.StringVar(&description, "description", "", "what changed in this version")
 	f.Uint64Var(&parent, "parent", 0, "the version this one was trained from")
 	f.StringVar(&runID, "run-id", "", "the training run that produced it")
