@@ -89,6 +89,9 @@ type Config struct {
 	// WindowKeep is how many one-minute metric windows are kept per
 	// model (default 1,440: a day).
 	WindowKeep int
+	// MetricWindow is the span of one metric window (default a minute):
+	// what the hub's rollout gates judge, window by window.
+	MetricWindow time.Duration
 	// Drift tunes drift monitoring: the evaluation window, how often
 	// drift windows go to the hub, how many are kept.
 	Drift DriftOptions
@@ -252,7 +255,11 @@ func New(cfg Config) (*Agent, error) {
 	if keepWindows <= 0 {
 		keepWindows = 1440
 	}
-	a.windows = newMetricWindows(st, keepWindows, a.logger.With("component", "windows"))
+	a.windows = newMetricWindows(st, keepWindows, cfg.MetricWindow, a.logger.With("component", "windows"))
+	if rt, ok := a.runtime.(*servingRuntime); ok {
+		rt.shadows.observe = a.windows.observeShadow
+	}
+	a.windows.send = func(w *Window) { a.report(&droverv1.Report{Body: &droverv1.Report_Metrics{Metrics: w.proto()}}) }
 	a.drift = newDriftMonitor(st, cfg.Drift, a.logger.With("component", "drift"), a.referenceProfile, func(r *droverv1.Report) { a.report(r) })
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)

@@ -101,10 +101,13 @@ func (rt *route) Infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResp
 			}
 			continue
 		}
-		if err == nil && cur.shadow != nil {
+		if err != nil {
+			return nil, &oip.VersionError{Version: v.name, Err: err}
+		}
+		if cur.shadow != nil {
 			cur.mirror(r, resp)
 		}
-		return resp, err
+		return resp, nil
 	}
 	return nil, fmt.Errorf("%w: %s is no longer served here", oip.ErrModelNotFound, rt.name)
 }
@@ -196,6 +199,8 @@ type shadowStats struct {
 
 	mu    sync.Mutex
 	agree map[shadowKey][2]uint64 // rows agreeing, rows compared
+	// observe, if set, is told of every comparison (the metric windows).
+	observe func(model, version string, agreed, rows int)
 }
 
 type shadowKey struct{ model, version string }
@@ -247,6 +252,9 @@ func (s *shadowStats) rows(v *servedVersion, agree, total int) {
 	c := s.agree[k]
 	s.agree[k] = [2]uint64{c[0] + uint64(agree), c[1] + uint64(total)}
 	s.mu.Unlock()
+	if s.observe != nil {
+		s.observe(v.model, v.name, agree, total)
+	}
 }
 
 // Agreement returns the share of compared rows on which a model's shadow

@@ -546,10 +546,13 @@ var errRetired = errors.New("version taken out of service")
 
 func (m *versionModel) Infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
 	resp, err := m.v.infer(ctx, r)
-	if errors.Is(err, errRetired) {
+	switch {
+	case errors.Is(err, errRetired):
 		return nil, fmt.Errorf("%w: %s version %d is no longer loaded here", oip.ErrModelNotFound, m.v.model, m.v.version)
+	case err != nil:
+		return nil, &oip.VersionError{Version: m.v.name, Err: err}
 	}
-	return resp, err
+	return resp, nil
 }
 
 // infer answers a request with this version, or errRetired.

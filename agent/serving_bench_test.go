@@ -97,7 +97,7 @@ func BenchmarkInferOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer st.Close()
-		windows := newMetricWindows(st, 10, logging.Discard())
+		windows := newMetricWindows(st, 10, 0, logging.Discard())
 		h := oip.NewHandler(rt)
 		h.Observe = func(o oip.Observation) {
 			m.observeInference(o)

@@ -12,8 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/store"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
 // Metric windows: every answered or refused inference request is counted
@@ -24,7 +28,7 @@ import (
 // log-spaced buckets, the same on every agent, so that windows merge by
 // adding counts.
 
-// WindowLength is the span of one metric window.
+// WindowLength is the default span of one metric window.
 const WindowLength = time.Minute
 
 // Latency buckets: bucket i holds latencies up to latencyBase·2^(i/4),
@@ -48,9 +52,10 @@ func latencyUpper(i int) float64 { return latencyBase * math.Exp2(float64(i)/4) 
 
 // Window is one model version's requests over one WindowLength.
 type Window struct {
-	Model   string    `json:"model"`
-	Version string    `json:"version"`
-	Start   time.Time `json:"start"`
+	Model   string        `json:"model"`
+	Version string        `json:"version"`
+	Start   time.Time     `json:"start"`
+	Length  time.Duration `json:"length_ns"`
 	// Requests counts every request; ClientErrors those refused as the
 	// caller's fault (4xx), ServerErrors those the agent or model failed
 	// (5xx). Rows counts the rows answered.
@@ -58,6 +63,10 @@ type Window struct {
 	Rows         uint64 `json:"rows"`
 	ClientErrors uint64 `json:"client_errors"`
 	ServerErrors uint64 `json:"server_errors"`
+	// For a shadow version: rows compared with the primary's answers, and
+	// how many agreed.
+	ShadowRows   uint64 `json:"shadow_rows,omitempty"`
+	ShadowAgreed uint64 `json:"shadow_agreed,omitempty"`
 	// Latency counts answered requests by latency bucket (see
 	// LatencyQuantile), as {bucket: count}.
 	Latency map[int]uint64 `json:"latency"`
@@ -66,6 +75,18 @@ type Window struct {
 	P50 float64 `json:"p50_seconds"`
 	P95 float64 `json:"p95_seconds"`
 	P99 float64 `json:"p99_seconds"`
+}
+
+// proto is the window as the hub receives it.
+func (w *Window) proto() *droverv1.MetricWindow {
+	version, _ := strconv.ParseUint(w.Version, 10, 64)
+	p := &droverv1.MetricWindow{Model: w.Model, Version: version, Start: timestamppb.New(w.Start), Length: durationpb.New(w.Length),
+		Requests: w.Requests, Rows: w.Rows, ClientErrors: w.ClientErrors, ServerErrors: w.ServerErrors,
+		ShadowRows: w.ShadowRows, ShadowAgreed: w.ShadowAgreed, Latency: map[int32]uint64{}}
+	for b, n := range w.Latency {
+		p.Latency[int32(b)] = n
+	}
+	return p
 }
 
 // ErrorRate is the share of requests the agent or model failed.
@@ -82,6 +103,8 @@ func (w *Window) Merge(o *Window) {
 	w.Rows += o.Rows
 	w.ClientErrors += o.ClientErrors
 	w.ServerErrors += o.ServerErrors
+	w.ShadowRows += o.ShadowRows
+	w.ShadowAgreed += o.ShadowAgreed
 	if w.Latency == nil {
 		w.Latency = map[int]uint64{}
 	}
@@ -121,8 +144,11 @@ func (w *Window) summarise() {
 type metricWindows struct {
 	st     *store.Store
 	keep   int // windows per model journal
+	length time.Duration
 	logger *slog.Logger
 	now    func() time.Time
+	// send, if set, is given every closed window for the hub.
+	send func(*Window)
 
 	mu     sync.Mutex
 	start  time.Time
@@ -136,11 +162,32 @@ type windowKey struct{ model, version string }
 // dense array (cheap to add to on the prediction path).
 type liveWindow struct {
 	requests, rows, clientErrors, serverErrors uint64
+	shadowRows, shadowAgreed                   uint64
 	latency                                    [latencyBuckets]uint64
 }
 
-func newMetricWindows(st *store.Store, keep int, logger *slog.Logger) *metricWindows {
-	return &metricWindows{st: st, keep: keep, logger: logger, now: time.Now, open: map[windowKey]*liveWindow{}}
+func newMetricWindows(st *store.Store, keep int, length time.Duration, logger *slog.Logger) *metricWindows {
+	if length <= 0 {
+		length = WindowLength
+	}
+	return &metricWindows{st: st, keep: keep, length: length, logger: logger, now: time.Now, open: map[windowKey]*liveWindow{}}
+}
+
+// observeShadow counts a shadow version's rows compared with the
+// primary's answers.
+func (m *metricWindows) observeShadow(model, version string, agreed, rows int) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(now)
+	k := windowKey{model, version}
+	w := m.open[k]
+	if w == nil {
+		w = &liveWindow{}
+		m.open[k] = w
+	}
+	w.shadowRows += uint64(rows)
+	w.shadowAgreed += uint64(agreed)
 }
 
 // observe counts an inference request in its window.
@@ -172,20 +219,21 @@ func (m *metricWindows) observe(o oip.Observation) {
 
 // rollLocked closes the open windows once their minute has passed.
 func (m *metricWindows) rollLocked(now time.Time) {
-	start := now.Truncate(WindowLength)
+	start := now.Truncate(m.length)
 	if start.Equal(m.start) {
 		return
 	}
 	for k, lw := range m.open {
-		m.closed = append(m.closed, lw.window(k, m.start))
+		m.closed = append(m.closed, lw.window(k, m.start, m.length))
 	}
 	clear(m.open)
 	m.start = start
 }
 
-func (lw *liveWindow) window(k windowKey, start time.Time) *Window {
-	w := &Window{Model: k.model, Version: k.version, Start: start.UTC(), Requests: lw.requests, Rows: lw.rows,
-		ClientErrors: lw.clientErrors, ServerErrors: lw.serverErrors, Latency: map[int]uint64{}}
+func (lw *liveWindow) window(k windowKey, start time.Time, length time.Duration) *Window {
+	w := &Window{Model: k.model, Version: k.version, Start: start.UTC(), Length: length, Requests: lw.requests, Rows: lw.rows,
+		ClientErrors: lw.clientErrors, ServerErrors: lw.serverErrors, ShadowRows: lw.shadowRows, ShadowAgreed: lw.shadowAgreed,
+		Latency: map[int]uint64{}}
 	for b, n := range lw.latency {
 		if n > 0 {
 			w.Latency[b] = n
@@ -202,7 +250,7 @@ func (m *metricWindows) Current() []*Window {
 	m.rollLocked(m.now())
 	out := make([]*Window, 0, len(m.open))
 	for k, lw := range m.open {
-		out = append(out, lw.window(k, m.start))
+		out = append(out, lw.window(k, m.start, m.length))
 	}
 	return out
 }
@@ -216,6 +264,9 @@ func (m *metricWindows) flush() {
 	m.mu.Unlock()
 	byModel := map[string][][]byte{}
 	for _, w := range closed {
+		if m.send != nil {
+			m.send(w)
+		}
 		b, err := json.Marshal(w)
 		if err != nil {
 			continue
@@ -236,14 +287,14 @@ func (m *metricWindows) flush() {
 // run writes closed windows every few seconds until ctx ends, then once
 // more, closing the current ones.
 func (m *metricWindows) run(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(min(5*time.Second, m.length))
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.mu.Lock()
 			for k, lw := range m.open {
-				m.closed = append(m.closed, lw.window(k, m.start))
+				m.closed = append(m.closed, lw.window(k, m.start, m.length))
 			}
 			clear(m.open)
 			m.mu.Unlock()

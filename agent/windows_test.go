@@ -31,7 +31,7 @@ func TestMetricWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	m := newMetricWindows(st, 3, logging.Discard())
+	m := newMetricWindows(st, 3, 0, logging.Discard())
 	now := time.Date(2026, 11, 27, 10, 0, 5, 0, time.UTC)
 	m.now = func() time.Time { return now }
 	obs := func(version string, status int, d time.Duration) {

@@ -279,7 +279,8 @@ func (s *agentControlService) Report(ctx context.Context, req *droverv1.ReportRe
 	return resp.GetResponse(), nil
 }
 
-// takeReports, on the leader, keeps an agent's telemetry in memory and
+// takeReports, on the leader, keeps an agent's telemetry and metric windows
+// in memory and
 // commits the rest through Raft, and returns what is now acknowledged.
 func (n *Node) takeReports(ctx context.Context, req *droverv1.ReportRequest) (*droverv1.ReportResponse, error) {
 	if len(req.GetReports()) == 0 {
@@ -291,6 +292,10 @@ func (n *Node) takeReports(ctx context.Context, req *droverv1.ReportRequest) (*d
 		if w := r.GetTelemetry(); w != nil {
 			n.telemetry.add(req.GetAgentId(), r.GetSeq(), w)
 			r = &droverv1.Report{Seq: r.GetSeq(), Time: r.GetTime()} // the sequence number counts
+		}
+		if w := r.GetMetrics(); w != nil {
+			n.metricWindows.add(req.GetAgentId(), r.GetSeq(), w)
+			r = &droverv1.Report{Seq: r.GetSeq(), Time: r.GetTime()}
 		}
 		reports = append(reports, r)
 	}

@@ -54,6 +54,12 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.DriftServiceListDriftEventsProcedure:  auth.Read,
 	droverv1connect.DriftServiceSetDriftSettingsProcedure: auth.Write,
 
+	droverv1connect.RolloutServiceStartRolloutProcedure: auth.Write,
+	droverv1connect.RolloutServiceGetRolloutProcedure:   auth.Read,
+	droverv1connect.RolloutServiceListRolloutsProcedure: auth.Read,
+	droverv1connect.RolloutServiceWatchRolloutProcedure: auth.Read,
+	droverv1connect.RolloutServiceActOnRolloutProcedure: auth.Write,
+
 	// Agents act only for themselves (checkAgent).
 	droverv1connect.AgentControlServiceEnrollProcedure:       auth.Agent,
 	droverv1connect.AgentControlServiceHeartbeatProcedure:    auth.Agent,

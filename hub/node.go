@@ -68,9 +68,10 @@ type Node struct {
 	// entry of earlier terms (see establishLeadership).
 	leaderReady atomic.Bool
 
-	pulls     pullGroup
-	liveness  *liveness
-	telemetry *telemetryStore
+	pulls         pullGroup
+	liveness      *liveness
+	telemetry     *telemetryStore
+	metricWindows *metricStore // agents' metric windows, on the leader
 	// gcMu keeps the blob collector from removing a blob between a
 	// version's check that it exists and the version's commit.
 	gcMu sync.Mutex
@@ -113,6 +114,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.peers = newPeerClients(cfg.PeerHTTPClient, n.peerSecret)
 	n.liveness = newLiveness(n.now)
 	n.telemetry = newTelemetryStore()
+	n.metricWindows = newMetricStore()
 
 	n.metrics = newMetrics(n)
 	if err := n.startRaft(); err != nil {

@@ -190,6 +190,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 func (n *Node) runControllers(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.watchAgents(ctx) })
+	wg.Go(func() { n.runRollouts(ctx) })
 	wg.Wait()
 }
 

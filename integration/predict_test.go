@@ -120,7 +120,8 @@ func TestPredictionsEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		fmt.Sprintf(`drover_agent_inference_requests_total{code="200",model="churn",version="%d"} 1`, v1),
-		`drover_agent_inference_requests_total{code="400",model="churn",version=""} 1`,
+		// A refused request is counted against the version that refused it.
+		fmt.Sprintf(`drover_agent_inference_requests_total{code="400",model="churn",version="%d"} 1`, v1),
 		fmt.Sprintf(`drover_agent_inference_rows_total{model="churn",version="%d"} 2`, v1),
 		fmt.Sprintf(`drover_agent_inference_duration_seconds_count{model="churn",version="%d"} 1`, v1),
 	} {
@@ -147,7 +148,7 @@ func TestPredictionsEndToEnd(t *testing.T) {
 	var answered, refused int
 	for _, w := range windows.Current {
 		if w.Version == fmt.Sprint(v1) && w.P50 > 0 {
-			answered += w.Requests
+			answered += w.Requests - w.ClientErrors
 		}
 		refused += w.ClientErrors
 	}

@@ -181,6 +181,9 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observ
 	}
 	resp, err := m.Infer(r.Context(), req)
 	if err != nil {
+		if ve, ok := errors.AsType[*VersionError](err); ok {
+			obs.Version = ve.Version
+		}
 		return statusOf(err), err
 	}
 	obs.Version, obs.Response = resp.ModelVersion, resp
@@ -198,6 +201,17 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request, obs *Observ
 	_, _ = w.Write(b)
 	return http.StatusOK, nil
 }
+
+// VersionError is an inference error of a known version: a Model that
+// routes requests between versions returns it, so that a failure is counted
+// against the version that failed.
+type VersionError struct {
+	Version string
+	Err     error
+}
+
+func (e *VersionError) Error() string { return e.Err.Error() }
+func (e *VersionError) Unwrap() error { return e.Err }
 
 // Observation describes one inference request, for metrics.
 type Observation struct {

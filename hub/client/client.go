@@ -67,6 +67,7 @@ type Client struct {
 	Cluster  droverv1connect.ClusterServiceClient
 	Agents   droverv1connect.AgentServiceClient
 	Drift    droverv1connect.DriftServiceClient
+	Rollouts droverv1connect.RolloutServiceClient
 	// AgentControl is what agents call.
 	AgentControl droverv1connect.AgentControlServiceClient
 
@@ -105,6 +106,7 @@ func New(cfg Config) (*Client, error) {
 		Cluster:      droverv1connect.NewClusterServiceClient(cc),
 		Agents:       droverv1connect.NewAgentServiceClient(cc),
 		Drift:        droverv1connect.NewDriftServiceClient(cc),
+		Rollouts:     droverv1connect.NewRolloutServiceClient(cc),
 		AgentControl: droverv1connect.NewAgentControlServiceClient(cc),
 		cfg:          cfg,
 		http:         cfg.BlobHTTPClient,

@@ -53,6 +53,12 @@ const (
 	AgentReportsType         MessageType = 18
 	AgentStatusSetType       MessageType = 19
 	DriftSettingsSetType     MessageType = 20
+	RolloutCreateType        MessageType = 21
+	RolloutStepReadyType     MessageType = 22
+	RolloutJudgeType         MessageType = 23
+	RolloutAdvanceType       MessageType = 24
+	RolloutFailType          MessageType = 25
+	RolloutActType           MessageType = 26
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -159,6 +165,27 @@ func init() {
 	})
 	register(DriftSettingsSetType, func(s *state.Store, c state.Change, b *fsmv1.DriftSettingsSet) (*droverv1.ModelDriftSettings, error) {
 		return b.GetSettings(), s.SetDriftSettings(c, b.GetSettings())
+	})
+	register(RolloutCreateType, func(s *state.Store, c state.Change, b *fsmv1.RolloutCreate) (*droverv1.Rollout, error) {
+		return s.CreateRollout(c, b.GetRollout())
+	})
+	register(RolloutStepReadyType, func(s *state.Store, c state.Change, b *fsmv1.RolloutStepReady) (*droverv1.Rollout, error) {
+		return s.RolloutStepReady(c, b.GetId(), b.GetStep())
+	})
+	register(RolloutJudgeType, func(s *state.Store, c state.Change, b *fsmv1.RolloutJudge) (*droverv1.Rollout, error) {
+		return s.RolloutJudge(c, b.GetId(), b.GetStep(), b.GetJudgements())
+	})
+	register(RolloutAdvanceType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAdvance) (*droverv1.Rollout, error) {
+		return s.RolloutAdvance(c, b.GetId(), b.GetStep())
+	})
+	register(RolloutFailType, func(s *state.Store, c state.Change, b *fsmv1.RolloutFail) (*droverv1.Rollout, error) {
+		if b.GetPause() {
+			return s.RolloutPause(c, b.GetId(), b.GetStep(), b.GetReason())
+		}
+		return s.RolloutFail(c, b.GetId(), b.GetStep(), b.GetReason())
+	})
+	register(RolloutActType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAct) (*droverv1.Rollout, error) {
+		return s.ActOnRollout(c, b.GetId(), b.GetAction())
 	})
 }
 

@@ -15,8 +15,8 @@ import (
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/digest"
 	"github.com/droverhq/drover/internal/drift"
-	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/internal/sketch"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -298,13 +298,35 @@ func randomCommands(r *rand.Rand, n int) []Command {
 	aliases := []string{"champion", "candidate", "shadow"}
 	roles := []droverv1.Role{droverv1.Role_ROLE_ADMIN, droverv1.Role_ROLE_OPERATOR, droverv1.Role_ROLE_VIEWER, droverv1.Role_ROLE_AGENT}
 	profile, windows := driftFixtures()
-	var enrolled []string
-	var out []Command
+	// A prologue that makes rollouts of churn possible: two versions and
+	// an agent running the first.
+	enrolled := []string{"a-fixed"}
+	hash := sha256.Sum256([]byte("fixed"))
+	out := []Command{
+		&fsmv1.VersionCreate{Header: header(0), CreateModel: true, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("p1"), Format: "onnx"}},
+		&fsmv1.VersionCreate{Header: header(0), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("p2"), Format: "onnx"}},
+		&fsmv1.AgentEnroll{Header: header(0), Agent: &droverv1.Agent{Id: "a-fixed", Name: "fixed"},
+			Token: &fsmv1.TokenRecord{Token: &droverv1.Token{Id: "at-fixed", Role: droverv1.Role_ROLE_AGENT}, SecretHash: hash[:]}},
+		&fsmv1.AssignmentSet{Header: header(0), AgentId: "a-fixed", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}},
+	}
 	for i := range n {
 		h := header(i)
 		m := models[r.IntN(len(models))]
 		var c Command
-		switch r.IntN(17) {
+		switch r.IntN(20) {
+		case 17, 18, 19:
+			id := fmt.Sprint("r", r.IntN(3))
+			switch r.IntN(5) {
+			case 0, 4:
+				c = &fsmv1.RolloutCreate{Header: h, Rollout: &droverv1.Rollout{Id: fmt.Sprint("r", i%3+r.IntN(2)*3), Model: m, ToVersion: uint64(1 + r.IntN(3)),
+					Steps: []*droverv1.RolloutStep{{Agents: 1, Weight: uint32(r.IntN(2) * 10)}, {Percent: 100}}, Force: r.IntN(2) == 0}}
+			case 1:
+				c = &fsmv1.RolloutStepReady{Header: h, Id: id, Step: uint32(r.IntN(2))}
+			case 2:
+				c = &fsmv1.RolloutAdvance{Header: h, Id: id, Step: uint32(r.IntN(2))}
+			default:
+				c = &fsmv1.RolloutAct{Header: h, Id: id, Action: droverv1.RolloutAction(1 + r.IntN(5))}
+			}
 		case 16:
 			c = &fsmv1.DriftSettingsSet{Header: h, Settings: &droverv1.ModelDriftSettings{Model: m, Settings: &droverv1.DriftSettings{
 				PValue: []float64{0, 0.01, 0.05, 2}[r.IntN(4)], Correction: []string{"", "fdr", "nope"}[r.IntN(3)]}}}
@@ -347,7 +369,11 @@ func randomCommands(r *rand.Rand, n int) []Command {
 				Inventory: &droverv1.Inventory{Gpus: []*droverv1.Gpu{{Index: 0, Uuid: "GPU-1"}}}},
 				Token: &fsmv1.TokenRecord{Token: &droverv1.Token{Id: fmt.Sprint("at", i), Role: droverv1.Role_ROLE_AGENT}, SecretHash: hash[:]}}
 		case 13:
-			c = &fsmv1.AssignmentSet{Header: h, AgentId: fmt.Sprint("a", r.IntN(i+1)), Assignment: &droverv1.Assignment{
+			agent := fmt.Sprint("a", r.IntN(i+1))
+			if len(enrolled) > 0 && r.IntN(2) == 0 {
+				agent = enrolled[r.IntN(len(enrolled))]
+			}
+			c = &fsmv1.AssignmentSet{Header: h, AgentId: agent, Assignment: &droverv1.Assignment{
 				Model: m, Version: uint64(r.IntN(3)), Alias: []string{"", "champion"}[r.IntN(2)], Role: droverv1.AssignmentRole(1 + r.IntN(3)), Weight: uint32(r.IntN(101))}}
 		case 14:
 			var reports []*droverv1.Report
@@ -483,7 +509,7 @@ func TestEveryTableInSnapshot(t *testing.T) {
 			return nil
 		})
 	}
-	for k := state.RecordClusterMeta; k <= state.RecordDriftSettings; k++ {
+	for k := state.RecordClusterMeta; k <= state.RecordRollout; k++ {
 		if seen[k] == 0 {
 			t.Errorf("no record of kind %d", k)
 		}

@@ -115,7 +115,10 @@ func (s *Store) SetDriftSettings(c Change, m *droverv1.ModelDriftSettings) error
 		if raw == nil {
 			return NotFoundf("model %q does not exist", m.GetModel())
 		}
-		return t.Insert(tableDriftSettings, proto.CloneOf(m))
+		if err := t.Insert(tableDriftSettings, proto.CloneOf(m)); err != nil {
+			return err
+		}
+		return t.audit("drift.settings", "models/"+m.GetModel()+"/drift", "drift settings set")
 	})
 }
 

@@ -30,6 +30,7 @@ const (
 	RecordDriftVerdict   RecordKind = 13
 	RecordDriftEvent     RecordKind = 14
 	RecordDriftSettings  RecordKind = 15
+	RecordRollout        RecordKind = 16
 )
 
 // records lists every table with its kind, in the order they are written.
@@ -52,6 +53,7 @@ var records = []struct {
 	{RecordDriftVerdict, tableDriftVerdicts, func() proto.Message { return new(droverv1.DriftVerdictRecord) }},
 	{RecordDriftEvent, tableDriftEvents, func() proto.Message { return new(droverv1.DriftVerdictRecord) }},
 	{RecordDriftSettings, tableDriftSettings, func() proto.Message { return new(droverv1.ModelDriftSettings) }},
+	{RecordRollout, tableRollouts, func() proto.Message { return new(droverv1.Rollout) }},
 }
 
 // NewRecord returns an empty message for a record kind, or an error for a

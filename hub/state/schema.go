@@ -27,6 +27,7 @@ const (
 	tableDriftVerdicts   = "drift_verdicts"
 	tableDriftEvents     = "drift_events"
 	tableDriftSettings   = "drift_settings"
+	tableRollouts        = "rollouts"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -95,6 +96,11 @@ func schema() *memdb.DBSchema {
 		tableDriftSettings: table(tableDriftSettings, byString(func(o any) string {
 			return o.(*droverv1.ModelDriftSettings).GetModel()
 		})),
+		tableRollouts: table(tableRollouts, byString(func(o any) string {
+			return o.(*droverv1.Rollout).GetId()
+		}), index("model", false, byString(func(o any) string {
+			return o.(*droverv1.Rollout).GetModel()
+		}))),
 		tableAudit: table(tableAudit, byUint(func(o any) uint64 {
 			return o.(*droverv1.AuditEvent).GetIndex()
 		})),

@@ -56,6 +56,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&c.SampleRate, "sample-rate", 0.1, "the fraction of answered predictions kept on the agent for drift and feedback (0 to 1)")
 	fs.IntVar(&c.SampleKeep, "sample-keep", 10_000, "how many prediction samples to keep per model")
 	fs.IntVar(&c.WindowKeep, "window-keep", 1440, "how many one-minute metric windows to keep per model")
+	fs.DurationVar(&c.MetricWindow, "metric-window", time.Minute, "the span of one metric window (requests, errors, latency), reported to the hub for rollout gates")
 	fs.DurationVar(&c.Drift.Window, "drift-window", time.Minute, "the span of one drift window")
 	fs.DurationVar(&c.Drift.Evaluation, "drift-evaluation", 10*time.Minute, "how much recent traffic the agent judges for drift at each window's close")
 	fs.DurationVar(&c.Drift.Report, "drift-report-interval", 5*time.Minute, "how often to send the hub the drift windows since the last")

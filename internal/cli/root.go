@@ -104,6 +104,7 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.auditCommand(),
 		a.pluginsCommand(),
 		a.driftCommand(),
+		a.rolloutsCommand(),
 	)
 	return root
 }

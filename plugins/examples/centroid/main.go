@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/droverhq/drover/plugins/sdk"
@@ -47,6 +48,9 @@ func main() {
 type loaded struct {
 	a     artifact
 	delay time.Duration
+	// failEvery fails every n-th Predict (0: none).
+	failEvery uint64
+	calls     atomic.Uint64
 }
 
 // server holds the loaded models.
@@ -72,6 +76,13 @@ func (s *server) Load(_ context.Context, req *runnerv1.LoadRequest) (*runnerv1.L
 			return nil, fmt.Errorf("predict_delay: %w", err)
 		}
 	}
+	// fail_every fails every n-th Predict: a deliberately broken version,
+	// for rollout tests, never for production.
+	if n := req.GetParams()["fail_every"]; n != "" {
+		if m.failEvery, err = strconv.ParseUint(n, 10, 64); err != nil {
+			return nil, fmt.Errorf("fail_every: %w", err)
+		}
+	}
 	s.mu.Lock()
 	s.models[req.GetId()] = m
 	s.mu.Unlock()
@@ -84,6 +95,9 @@ func (s *server) Predict(ctx context.Context, req *runnerv1.PredictRequest) (*ru
 	s.mu.RUnlock()
 	if m == nil {
 		return nil, fmt.Errorf("model %s is not loaded", req.GetId())
+	}
+	if m.failEvery > 0 && m.calls.Add(1)%m.failEvery == 0 {
+		return nil, fmt.Errorf("model %s failed this batch on purpose (fail_every=%d)", req.GetId(), m.failEvery)
 	}
 	if m.delay > 0 {
 		select {

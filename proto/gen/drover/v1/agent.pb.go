@@ -9,6 +9,7 @@ package droverv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -2568,6 +2569,7 @@ type Report struct {
 	//	*Report_Dropped
 	//	*Report_Labels
 	//	*Report_Drift
+	//	*Report_Metrics
 	Body          isReport_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2696,6 +2698,15 @@ func (x *Report) GetDrift() *DriftWindow {
 	return nil
 }
 
+func (x *Report) GetMetrics() *MetricWindow {
+	if x != nil {
+		if x, ok := x.Body.(*Report_Metrics); ok {
+			return x.Metrics
+		}
+	}
+	return nil
+}
+
 type isReport_Body interface {
 	isReport_Body()
 }
@@ -2733,6 +2744,11 @@ type Report_Drift struct {
 	Drift *DriftWindow `protobuf:"bytes,10,opt,name=drift,proto3,oneof"`
 }
 
+type Report_Metrics struct {
+	// A metric window of one model version's requests.
+	Metrics *MetricWindow `protobuf:"bytes,11,opt,name=metrics,proto3,oneof"`
+}
+
 func (*Report_Assignment) isReport_Body() {}
 
 func (*Report_GpuHealth) isReport_Body() {}
@@ -2749,6 +2765,141 @@ func (*Report_Labels) isReport_Body() {}
 
 func (*Report_Drift) isReport_Body() {}
 
+func (*Report_Metrics) isReport_Body() {}
+
+// MetricWindow is one model version's requests on one agent over a window:
+// what rollout gates judge. It is kept in the leader's memory, not
+// replicated.
+type MetricWindow struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Model    string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Version  uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Start    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	Length   *durationpb.Duration   `protobuf:"bytes,4,opt,name=length,proto3" json:"length,omitempty"`
+	Requests uint64                 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	Rows     uint64                 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Requests refused as the caller's fault (4xx).
+	ClientErrors uint64 `protobuf:"varint,7,opt,name=client_errors,json=clientErrors,proto3" json:"client_errors,omitempty"`
+	// Requests the agent or model failed (5xx).
+	ServerErrors uint64 `protobuf:"varint,8,opt,name=server_errors,json=serverErrors,proto3" json:"server_errors,omitempty"`
+	// Answered requests by latency bucket: bucket i holds latencies up to
+	// 25 µs × 2^(i/4).
+	Latency map[int32]uint64 `protobuf:"bytes,9,rep,name=latency,proto3" json:"latency,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// For a shadow version: rows compared with the primary's answers, and
+	// how many agreed.
+	ShadowRows    uint64 `protobuf:"varint,10,opt,name=shadow_rows,json=shadowRows,proto3" json:"shadow_rows,omitempty"`
+	ShadowAgreed  uint64 `protobuf:"varint,11,opt,name=shadow_agreed,json=shadowAgreed,proto3" json:"shadow_agreed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricWindow) Reset() {
+	*x = MetricWindow{}
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricWindow) ProtoMessage() {}
+
+func (x *MetricWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricWindow.ProtoReflect.Descriptor instead.
+func (*MetricWindow) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *MetricWindow) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *MetricWindow) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *MetricWindow) GetLength() *durationpb.Duration {
+	if x != nil {
+		return x.Length
+	}
+	return nil
+}
+
+func (x *MetricWindow) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetClientErrors() uint64 {
+	if x != nil {
+		return x.ClientErrors
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetServerErrors() uint64 {
+	if x != nil {
+		return x.ServerErrors
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetLatency() map[int32]uint64 {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *MetricWindow) GetShadowRows() uint64 {
+	if x != nil {
+		return x.ShadowRows
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetShadowAgreed() uint64 {
+	if x != nil {
+		return x.ShadowAgreed
+	}
+	return 0
+}
+
 // GpuHealthReport is every GPU's health, sent when any of it changes.
 type GpuHealthReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2759,7 +2910,7 @@ type GpuHealthReport struct {
 
 func (x *GpuHealthReport) Reset() {
 	*x = GpuHealthReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2922,7 @@ func (x *GpuHealthReport) String() string {
 func (*GpuHealthReport) ProtoMessage() {}
 
 func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2935,7 @@ func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuHealthReport.ProtoReflect.Descriptor instead.
 func (*GpuHealthReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GpuHealthReport) GetGpus() []*GpuHealth {
@@ -2807,7 +2958,7 @@ type ReportsDropped struct {
 
 func (x *ReportsDropped) Reset() {
 	*x = ReportsDropped{}
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +2970,7 @@ func (x *ReportsDropped) String() string {
 func (*ReportsDropped) ProtoMessage() {}
 
 func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +2983,7 @@ func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportsDropped.ProtoReflect.Descriptor instead.
 func (*ReportsDropped) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportsDropped) GetDropped() uint64 {
@@ -2859,7 +3010,7 @@ type LabelsReport struct {
 
 func (x *LabelsReport) Reset() {
 	*x = LabelsReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +3022,7 @@ func (x *LabelsReport) String() string {
 func (*LabelsReport) ProtoMessage() {}
 
 func (x *LabelsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +3035,7 @@ func (x *LabelsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelsReport.ProtoReflect.Descriptor instead.
 func (*LabelsReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LabelsReport) GetLabels() map[string]string {
@@ -2904,7 +3055,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3067,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3080,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportRequest) GetAgentId() string {
@@ -2956,7 +3107,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3119,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3132,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportResponse) GetAckedSeq() uint64 {
@@ -2995,7 +3146,7 @@ var File_drover_v1_agent_proto protoreflect.FileDescriptor
 
 const file_drover_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/drift.proto\x1a\x15drover/v1/model.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
+	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/drift.proto\x1a\x15drover/v1/model.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
 	"\x04Host\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
@@ -3204,7 +3355,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x15gpu_util_percent_mean\x18\x06 \x01(\x01R\x12gpuUtilPercentMean\x121\n" +
 	"\x15memory_used_bytes_max\x18\a \x01(\x01R\x12memoryUsedBytesMax\x12\x1d\n" +
 	"\n" +
-	"xid_errors\x18\b \x01(\x04R\txidErrors\"\x89\x04\n" +
+	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xbe\x04\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12=\n" +
@@ -3219,8 +3370,26 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\adropped\x18\b \x01(\v2\x19.drover.v1.ReportsDroppedH\x00R\adropped\x121\n" +
 	"\x06labels\x18\t \x01(\v2\x17.drover.v1.LabelsReportH\x00R\x06labels\x12.\n" +
 	"\x05drift\x18\n" +
-	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05driftB\x06\n" +
-	"\x04body\";\n" +
+	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05drift\x123\n" +
+	"\ametrics\x18\v \x01(\v2\x17.drover.v1.MetricWindowH\x00R\ametricsB\x06\n" +
+	"\x04body\"\xdf\x03\n" +
+	"\fMetricWindow\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x120\n" +
+	"\x05start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x121\n" +
+	"\x06length\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x04R\brequests\x12\x12\n" +
+	"\x04rows\x18\x06 \x01(\x04R\x04rows\x12#\n" +
+	"\rclient_errors\x18\a \x01(\x04R\fclientErrors\x12#\n" +
+	"\rserver_errors\x18\b \x01(\x04R\fserverErrors\x12>\n" +
+	"\alatency\x18\t \x03(\v2$.drover.v1.MetricWindow.LatencyEntryR\alatency\x12\x1f\n" +
+	"\vshadow_rows\x18\n" +
+	" \x01(\x04R\n" +
+	"shadowRows\x12#\n" +
+	"\rshadow_agreed\x18\v \x01(\x04R\fshadowAgreed\x1a:\n" +
+	"\fLatencyEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
 	"\x0fGpuHealthReport\x12(\n" +
 	"\x04gpus\x18\x01 \x03(\v2\x14.drover.v1.GpuHealthR\x04gpus\"J\n" +
 	"\x0eReportsDropped\x12\x18\n" +
@@ -3287,7 +3456,7 @@ func file_drover_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_drover_v1_agent_proto_goTypes = []any{
 	(AgentStatus)(0),                 // 0: drover.v1.AgentStatus
 	(AssignmentRole)(0),              // 1: drover.v1.AssignmentRole
@@ -3325,115 +3494,122 @@ var file_drover_v1_agent_proto_goTypes = []any{
 	(*TelemetryWindow)(nil),          // 33: drover.v1.TelemetryWindow
 	(*GpuWindow)(nil),                // 34: drover.v1.GpuWindow
 	(*Report)(nil),                   // 35: drover.v1.Report
-	(*GpuHealthReport)(nil),          // 36: drover.v1.GpuHealthReport
-	(*ReportsDropped)(nil),           // 37: drover.v1.ReportsDropped
-	(*LabelsReport)(nil),             // 38: drover.v1.LabelsReport
-	(*ReportRequest)(nil),            // 39: drover.v1.ReportRequest
-	(*ReportResponse)(nil),           // 40: drover.v1.ReportResponse
-	nil,                              // 41: drover.v1.DesiredAssignment.ParamsEntry
-	nil,                              // 42: drover.v1.Agent.LabelsEntry
-	nil,                              // 43: drover.v1.Agent.ReportedLabelsEntry
-	nil,                              // 44: drover.v1.Agent.OperatorLabelsEntry
-	nil,                              // 45: drover.v1.ListAgentsRequest.SelectorEntry
-	nil,                              // 46: drover.v1.SetAgentLabelsRequest.SetEntry
-	nil,                              // 47: drover.v1.EnrollRequest.LabelsEntry
-	nil,                              // 48: drover.v1.LabelsReport.LabelsEntry
-	(*Actor)(nil),                    // 49: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil),    // 50: google.protobuf.Timestamp
-	(*BlobRef)(nil),                  // 51: drover.v1.BlobRef
-	(*FeatureSchema)(nil),            // 52: drover.v1.FeatureSchema
-	(*ReadOptions)(nil),              // 53: drover.v1.ReadOptions
-	(*ReadMeta)(nil),                 // 54: drover.v1.ReadMeta
-	(*DriftWindow)(nil),              // 55: drover.v1.DriftWindow
+	(*MetricWindow)(nil),             // 36: drover.v1.MetricWindow
+	(*GpuHealthReport)(nil),          // 37: drover.v1.GpuHealthReport
+	(*ReportsDropped)(nil),           // 38: drover.v1.ReportsDropped
+	(*LabelsReport)(nil),             // 39: drover.v1.LabelsReport
+	(*ReportRequest)(nil),            // 40: drover.v1.ReportRequest
+	(*ReportResponse)(nil),           // 41: drover.v1.ReportResponse
+	nil,                              // 42: drover.v1.DesiredAssignment.ParamsEntry
+	nil,                              // 43: drover.v1.Agent.LabelsEntry
+	nil,                              // 44: drover.v1.Agent.ReportedLabelsEntry
+	nil,                              // 45: drover.v1.Agent.OperatorLabelsEntry
+	nil,                              // 46: drover.v1.ListAgentsRequest.SelectorEntry
+	nil,                              // 47: drover.v1.SetAgentLabelsRequest.SetEntry
+	nil,                              // 48: drover.v1.EnrollRequest.LabelsEntry
+	nil,                              // 49: drover.v1.MetricWindow.LatencyEntry
+	nil,                              // 50: drover.v1.LabelsReport.LabelsEntry
+	(*Actor)(nil),                    // 51: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
+	(*BlobRef)(nil),                  // 53: drover.v1.BlobRef
+	(*FeatureSchema)(nil),            // 54: drover.v1.FeatureSchema
+	(*ReadOptions)(nil),              // 55: drover.v1.ReadOptions
+	(*ReadMeta)(nil),                 // 56: drover.v1.ReadMeta
+	(*DriftWindow)(nil),              // 57: drover.v1.DriftWindow
+	(*durationpb.Duration)(nil),      // 58: google.protobuf.Duration
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
 	4,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
 	6,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
 	1,  // 3: drover.v1.Assignment.role:type_name -> drover.v1.AssignmentRole
-	49, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
-	50, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
+	51, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
+	52, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: drover.v1.DesiredAssignment.role:type_name -> drover.v1.AssignmentRole
-	51, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
-	52, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
-	41, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
+	53, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
+	54, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
+	42, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
 	10, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
 	1,  // 11: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
 	2,  // 12: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
-	50, // 13: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
+	52, // 13: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
 	3,  // 14: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
-	50, // 15: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
-	42, // 16: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
-	43, // 17: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
-	44, // 18: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
+	52, // 15: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
+	43, // 16: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
+	44, // 17: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
+	45, // 18: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
 	0,  // 19: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
-	50, // 20: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
+	52, // 20: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
 	7,  // 21: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
-	50, // 22: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
+	52, // 22: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
 	9,  // 23: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
 	12, // 24: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
 	8,  // 25: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
-	53, // 26: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
-	45, // 27: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
+	55, // 26: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
+	46, // 27: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
 	14, // 28: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
-	54, // 29: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
-	53, // 30: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
+	56, // 29: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
+	55, // 30: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
 	14, // 31: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
 	13, // 32: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
 	11, // 33: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
-	54, // 34: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
+	56, // 34: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
 	33, // 35: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
-	46, // 36: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
+	47, // 36: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
 	14, // 37: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
 	14, // 38: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
 	1,  // 39: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
 	14, // 40: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
 	1,  // 41: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
 	14, // 42: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
-	47, // 43: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
+	48, // 43: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
 	7,  // 44: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
 	11, // 45: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
-	54, // 46: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
-	50, // 47: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
-	50, // 48: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
+	56, // 46: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
+	52, // 47: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
+	52, // 48: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
 	34, // 49: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
-	50, // 50: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
+	52, // 50: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
 	12, // 51: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
-	36, // 52: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
+	37, // 52: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
 	7,  // 53: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
 	13, // 54: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
 	33, // 55: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
-	37, // 56: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
-	38, // 57: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	55, // 58: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
-	8,  // 59: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	48, // 60: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	35, // 61: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	15, // 62: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	17, // 63: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	19, // 64: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	21, // 65: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	23, // 66: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	25, // 67: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	27, // 68: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	29, // 69: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	31, // 70: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	39, // 71: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	16, // 72: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	18, // 73: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	20, // 74: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	22, // 75: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	24, // 76: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	26, // 77: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	28, // 78: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	30, // 79: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	32, // 80: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	40, // 81: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	72, // [72:82] is the sub-list for method output_type
-	62, // [62:72] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	38, // 56: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
+	39, // 57: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
+	57, // 58: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
+	36, // 59: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
+	52, // 60: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
+	58, // 61: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
+	49, // 62: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
+	8,  // 63: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	50, // 64: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	35, // 65: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	15, // 66: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	17, // 67: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	19, // 68: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	21, // 69: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	23, // 70: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	25, // 71: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	27, // 72: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	29, // 73: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	31, // 74: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	40, // 75: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	16, // 76: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	18, // 77: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	20, // 78: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	22, // 79: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	24, // 80: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	26, // 81: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	28, // 82: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	30, // 83: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	32, // 84: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	41, // 85: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	76, // [76:86] is the sub-list for method output_type
+	66, // [66:76] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -3453,6 +3629,7 @@ func file_drover_v1_agent_proto_init() {
 		(*Report_Dropped)(nil),
 		(*Report_Labels)(nil),
 		(*Report_Drift)(nil),
+		(*Report_Metrics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3460,7 +3637,7 @@ func file_drover_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_agent_proto_rawDesc), len(file_drover_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1432,6 +1432,390 @@ func (x *AgentStatusSet) GetAgentIds() []string {
 	return nil
 }
 
+// RolloutCreate starts a rollout (its id chosen by the node that made the
+// command).
+type RolloutCreate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Rollout       *v1.Rollout            `protobuf:"bytes,2,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutCreate) Reset() {
+	*x = RolloutCreate{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutCreate) ProtoMessage() {}
+
+func (x *RolloutCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutCreate.ProtoReflect.Descriptor instead.
+func (*RolloutCreate) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RolloutCreate) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutCreate) GetRollout() *v1.Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// RolloutStepReady starts the bake of a rollout's step.
+type RolloutStepReady struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutStepReady) Reset() {
+	*x = RolloutStepReady{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutStepReady) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutStepReady) ProtoMessage() {}
+
+func (x *RolloutStepReady) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutStepReady.ProtoReflect.Descriptor instead.
+func (*RolloutStepReady) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RolloutStepReady) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutStepReady) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutStepReady) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+// RolloutJudge records judgements of a rollout's step.
+type RolloutJudge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Judgements    []*v1.Judgement        `protobuf:"bytes,4,rep,name=judgements,proto3" json:"judgements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutJudge) Reset() {
+	*x = RolloutJudge{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutJudge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutJudge) ProtoMessage() {}
+
+func (x *RolloutJudge) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutJudge.ProtoReflect.Descriptor instead.
+func (*RolloutJudge) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RolloutJudge) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutJudge) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutJudge) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RolloutJudge) GetJudgements() []*v1.Judgement {
+	if x != nil {
+		return x.Judgements
+	}
+	return nil
+}
+
+// RolloutAdvance moves a rollout past a passed step.
+type RolloutAdvance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutAdvance) Reset() {
+	*x = RolloutAdvance{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutAdvance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutAdvance) ProtoMessage() {}
+
+func (x *RolloutAdvance) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutAdvance.ProtoReflect.Descriptor instead.
+func (*RolloutAdvance) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RolloutAdvance) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutAdvance) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutAdvance) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+// RolloutFail rolls a rollout back by itself, or pauses it.
+type RolloutFail struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step   uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Reason string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Pause instead of rolling back.
+	Pause         bool `protobuf:"varint,5,opt,name=pause,proto3" json:"pause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutFail) Reset() {
+	*x = RolloutFail{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutFail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutFail) ProtoMessage() {}
+
+func (x *RolloutFail) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutFail.ProtoReflect.Descriptor instead.
+func (*RolloutFail) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RolloutFail) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutFail) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutFail) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RolloutFail) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutFail) GetPause() bool {
+	if x != nil {
+		return x.Pause
+	}
+	return false
+}
+
+// RolloutAct is an operator's action on a rollout.
+type RolloutAct struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Action        v1.RolloutAction       `protobuf:"varint,3,opt,name=action,proto3,enum=drover.v1.RolloutAction" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutAct) Reset() {
+	*x = RolloutAct{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutAct) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutAct) ProtoMessage() {}
+
+func (x *RolloutAct) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutAct.ProtoReflect.Descriptor instead.
+func (*RolloutAct) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RolloutAct) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RolloutAct) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutAct) GetAction() v1.RolloutAction {
+	if x != nil {
+		return x.Action
+	}
+	return v1.RolloutAction(0)
+}
+
 // DriftSettingsSet sets a model's drift settings.
 type DriftSettingsSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1443,7 +1827,7 @@ type DriftSettingsSet struct {
 
 func (x *DriftSettingsSet) Reset() {
 	*x = DriftSettingsSet{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1839,7 @@ func (x *DriftSettingsSet) String() string {
 func (*DriftSettingsSet) ProtoMessage() {}
 
 func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1852,7 @@ func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftSettingsSet.ProtoReflect.Descriptor instead.
 func (*DriftSettingsSet) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DriftSettingsSet) GetHeader() *Header {
@@ -1495,7 +1879,7 @@ type AgentReportsResult struct {
 
 func (x *AgentReportsResult) Reset() {
 	*x = AgentReportsResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1891,7 @@ func (x *AgentReportsResult) String() string {
 func (*AgentReportsResult) ProtoMessage() {}
 
 func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1904,7 @@ func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
 func (*AgentReportsResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AgentReportsResult) GetAckedSeq() uint64 {
@@ -1541,7 +1925,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1937,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1950,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -1592,7 +1976,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1988,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +2001,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -1633,7 +2017,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +2029,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +2042,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1679,7 +2063,7 @@ var File_drover_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
+	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/rollout.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
 	"\x06Header\x12&\n" +
 	"\x05actor\x18\x01 \x01(\v2\x10.drover.v1.ActorR\x05actor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -1788,7 +2172,36 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x0eAgentStatusSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.drover.v1.AgentStatusR\x06status\x12\x1b\n" +
-	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"|\n" +
+	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"l\n" +
+	"\rRolloutCreate\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12,\n" +
+	"\arollout\x18\x02 \x01(\v2\x12.drover.v1.RolloutR\arollout\"e\n" +
+	"\x10RolloutStepReady\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\"\x97\x01\n" +
+	"\fRolloutJudge\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x124\n" +
+	"\n" +
+	"judgements\x18\x04 \x03(\v2\x14.drover.v1.JudgementR\n" +
+	"judgements\"c\n" +
+	"\x0eRolloutAdvance\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\"\x8e\x01\n" +
+	"\vRolloutFail\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05pause\x18\x05 \x01(\bR\x05pause\"}\n" +
+	"\n" +
+	"RolloutAct\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x120\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x18.drover.v1.RolloutActionR\x06action\"|\n" +
 	"\x10DriftSettingsSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x129\n" +
 	"\bsettings\x18\x02 \x01(\v2\x1d.drover.v1.ModelDriftSettingsR\bsettings\"1\n" +
@@ -1814,7 +2227,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -1839,31 +2252,40 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*AssignmentDelete)(nil),      // 20: drover.fsm.v1.AssignmentDelete
 	(*AgentReports)(nil),          // 21: drover.fsm.v1.AgentReports
 	(*AgentStatusSet)(nil),        // 22: drover.fsm.v1.AgentStatusSet
-	(*DriftSettingsSet)(nil),      // 23: drover.fsm.v1.DriftSettingsSet
-	(*AgentReportsResult)(nil),    // 24: drover.fsm.v1.AgentReportsResult
-	(*AliasSetResult)(nil),        // 25: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 26: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 27: drover.fsm.v1.SnapshotHeader
-	nil,                           // 28: drover.fsm.v1.ModelCreate.LabelsEntry
-	nil,                           // 29: drover.fsm.v1.AgentLabelsSet.SetEntry
-	(*v1.Actor)(nil),              // 30: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 32: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 33: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 34: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 35: drover.v1.DatasetVersion
-	(*v1.Agent)(nil),              // 36: drover.v1.Agent
-	(*v1.Assignment)(nil),         // 37: drover.v1.Assignment
-	(v1.AssignmentRole)(0),        // 38: drover.v1.AssignmentRole
-	(*v1.Report)(nil),             // 39: drover.v1.Report
-	(v1.AgentStatus)(0),           // 40: drover.v1.AgentStatus
-	(*v1.ModelDriftSettings)(nil), // 41: drover.v1.ModelDriftSettings
-	(*v1.Alias)(nil),              // 42: drover.v1.Alias
+	(*RolloutCreate)(nil),         // 23: drover.fsm.v1.RolloutCreate
+	(*RolloutStepReady)(nil),      // 24: drover.fsm.v1.RolloutStepReady
+	(*RolloutJudge)(nil),          // 25: drover.fsm.v1.RolloutJudge
+	(*RolloutAdvance)(nil),        // 26: drover.fsm.v1.RolloutAdvance
+	(*RolloutFail)(nil),           // 27: drover.fsm.v1.RolloutFail
+	(*RolloutAct)(nil),            // 28: drover.fsm.v1.RolloutAct
+	(*DriftSettingsSet)(nil),      // 29: drover.fsm.v1.DriftSettingsSet
+	(*AgentReportsResult)(nil),    // 30: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 31: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 32: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 33: drover.fsm.v1.SnapshotHeader
+	nil,                           // 34: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 35: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 36: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 38: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 39: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 40: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 41: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 42: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 43: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 44: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 45: drover.v1.Report
+	(v1.AgentStatus)(0),           // 46: drover.v1.AgentStatus
+	(*v1.Rollout)(nil),            // 47: drover.v1.Rollout
+	(*v1.Judgement)(nil),          // 48: drover.v1.Judgement
+	(v1.RolloutAction)(0),         // 49: drover.v1.RolloutAction
+	(*v1.ModelDriftSettings)(nil), // 50: drover.v1.ModelDriftSettings
+	(*v1.Alias)(nil),              // 51: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	30, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	31, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	32, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	36, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	37, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	38, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -1871,41 +2293,50 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	28, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	34, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	33, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	39, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	34, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	40, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	35, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	41, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
 	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
-	36, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	42, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
 	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
-	29, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	35, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
 	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
 	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
-	37, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	43, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
 	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
-	38, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	44, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
 	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
-	39, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	45, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
 	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
-	40, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
-	0,  // 37: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
-	41, // 38: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
-	42, // 39: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	46, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	0,  // 37: drover.fsm.v1.RolloutCreate.header:type_name -> drover.fsm.v1.Header
+	47, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
+	0,  // 39: drover.fsm.v1.RolloutStepReady.header:type_name -> drover.fsm.v1.Header
+	0,  // 40: drover.fsm.v1.RolloutJudge.header:type_name -> drover.fsm.v1.Header
+	48, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
+	0,  // 42: drover.fsm.v1.RolloutAdvance.header:type_name -> drover.fsm.v1.Header
+	0,  // 43: drover.fsm.v1.RolloutFail.header:type_name -> drover.fsm.v1.Header
+	0,  // 44: drover.fsm.v1.RolloutAct.header:type_name -> drover.fsm.v1.Header
+	49, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
+	0,  // 46: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
+	50, // 47: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
+	51, // 48: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -1920,7 +2351,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

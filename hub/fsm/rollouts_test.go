@@ -1,0 +1,112 @@
+package fsm
+
+import (
+	"testing"
+
+	"github.com/droverhq/drover/hub/state"
+	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// primaryOf is the version an agent runs as primary for churn, with its
+// canary (0: none).
+func primaryOf(h *harness, agent string) (primary, canary uint64) {
+	for _, as := range h.f.State().Snapshot().Agent(agent).GetAssignments() {
+		if as.GetModel() != "churn" {
+			continue
+		}
+		switch as.GetRole() {
+		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY:
+			primary = as.GetVersion()
+		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY:
+			canary = as.GetVersion()
+		}
+	}
+	return primary, canary
+}
+
+// TestRolloutLifecycle drives a rollout through its guarded commands: a
+// command for a step already left is refused and changes nothing; a
+// rollback restores every agent and rejects the version; a rejected
+// version needs force; one rollout per model at a time.
+func TestRolloutLifecycle(t *testing.T) {
+	h := newHarness(t)
+	for i := range 3 {
+		h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: i == 0, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob(string(rune('a' + i))), Format: "onnx"}})
+	}
+	for i, id := range []string{"a1", "a2", "a3", "a4"} {
+		h.mustApply(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t" + id), Agent: &droverv1.Agent{Id: id, Name: "gpu-" + id, ReportedLabels: map[string]string{"site": []string{"lab", "lab", "lab", "edge"}[i]}}})
+		h.mustApply(&fsmv1.AssignmentSet{Header: header(3), AgentId: id, Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	}
+	steps := []*droverv1.RolloutStep{{Agents: 1, Weight: 10}, {Percent: 100}}
+	r := h.mustApply(&fsmv1.RolloutCreate{Header: header(4), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2,
+		Selector: map[string]string{"site": "lab"}, Steps: steps}}).(*droverv1.Rollout)
+	if len(r.GetAgents()) != 3 || r.GetFromVersion() != 1 || r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING {
+		t.Fatalf("started: %v", r)
+	}
+	first := r.GetAgents()[0].GetAgentId()
+	if p, c := primaryOf(h, first); p != 1 || c != 2 {
+		t.Fatalf("step 1's agent runs %d with canary %d", p, c)
+	}
+	if _, c := primaryOf(h, r.GetAgents()[1].GetAgentId()); c != 0 {
+		t.Fatal("an agent of step 2 got the canary at step 1")
+	}
+	// One rollout per model.
+	h.refused(&fsmv1.RolloutCreate{Header: header(5), Rollout: &droverv1.Rollout{Id: "r2", Model: "churn", ToVersion: 3, Steps: steps}}, state.KindFailedPrecondition)
+
+	h.mustApply(&fsmv1.RolloutStepReady{Header: header(6), Id: "r1", Step: 0})
+	h.mustApply(&fsmv1.RolloutAdvance{Header: header(7), Id: "r1", Step: 0})
+	// The same advance again (a new leader repeating a decision) is stale.
+	h.refused(&fsmv1.RolloutAdvance{Header: header(8), Id: "r1", Step: 0}, state.KindFailedPrecondition)
+	h.refused(&fsmv1.RolloutStepReady{Header: header(8), Id: "r1", Step: 0}, state.KindFailedPrecondition)
+	for _, a := range []string{"a1", "a2", "a3"} {
+		if p, _ := primaryOf(h, a); p != 2 {
+			t.Fatalf("at step 2, %s runs %d as primary", a, p)
+		}
+	}
+	if p, _ := primaryOf(h, "a4"); p != 1 {
+		t.Fatal("an agent outside the selector was moved")
+	}
+	// A failure at step 2 rolls every agent back and rejects version 2.
+	r = h.mustApply(&fsmv1.RolloutFail{Header: header(9), Id: "r1", Step: 1, Reason: "gate error_rate failed"}).(*droverv1.Rollout)
+	if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK || r.GetReason() != "gate error_rate failed" {
+		t.Fatalf("after the failure: %v", r)
+	}
+	for _, a := range []string{"a1", "a2", "a3"} {
+		if p, c := primaryOf(h, a); p != 1 || c != 0 {
+			t.Fatalf("after the rollback, %s runs %d (canary %d)", a, p, c)
+		}
+	}
+	if v := h.f.State().Snapshot().Version("churn", 2); v.GetState() != droverv1.VersionState_VERSION_STATE_REJECTED {
+		t.Fatalf("version 2 is %v", v.GetState())
+	}
+	// A second rollback is refused; so is a new rollout of the rejected
+	// version, unless forced.
+	h.refused(&fsmv1.RolloutFail{Header: header(10), Id: "r1", Step: 1, Reason: "again"}, state.KindFailedPrecondition)
+	h.refused(&fsmv1.RolloutCreate{Header: header(11), Rollout: &droverv1.Rollout{Id: "r3", Model: "churn", ToVersion: 2, Steps: steps}}, state.KindFailedPrecondition)
+	h.mustApply(&fsmv1.RolloutCreate{Header: header(12), Rollout: &droverv1.Rollout{Id: "r3", Model: "churn", ToVersion: 2, Selector: map[string]string{"site": "lab"}, Steps: steps, Force: true}})
+	// Pause freezes, promote finishes.
+	h.mustApply(&fsmv1.RolloutAct{Header: header(13), Id: "r3", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PAUSE})
+	h.refused(&fsmv1.RolloutAdvance{Header: header(14), Id: "r3", Step: 0}, state.KindFailedPrecondition)
+	r = h.mustApply(&fsmv1.RolloutAct{Header: header(15), Id: "r3", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PROMOTE}).(*droverv1.Rollout)
+	if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+		t.Fatalf("after promote: %v", r)
+	}
+	for _, a := range []string{"a1", "a2", "a3", "a4"} {
+		want := uint64(2)
+		if a == "a4" {
+			want = 1
+		}
+		if p, c := primaryOf(h, a); p != want || c != 0 {
+			t.Fatalf("after promote, %s runs %d (canary %d)", a, p, c)
+		}
+	}
+	// A finished rollout rolls back by hand.
+	r = h.mustApply(&fsmv1.RolloutAct{Header: header(16), Id: "r3", Action: droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK}).(*droverv1.Rollout)
+	if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK {
+		t.Fatalf("after rollback: %v", r)
+	}
+	if p, _ := primaryOf(h, "a2"); p != 1 {
+		t.Fatalf("after the manual rollback a2 runs %d", p)
+	}
+}

@@ -1,0 +1,485 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/droverhq/drover/hub/gates"
+	"github.com/droverhq/drover/hub/state"
+	"github.com/droverhq/drover/internal/sketch"
+	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+	"github.com/droverhq/drover/proto/gen/drover/v1/droverv1connect"
+)
+
+// The rollout controller runs on the leader. Every tick it looks at each
+// running rollout and makes at most one decision, as a Raft command
+// guarded by the step it was made for: the step's agents are ready (its
+// bake begins), a judgement of its gates, the next step, or a rollback.
+// A new leader picks up from the replicated state: a step's bake began at
+// the recorded time, and a command for a step already left is refused as
+// stale, so nothing is applied twice or skipped.
+
+// Controller timing.
+const (
+	rolloutTick             = 250 * time.Millisecond
+	rolloutJudgeEvery       = time.Second
+	defaultProgressDeadline = 10 * time.Minute
+	// loadAttempts is how many failed attempts make an agent's load a
+	// failure of the rollout (the agent retries with back-off meanwhile).
+	loadAttempts = 3
+	// unhealthyFor is how long a step agent's runner may stay unhealthy
+	// (crash-looping) before the rollout rolls back.
+	unhealthyFor = 30 * time.Second
+)
+
+// metricStore holds agents' recent metric windows, on the leader, in
+// memory: what gates judge. A new leader starts empty and fills from the
+// next reports (gates are inconclusive meanwhile, never passing).
+type metricStore struct {
+	mu      sync.Mutex
+	windows map[string][]*droverv1.MetricWindow // by agent
+	lastSeq map[string]uint64
+}
+
+const metricKeep = 600 // per agent: ten minutes of one-second windows, ten hours of minutes
+
+func newMetricStore() *metricStore {
+	return &metricStore{windows: map[string][]*droverv1.MetricWindow{}, lastSeq: map[string]uint64{}}
+}
+
+func (s *metricStore) add(agentID string, seq uint64, w *droverv1.MetricWindow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq <= s.lastSeq[agentID] {
+		return
+	}
+	s.lastSeq[agentID] = seq
+	ws := append(s.windows[agentID], w)
+	if len(ws) > metricKeep {
+		ws = ws[len(ws)-metricKeep:]
+	}
+	s.windows[agentID] = ws
+}
+
+// sample sums the agents' windows of a model version that began at or
+// after since.
+func (s *metricStore) sample(agents []string, model string, version uint64, since time.Time) gates.Sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := gates.Sample{Latency: map[int]uint64{}}
+	var shadowAgreed uint64
+	for _, id := range agents {
+		for _, w := range s.windows[id] {
+			if w.GetModel() != model || w.GetVersion() != version || w.GetStart().AsTime().Before(since) {
+				continue
+			}
+			out.Requests += w.GetRequests()
+			out.Errors += w.GetServerErrors()
+			for b, n := range w.GetLatency() {
+				out.Latency[int(b)] += n
+			}
+			out.ShadowRows += w.GetShadowRows()
+			shadowAgreed += w.GetShadowAgreed()
+		}
+	}
+	if out.ShadowRows > 0 {
+		a := float64(shadowAgreed) / float64(out.ShadowRows)
+		out.ShadowAgreement = &a
+	}
+	return out
+}
+
+// runRollouts drives the running rollouts until leadership ends.
+func (n *Node) runRollouts(ctx context.Context) {
+	tick := time.NewTicker(rolloutTick)
+	defer tick.Stop()
+	lastJudged := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, r := range n.fsm.State().Snapshot().Rollouts("", true) {
+			if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING {
+				continue
+			}
+			if err := n.driveRollout(ctx, r, lastJudged); err != nil && ctx.Err() == nil && state.KindOf(err) != state.KindFailedPrecondition {
+				n.logger.Warn("rollout controller", "rollout", r.GetId(), "err", err)
+			}
+		}
+	}
+}
+
+// stepRole is the role the new version has on a step's agents.
+func stepRole(s *droverv1.RolloutStep) droverv1.AssignmentRole {
+	switch {
+	case s.GetShadow():
+		return droverv1.AssignmentRole_ASSIGNMENT_ROLE_SHADOW
+	case s.GetWeight() == 0:
+		return droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
+	}
+	return droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY
+}
+
+// agentPhases reads the phases of a rollout's agents from their reports.
+func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
+	for _, ra := range r.GetAgents() {
+		if ra.GetPhase() == droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_WAITING || ra.GetPhase() == droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_ROLLED_BACK {
+			continue
+		}
+		step := r.GetStep()
+		if int(step) >= len(r.GetSteps()) {
+			step = uint32(len(r.GetSteps()) - 1)
+		}
+		role := stepRole(r.GetSteps()[step])
+		if r.GetState() == droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+			role = droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
+		}
+		a := view.Agent(ra.GetAgentId())
+		if a == nil {
+			ra.Phase, ra.Message = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED, "agent deregistered"
+			continue
+		}
+		if a.GetStatus() == droverv1.AgentStatus_AGENT_STATUS_DOWN {
+			ra.Message = "agent down"
+		}
+		for _, st := range a.GetAssignmentStatuses() {
+			if st.GetModel() != r.GetModel() || st.GetRole() != role || st.GetVersion() != r.GetToVersion() {
+				continue
+			}
+			switch st.GetPhase() {
+			case droverv1.AssignmentPhase_ASSIGNMENT_PHASE_DOWNLOADING:
+				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_DOWNLOADING
+			case droverv1.AssignmentPhase_ASSIGNMENT_PHASE_PENDING, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_LOADING:
+				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_LOADING
+			case droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY:
+				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_SERVING
+				if role == droverv1.AssignmentRole_ASSIGNMENT_ROLE_SHADOW {
+					ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_READY
+				}
+				if st.GetHealth() == droverv1.ServingHealth_SERVING_HEALTH_UNHEALTHY {
+					ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED
+				}
+			case droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED:
+				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED
+			}
+			ra.Message = st.GetMessage()
+			if st.GetPhase() == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED && st.GetAttempts() < loadAttempts {
+				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_LOADING // still retrying
+			}
+		}
+	}
+}
+
+// driveRollout makes the next decision for a running rollout, if one is
+// due.
+func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, lastJudged map[string]time.Time) error {
+	view := n.fsm.State().Snapshot()
+	r = proto.CloneOf(r)
+	agentPhases(view, r)
+	step := r.GetSteps()[r.GetStep()]
+	header := func(reason string) *fsmv1.Header {
+		return &fsmv1.Header{Actor: systemActor, Time: now(n), Reason: reason}
+	}
+	var stepAgents, ready, failed, unhealthy []string
+	for _, ra := range r.GetAgents() {
+		if ra.GetStep() > r.GetStep() {
+			continue
+		}
+		stepAgents = append(stepAgents, ra.GetAgentId())
+		switch ra.GetPhase() {
+		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_READY, droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_SERVING:
+			ready = append(ready, ra.GetAgentId())
+		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED:
+			failed = append(failed, fmt.Sprintf("%s (%s)", ra.GetName(), ra.GetMessage()))
+			if strings.Contains(ra.GetMessage(), "runner") {
+				unhealthy = append(unhealthy, ra.GetName())
+			}
+		}
+	}
+	share := step.GetMinHealthyShare()
+	if share == 0 {
+		share = 1
+	}
+	allowed := int(float64(len(stepAgents)) * (1 - share))
+	fail := func(reason string) error {
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Reason: reason})
+		if err == nil {
+			n.logger.Warn("rollout rolled back", "rollout", r.GetId(), "model", r.GetModel(), "version", r.GetToVersion(), "reason", reason)
+		}
+		return err
+	}
+	if len(failed) > allowed {
+		return fail(fmt.Sprintf("the new version failed on %d of %d agents of step %d: %s", len(failed), len(stepAgents), r.GetStep()+1, strings.Join(failed, "; ")))
+	}
+	at := n.now()
+	deadline := step.GetProgressDeadline().AsDuration()
+	if deadline <= 0 {
+		deadline = defaultProgressDeadline
+	}
+	if r.GetStepReadyTime() == nil {
+		switch {
+		case len(ready) == len(stepAgents):
+		case at.Sub(r.GetStepStartTime().AsTime()) > deadline && float64(len(ready)) >= share*float64(len(stepAgents)) && len(ready) > 0:
+			n.logger.Info("rollout step going on without its late agents", "rollout", r.GetId(), "ready", len(ready), "agents", len(stepAgents))
+		case at.Sub(r.GetStepStartTime().AsTime()) > deadline:
+			return fail(fmt.Sprintf("only %d of %d agents of step %d were ready by the progress deadline (%s)", len(ready), len(stepAgents), r.GetStep()+1, deadline))
+		default:
+			return nil
+		}
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutStepReady{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
+		return err
+	}
+	// Baking: judge the gates, at most once a judging interval.
+	if at.Sub(lastJudged[r.GetId()]) < rolloutJudgeEvery {
+		return nil
+	}
+	lastJudged[r.GetId()] = at
+	since := r.GetStepReadyTime().AsTime()
+	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
+	if changed(r, js) {
+		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Judgements: js}); err != nil {
+			return err
+		}
+	}
+	if verdict == gates.Fail {
+		var why []string
+		for _, j := range js {
+			if j.GetResult() == string(gates.Fail) {
+				why = append(why, fmt.Sprintf("gate %s: %s", j.GetGate(), j.GetDetail()))
+			}
+		}
+		return fail(strings.Join(why, "; "))
+	}
+	if at.Before(since.Add(step.GetBake().AsDuration())) {
+		return nil
+	}
+	if verdict == gates.Pass || len(step.GetGates()) == 0 {
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutAdvance{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
+		return err
+	}
+	if at.After(since.Add(step.GetBake().AsDuration() + deadline)) {
+		reason := fmt.Sprintf("the gates of step %d stayed inconclusive (too few samples) for %s after the bake", r.GetStep()+1, deadline)
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Reason: reason, Pause: true})
+		return err
+	}
+	return nil
+}
+
+// changed reports whether judgements say something the rollout's last ones
+// for the step did not.
+func changed(r *droverv1.Rollout, js []*droverv1.Judgement) bool {
+	last := map[string]*droverv1.Judgement{}
+	for _, j := range r.GetJudgements() {
+		if j.GetStep() == r.GetStep() {
+			last[j.GetGate()] = j
+		}
+	}
+	for _, j := range js {
+		l := last[j.GetGate()]
+		if l == nil || l.GetResult() != j.GetResult() || l.GetConsecutiveFailures() != j.GetConsecutiveFailures() {
+			return true
+		}
+	}
+	return false
+}
+
+// judgeStep measures the step's agents (the canary group) and the agents
+// still on the old version, and the old version's traffic on the step's
+// agents (the baseline group), and judges the step's gates.
+func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time) (gates.Result, []*droverv1.Judgement) {
+	var all []string
+	for _, ra := range r.GetAgents() {
+		all = append(all, ra.GetAgentId())
+	}
+	canary := n.metricWindows.sample(stepAgents, r.GetModel(), r.GetToVersion(), since)
+	baseline := n.metricWindows.sample(all, r.GetModel(), r.GetFromVersion(), since)
+	canary.Agents, baseline.Agents = uint64(len(stepAgents)), uint64(len(all)-len(stepAgents))
+	for _, id := range stepAgents {
+		if a := view.Agent(id); a != nil && slices.ContainsFunc(a.GetGpuHealth(), func(g *droverv1.GpuHealth) bool { return g.GetHealth() == "unhealthy" }) {
+			canary.GPUUnhealthy++
+		}
+	}
+	// Drift of the new version's traffic on the step's agents.
+	if mv := view.Version(r.GetModel(), r.GetToVersion()); len(mv.GetReferenceProfile()) > 0 {
+		ref := &droverv1.ReferenceProfile{}
+		if proto.Unmarshal(mv.GetReferenceProfile(), ref) == nil {
+			var parts []*droverv1.DriftWindow
+			for _, w := range view.DriftWindows(r.GetModel(), r.GetToVersion(), stepAgents, since) {
+				parts = append(parts, w.GetWindow())
+			}
+			if merged, err := sketch.MergeWindows(parts...); err == nil && len(parts) > 0 {
+				rep := sketch.Evaluate(ref, merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
+				share := rep.Dataset.DriftShare
+				canary.DriftShare = &share
+				canary.FeatureDrift = map[string]float64{}
+				for _, f := range rep.Features {
+					canary.FeatureDrift[f.Name] = f.Score
+				}
+			}
+		}
+	}
+	// The failure counts so far, from the step's last judgements.
+	tracker := &gates.Tracker{Consecutive: map[string]int{}}
+	for _, j := range r.GetJudgements() {
+		if j.GetStep() == r.GetStep() {
+			tracker.Consecutive[j.GetGate()] = int(j.GetConsecutiveFailures())
+		}
+	}
+	gs := make([]gates.Gate, len(step.GetGates()))
+	for i, g := range step.GetGates() {
+		gs[i] = gateOf(g)
+	}
+	verdict, judged := gates.Evaluate(gs, canary, baseline, tracker)
+	out := make([]*droverv1.Judgement, len(judged))
+	for i, j := range judged {
+		pj := &droverv1.Judgement{Step: r.GetStep(), Gate: j.Gate, Metric: string(j.Metric), Result: string(j.Result),
+			PValue: j.PValue, Samples: j.Samples, Detail: j.Limit, ConsecutiveFailures: uint32(tracker.Consecutive[j.Gate])}
+		if j.Reason != "" && j.Reason != j.Limit {
+			pj.Detail = strings.TrimSpace(j.Limit + " " + j.Reason)
+		}
+		if j.HasCanary {
+			pj.Canary = proto.Float64(j.Canary)
+		}
+		if j.HasBaseline {
+			pj.Baseline = proto.Float64(j.Baseline)
+		}
+		out[i] = pj
+	}
+	return verdict, out
+}
+
+// gateOf is a gate as package gates takes it.
+func gateOf(g *droverv1.Gate) gates.Gate {
+	return gates.Gate{Name: g.GetName(), Metric: gates.Metric(g.GetMetric()), Feature: g.GetFeature(), Max: g.Max, Min: g.Min,
+		MaxIncrease: g.MaxIncrease, Relative: g.GetRelative(), Test: g.GetTest(), Alpha: g.GetAlpha(),
+		MinSamples: g.GetMinSamples(), FailureLimit: int(g.GetFailureLimit())}
+}
+
+// rolloutService serves RolloutService.
+type rolloutService struct {
+	droverv1connect.UnimplementedRolloutServiceHandler
+	n *Node
+}
+
+func newRolloutID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "r-" + hex.EncodeToString(b[:])
+}
+
+func (s *rolloutService) StartRollout(ctx context.Context, req *droverv1.StartRolloutRequest) (*droverv1.StartRolloutResponse, error) {
+	if err := state.ValidateName("model", req.GetModel()); err != nil {
+		return nil, err
+	}
+	if err := state.ValidateText("reason", req.GetReason(), state.MaxReasonLen); err != nil {
+		return nil, err
+	}
+	if err := state.ValidateRolloutSteps(req.GetSteps()); err != nil {
+		return nil, err
+	}
+	for i, st := range req.GetSteps() {
+		for j, g := range st.GetGates() {
+			if err := gateOf(g).Validate(); err != nil {
+				return nil, state.Invalidf("steps[%d].gates[%d]: %v", i, j, err)
+			}
+		}
+	}
+	view, _, err := s.n.read(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	mv, err := view.ResolveVersion(req.GetModel(), req.GetVersion(), req.GetAlias())
+	if err != nil {
+		return nil, err
+	}
+	r := &droverv1.Rollout{Id: newRolloutID(), Model: req.GetModel(), ToVersion: mv.GetVersion(), Selector: req.GetSelector(),
+		Steps: req.GetSteps(), Force: req.GetForce()}
+	v, _, err := s.n.apply(ctx, &fsmv1.RolloutCreate{Header: s.n.header(ctx, req.GetReason()), Rollout: r})
+	if err != nil {
+		return nil, err
+	}
+	return &droverv1.StartRolloutResponse{Rollout: v.(*droverv1.Rollout)}, nil
+}
+
+func (s *rolloutService) GetRollout(ctx context.Context, req *droverv1.GetRolloutRequest) (*droverv1.GetRolloutResponse, error) {
+	view, meta, err := s.n.read(ctx, req.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	r := view.Rollout(req.GetId())
+	if r == nil {
+		return nil, state.NotFoundf("no rollout %s", req.GetId())
+	}
+	r = proto.CloneOf(r)
+	agentPhases(view, r)
+	return &droverv1.GetRolloutResponse{Rollout: r, Meta: meta}, nil
+}
+
+func (s *rolloutService) ListRollouts(ctx context.Context, req *droverv1.ListRolloutsRequest) (*droverv1.ListRolloutsResponse, error) {
+	view, meta, err := s.n.read(ctx, req.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	out := &droverv1.ListRolloutsResponse{Meta: meta}
+	for _, r := range view.Rollouts(req.GetModel(), req.GetActive()) {
+		r = proto.CloneOf(r)
+		agentPhases(view, r)
+		out.Rollouts = append(out.Rollouts, r)
+	}
+	return out, nil
+}
+
+// WatchRollout streams the rollout whenever it (or one of its agents'
+// reports) changes, until it ends.
+func (s *rolloutService) WatchRollout(ctx context.Context, req *droverv1.WatchRolloutRequest, stream droverv1connect.RolloutServiceWatchRolloutServerStream) error {
+	var last []byte
+	for {
+		view := s.n.fsm.State().Snapshot()
+		r, ch := view.WatchRollout(req.GetId())
+		if r == nil {
+			return state.NotFoundf("no rollout %s", req.GetId())
+		}
+		r = proto.CloneOf(r)
+		agentPhases(view, r)
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+		if string(b) != string(last) {
+			if err := stream.Send(&droverv1.WatchRolloutResponse{Rollout: r}); err != nil {
+				return err
+			}
+			last = b
+		}
+		if r.GetState() == droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED || r.GetState() == droverv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK {
+			return nil
+		}
+		// Agents' phases change without the rollout changing: look again
+		// at least every half second.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (s *rolloutService) ActOnRollout(ctx context.Context, req *droverv1.ActOnRolloutRequest) (*droverv1.ActOnRolloutResponse, error) {
+	if err := state.ValidateText("reason", req.GetReason(), state.MaxReasonLen); err != nil {
+		return nil, err
+	}
+	v, _, err := s.n.apply(ctx, &fsmv1.RolloutAct{Header: s.n.header(ctx, req.GetReason()), Id: req.GetId(), Action: req.GetAction()})
+	if err != nil {
+		return nil, err
+	}
+	return &droverv1.ActOnRolloutResponse{Rollout: v.(*droverv1.Rollout)}, nil
+}
