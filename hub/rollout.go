@@ -102,7 +102,7 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 func (n *Node) runRollouts(ctx context.Context) {
 	tick := time.NewTicker(rolloutTick)
 	defer tick.Stop()
-	lastJudged := map[string]time.Time{}
+	c := &rolloutMemory{judged: map[string]time.Time{}, unhealthy: map[string]time.Time{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -113,11 +113,20 @@ func (n *Node) runRollouts(ctx context.Context) {
 			if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING {
 				continue
 			}
-			if err := n.driveRollout(ctx, r, lastJudged); err != nil && ctx.Err() == nil && state.KindOf(err) != state.KindFailedPrecondition {
+			if err := n.driveRollout(ctx, r, c); err != nil && ctx.Err() == nil && state.KindOf(err) != state.KindFailedPrecondition {
 				n.logger.Warn("rollout controller", "rollout", r.GetId(), "err", err)
 			}
 		}
 	}
+}
+
+// rolloutMemory is what the controller remembers between ticks, on this
+// leader only: when it last judged each rollout, and since when each
+// agent's runner has been unhealthy. A new leader starts afresh, which can
+// only delay a decision.
+type rolloutMemory struct {
+	judged    map[string]time.Time // by rollout
+	unhealthy map[string]time.Time // by rollout/agent
 }
 
 // stepRole is the role the new version has on a step's agents.
@@ -130,6 +139,9 @@ func stepRole(s *droverv1.RolloutStep) droverv1.AssignmentRole {
 	}
 	return droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY
 }
+
+// unhealthyPrefix marks the message of an agent whose runner is down.
+const unhealthyPrefix = "unhealthy: "
 
 // agentPhases reads the phases of a rollout's agents from their reports.
 func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
@@ -167,13 +179,14 @@ func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
 				if role == droverv1.AssignmentRole_ASSIGNMENT_ROLE_SHADOW {
 					ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_READY
 				}
-				if st.GetHealth() == droverv1.ServingHealth_SERVING_HEALTH_UNHEALTHY {
-					ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED
-				}
+
 			case droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED:
 				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED
 			}
 			ra.Message = st.GetMessage()
+			if st.GetHealth() == droverv1.ServingHealth_SERVING_HEALTH_UNHEALTHY {
+				ra.Message = unhealthyPrefix + st.GetMessage()
+			}
 			if st.GetPhase() == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED && st.GetAttempts() < loadAttempts {
 				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_LOADING // still retrying
 			}
@@ -183,7 +196,7 @@ func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
 
 // driveRollout makes the next decision for a running rollout, if one is
 // due.
-func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, lastJudged map[string]time.Time) error {
+func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rolloutMemory) error {
 	view := n.fsm.State().Snapshot()
 	r = proto.CloneOf(r)
 	agentPhases(view, r)
@@ -202,9 +215,17 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, lastJudged
 			ready = append(ready, ra.GetAgentId())
 		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED:
 			failed = append(failed, fmt.Sprintf("%s (%s)", ra.GetName(), ra.GetMessage()))
-			if strings.Contains(ra.GetMessage(), "runner") {
-				unhealthy = append(unhealthy, ra.GetName())
+		}
+		key := r.GetId() + "/" + ra.GetAgentId()
+		if strings.HasPrefix(ra.GetMessage(), unhealthyPrefix) {
+			if _, ok := mem.unhealthy[key]; !ok {
+				mem.unhealthy[key] = n.now()
 			}
+			if n.now().Sub(mem.unhealthy[key]) >= unhealthyFor {
+				unhealthy = append(unhealthy, fmt.Sprintf("%s (%s)", ra.GetName(), strings.TrimPrefix(ra.GetMessage(), unhealthyPrefix)))
+			}
+		} else {
+			delete(mem.unhealthy, key)
 		}
 	}
 	share := step.GetMinHealthyShare()
@@ -218,6 +239,9 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, lastJudged
 			n.logger.Warn("rollout rolled back", "rollout", r.GetId(), "model", r.GetModel(), "version", r.GetToVersion(), "reason", reason)
 		}
 		return err
+	}
+	if len(unhealthy) > allowed {
+		return fail(fmt.Sprintf("the new version's runner has been unhealthy for %s on %d of %d agents of step %d: %s", unhealthyFor, len(unhealthy), len(stepAgents), r.GetStep()+1, strings.Join(unhealthy, "; ")))
 	}
 	if len(failed) > allowed {
 		return fail(fmt.Sprintf("the new version failed on %d of %d agents of step %d: %s", len(failed), len(stepAgents), r.GetStep()+1, strings.Join(failed, "; ")))
@@ -241,10 +265,10 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, lastJudged
 		return err
 	}
 	// Baking: judge the gates, at most once a judging interval.
-	if at.Sub(lastJudged[r.GetId()]) < rolloutJudgeEvery {
+	if at.Sub(mem.judged[r.GetId()]) < rolloutJudgeEvery {
 		return nil
 	}
-	lastJudged[r.GetId()] = at
+	mem.judged[r.GetId()] = at
 	since := r.GetStepReadyTime().AsTime()
 	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
 	if changed(r, js) {

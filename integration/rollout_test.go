@@ -37,7 +37,8 @@ func newRolloutFleet(t *testing.T) *rolloutFleet {
 	f.c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
 	for i := range 3 {
 		a := newAgent(t, t.TempDir(), fmt.Sprint("edge-", i+1), "--hub", f.c.hubs[0].httpAddr, "--join-token", tok.Token,
-			"--heartbeat-interval", "300ms", "--plugin-dir", plugins, "--metric-window", "1s", "--label", "site=lab")
+			"--heartbeat-interval", "300ms", "--plugin-dir", plugins, "--metric-window", "1s", "--label", "site=lab",
+			"--drift-window", "1s", "--drift-report-interval", "1s")
 		a.start()
 		f.agents = append(f.agents, a)
 	}
@@ -55,8 +56,15 @@ func newRolloutFleet(t *testing.T) *rolloutFleet {
 // push registers the next version of the centroid model with params.
 func (f *rolloutFleet) push(t *testing.T, params ...string) uint64 {
 	t.Helper()
+	return f.pushWith(t, nil, params...)
+}
+
+// pushWith registers the next version with more push flags.
+func (f *rolloutFleet) pushWith(t *testing.T, flags []string, params ...string) uint64 {
+	t.Helper()
 	args := []string{"models", "push", "centroid", "--create", "--file", filepath.Join(f.dir, "model.json"), "--format", "centroid-json",
 		"--runner", "centroid", "--schema", filepath.Join(f.dir, "schema.json")}
+	args = append(args, flags...)
 	for _, p := range params {
 		args = append(args, "--param", p)
 	}
@@ -142,9 +150,10 @@ func (f *rolloutFleet) runningEverywhere(t *testing.T, v uint64) {
 
 // TestRolloutGates rolls a good version through two steps under load with
 // no failed request; then a version that fails every fifth batch, which
-// its error-rate gate rolls back; then a slow version, which its latency
-// gate rolls back with no failed request; and checks that a rejected
-// version needs --force.
+// its error-rate gate rolls back; a slow version, which its latency gate
+// rolls back with no failed request; a version whose inputs drift from its
+// training data, which its drift gate rolls back; and checks that a
+// rejected version needs --force.
 func TestRolloutGates(t *testing.T) {
 	f := newRolloutFleet(t)
 	v1 := f.push(t)
@@ -206,6 +215,27 @@ func TestRolloutGates(t *testing.T) {
 	}
 	if failed > 0 {
 		t.Errorf("during the rollback: %d answered, %d failed", ok, failed)
+	}
+	f.runningEverywhere(t, v2)
+
+	// A version whose inputs drift: its training data had x spread evenly
+	// over [0, 10); the traffic has only 1s and 9s. Its drift gate rolls
+	// it back.
+	var csv strings.Builder
+	csv.WriteString("x\n")
+	for i := range 2000 {
+		fmt.Fprintf(&csv, "%g\n", float64(i%1000)/100)
+	}
+	_ = os.WriteFile(filepath.Join(f.dir, "train.csv"), []byte(csv.String()), 0o644)
+	v5 := f.pushWith(t, []string{"--dataset", filepath.Join(f.dir, "train.csv")})
+	stop = f.load(t)
+	var dr rolloutJSON
+	f.c.cli(t, &dr, "rollouts", "start", fmt.Sprintf("centroid:%d", v5), "--step", "agents=1,bake=3s", "--step", "percent=100",
+		"--gate", "error_rate,max=0.05,min-samples=20", "--gate", "drift_share,max=0.5,min-samples=20")
+	r = f.waitRollout(t, dr.ID, 60*time.Second)
+	stop()
+	if r.State != "rolled_back" || !strings.Contains(r.Reason, "drift_share") {
+		t.Fatalf("the drifting version: %+v", r)
 	}
 	f.runningEverywhere(t, v2)
 
