@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,25 +19,10 @@ import (
 	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/internal/churn"
 	"github.com/droverhq/drover/plugins/exectrain"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
-
-// python is Debian's interpreter, which python3-sklearn installs into.
-const python = "/usr/bin/python3"
-
-func requireSklearn(t *testing.T) {
-	t.Helper()
-	out, err := exec.Command(python, "-c", "import numpy, sklearn").CombinedOutput()
-	if err == nil {
-		return
-	}
-	msg := python + " cannot import scikit-learn (apt-get install python3-sklearn): " + strings.TrimSpace(string(out))
-	if os.Getenv("DROVER_REQUIRE_SKLEARN") == "1" {
-		t.Fatalf("%s; DROVER_REQUIRE_SKLEARN=1 requires it", msg)
-	}
-	t.Skip(msg)
-}
 
 // churnSchema is the bundled churn data set's feature schema.
 func churnSchema() *droverv1.FeatureSchema {
@@ -61,7 +45,7 @@ func churnSchema() *droverv1.FeatureSchema {
 // answers the Open Inference Protocol, its answers matching the hold-out
 // labels as often as the trainer said.
 func TestScikitLearnThroughTheAgent(t *testing.T) {
-	requireSklearn(t)
+	sdktest.RequireSklearn(t)
 	examples, err := filepath.Abs(filepath.Join("..", "plugins", "examples", "sklearn"))
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +56,7 @@ func TestScikitLearnThroughTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	schema := churnSchema()
-	tr := exectrain.New(exectrain.Config{Command: []string{python, filepath.Join(examples, "train.py")}, Timeout: 5 * time.Minute}, nil)
+	tr := exectrain.New(exectrain.Config{Command: []string{sdktest.Python, filepath.Join(examples, "train.py")}, Timeout: 5 * time.Minute}, nil)
 	var result *runnerv1.TrainResult
 	err = tr.Train(t.Context(), &runnerv1.TrainRequest{DatasetPath: dataset, OutputDir: filepath.Join(dir, "out"), Target: churn.Target,
 		Schema: schema, Params: map[string]string{"n_estimators": "50"}}, func(ev *runnerv1.TrainResponse) error {
@@ -100,7 +84,7 @@ func TestScikitLearnThroughTheAgent(t *testing.T) {
 		Token string `json:"token"`
 	}
 	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
-	serve := fmt.Sprintf("%s=%s %s --port={port} --artifact={artifact} --name={name}", result.GetFormat(), python, filepath.Join(examples, "serve.py"))
+	serve := fmt.Sprintf("%s=%s %s --port={port} --artifact={artifact} --name={name}", result.GetFormat(), sdktest.Python, filepath.Join(examples, "serve.py"))
 	a := newAgent(t, t.TempDir(), "edge-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token,
 		"--heartbeat-interval", "300ms", "--plugin-dir", "", "--process-server", serve)
 	a.start()

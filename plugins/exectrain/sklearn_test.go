@@ -11,27 +11,12 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/internal/churn"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 )
 
-// python is Debian's interpreter, which python3-sklearn installs into; a
-// python3 earlier on PATH (pyenv, a virtualenv) may lack scikit-learn.
-const python = "/usr/bin/python3"
-
-// requireSklearn skips the test when python cannot import scikit-learn,
-// unless DROVER_REQUIRE_SKLEARN=1 (CI, which installs it), where it fails.
-func requireSklearn(t *testing.T) {
-	t.Helper()
-	out, err := exec.Command(python, "-c", "import numpy, sklearn").CombinedOutput()
-	if err == nil {
-		return
-	}
-	msg := python + " cannot import scikit-learn (apt-get install python3-sklearn): " + strings.TrimSpace(string(out))
-	if os.Getenv("DROVER_REQUIRE_SKLEARN") == "1" {
-		t.Fatalf("%s; DROVER_REQUIRE_SKLEARN=1 requires it", msg)
-	}
-	t.Skip(msg)
-}
+// python is Debian's interpreter, which has scikit-learn.
+const python = sdktest.Python
 
 // TestScikitLearnRandomForest trains the example random-forest churn model
 // (plugins/examples/sklearn/train.py) on the bundled churn data through the
@@ -39,7 +24,7 @@ func requireSklearn(t *testing.T) {
 // the hold-out metrics, and an artifact that predicts from raw columns.
 func TestScikitLearnRandomForest(t *testing.T) {
 	t.Parallel()
-	requireSklearn(t)
+	sdktest.RequireSklearn(t)
 	trainPy, err := filepath.Abs(filepath.Join("..", "examples", "sklearn", "train.py"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package procserve
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/droverhq/drover/plugins/sdk"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -688,20 +688,14 @@ func TestCloseStopsEverything(t *testing.T) {
 
 // systemPython is the Python with scikit-learn: the pyenv python3 first on
 // PATH in development images lacks it.
-const systemPython = "/usr/bin/python3"
+const systemPython = sdktest.Python
 
 // TestScikitLearnServer serves a scikit-learn Pipeline trained by
 // plugins/examples/sklearn/train.py (or, without it, inline) with the
 // example's serve.py, through the process server. It is skipped where
 // Python has no scikit-learn, unless DROVER_REQUIRE_SKLEARN=1.
 func TestScikitLearnServer(t *testing.T) {
-	if out, err := exec.Command(systemPython, "-c", "import sklearn, numpy").CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("%s cannot import scikit-learn and numpy (%v: %s); install python3-sklearn", systemPython, err, bytes.TrimSpace(out))
-		if os.Getenv("DROVER_REQUIRE_SKLEARN") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	sdktest.RequireSklearn(t)
 	example, err := filepath.Abs("../examples/sklearn")
 	if err != nil {
 		t.Fatal(err)
