@@ -35,6 +35,8 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/droverhq/drover/agent/artifacts"
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
@@ -86,6 +88,9 @@ type Config struct {
 	// SampleKeep (default 10,000).
 	SampleRate float64
 	SampleKeep int
+	// FeedbackRetention is how long a sampled prediction waits for its
+	// label (default 24 h); a label later than that is counted unknown.
+	FeedbackRetention time.Duration
 	// WindowKeep is how many one-minute metric windows are kept per
 	// model (default 1,440: a day).
 	WindowKeep int
@@ -171,6 +176,7 @@ type Agent struct {
 	plugins  *pluginHost // nil without a plugin directory
 	samples  *sampler    // nil when no predictions are sampled
 	windows  *metricWindows
+	feedback *prometheus.CounterVec
 	drift    *driftMonitor
 	gpus     *gpuMonitor
 	metrics  *metrics
@@ -250,6 +256,12 @@ func New(cfg Config) (*Agent, error) {
 			keep = 10_000
 		}
 		a.samples = newSampler(st, cfg.SampleRate, keep, a.logger.With("component", "samples"))
+		if cfg.FeedbackRetention > 0 {
+			a.samples.retention = cfg.FeedbackRetention
+		}
+		if rt, ok := a.runtime.(*servingRuntime); ok {
+			a.samples.classes = rt.classes
+		}
 	}
 	keepWindows := cfg.WindowKeep
 	if keepWindows <= 0 {
@@ -261,6 +273,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.windows.send = func(w *Window) { a.report(&droverv1.Report{Body: &droverv1.Report_Metrics{Metrics: w.proto()}}) }
 	a.drift = newDriftMonitor(st, cfg.Drift, a.logger.With("component", "drift"), a.referenceProfile, func(r *droverv1.Report) { a.report(r) })
+	a.feedback = newFeedbackCounter()
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
 	a.gpus = newGPUMonitor(a)

@@ -25,6 +25,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/agent", a.handleStatus)
 	mux.HandleFunc("GET /v1/windows", a.handleWindows)
 	mux.HandleFunc("GET /v1/drift", a.handleDrift)
+	mux.HandleFunc("POST /v1/feedback", a.handleFeedback)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
 		h.Observe = a.observe

@@ -64,6 +64,7 @@ func newMetrics(a *Agent) *metrics {
 		m.registry.MustRegister(rt.collectors()...)
 	}
 	m.registry.MustRegister(a.drift.collectors()...)
+	m.registry.MustRegister(a.feedback)
 	info := buildinfo.Get()
 	m.registry.MustRegister(m.heartbeatFailures, m.reportsSent, m.reportsRefused, m.desiredUpdates, m.downloads,
 		m.requests, m.rows, m.latency,

@@ -38,15 +38,22 @@ type sampler struct {
 	logger  *slog.Logger
 	dropped prometheus.Counter
 
-	mu  sync.Mutex
-	buf map[string][][]byte // by model
-	n   int
+	// For feedback: kept predictions by model and request id, for
+	// retention; classes names a version's classes (for probabilities).
+	retention time.Duration
+	classes   func(model, version string) []string
+
+	mu    sync.Mutex
+	buf   map[string][][]byte          // by model
+	preds map[string]map[string][]byte // by model, then request id
+	n     int
 }
 
 const samplerBuffer = 10_000
 
 func newSampler(st *store.Store, rate float64, keep int, logger *slog.Logger) *sampler {
-	return &sampler{st: st, rate: rate, keep: keep, logger: logger, buf: map[string][][]byte{},
+	return &sampler{st: st, rate: rate, keep: keep, logger: logger, buf: map[string][][]byte{}, preds: map[string]map[string][]byte{},
+		retention: 24 * time.Hour, classes: func(string, string) []string { return nil },
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "drover_agent_prediction_samples_dropped_total", Help: "Prediction samples dropped because the write buffer was full.",
 		})}
@@ -70,14 +77,29 @@ func (s *sampler) record(o oip.Observation) {
 	}
 	s.buf[o.Model] = append(s.buf[o.Model], b)
 	s.n++
+	if o.Request.ID != "" {
+		if lp, ok := loggedOf(o, s.classes(o.Model, o.Version)); ok {
+			if pb, err := json.Marshal(lp); err == nil {
+				if s.preds[o.Model] == nil {
+					s.preds[o.Model] = map[string][]byte{}
+				}
+				s.preds[o.Model][o.Request.ID] = pb
+			}
+		}
+	}
 }
 
 // flush writes what is buffered.
 func (s *sampler) flush() {
 	s.mu.Lock()
-	buf := s.buf
-	s.buf, s.n = map[string][][]byte{}, 0
+	buf, preds := s.buf, s.preds
+	s.buf, s.preds, s.n = map[string][][]byte{}, map[string]map[string][]byte{}, 0
 	s.mu.Unlock()
+	for model, byID := range preds {
+		if err := s.st.PutPredictions(model, byID, s.retention); err != nil {
+			s.logger.Warn("predictions not kept for feedback", "model", model, "predictions", len(byID), "err", err)
+		}
+	}
 	for model, recs := range buf {
 		j, err := s.st.Journal("samples/"+model, s.keep)
 		if err == nil {

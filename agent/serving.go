@@ -299,6 +299,19 @@ func (r *servingRuntime) retireCtx(ctx context.Context, v *servedVersion) error 
 	return nil
 }
 
+// classes are a loaded native classifier's classes, in the order of its
+// probabilities, or nil.
+func (r *servingRuntime) classes(model, version string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, v := range r.loaded {
+		if k.Model == model && v.name == version && v.native != nil {
+			return v.native.Classes
+		}
+	}
+	return nil
+}
+
 // profile is a loaded version's reference profile, or nil.
 func (r *servingRuntime) profile(model string, version uint64) *droverv1.ReferenceProfile {
 	r.mu.Lock()

@@ -67,6 +67,8 @@ type Window struct {
 	// how many agreed.
 	ShadowRows   uint64 `json:"shadow_rows,omitempty"`
 	ShadowAgreed uint64 `json:"shadow_agreed,omitempty"`
+	// Feedback joined to the version's answers in the window.
+	Feedback Feedback `json:"feedback"`
 	// Latency counts answered requests by latency bucket (see
 	// LatencyQuantile), as {bucket: count}.
 	Latency map[int]uint64 `json:"latency"`
@@ -77,12 +79,96 @@ type Window struct {
 	P99 float64 `json:"p99_seconds"`
 }
 
+// Feedback is what labels joined to a version's answers add up to.
+type Feedback struct {
+	Labeled     uint64  `json:"labeled_rows"`
+	Correct     uint64  `json:"correct_rows"`
+	LogLossSum  float64 `json:"log_loss_sum"`
+	LogLossRows uint64  `json:"log_loss_rows"`
+	TP          uint64  `json:"true_positives"`
+	FP          uint64  `json:"false_positives"`
+	FN          uint64  `json:"false_negatives"`
+	AbsErrSum   float64 `json:"absolute_error_sum"`
+	SqErrSum    float64 `json:"squared_error_sum"`
+	// Accuracy, F1 (the positive class's, for two classes), LogLoss, MAE
+	// and RMSE, over the labelled rows; absent without labels.
+	Accuracy *float64 `json:"accuracy,omitempty"`
+	F1       *float64 `json:"f1,omitempty"`
+	LogLoss  *float64 `json:"log_loss,omitempty"`
+	MAE      *float64 `json:"mae,omitempty"`
+	RMSE     *float64 `json:"rmse,omitempty"`
+}
+
+func (f *Feedback) add(s feedbackScore) {
+	f.Labeled += s.rows
+	if s.classificationOK {
+		f.Correct += s.correct
+	}
+	f.LogLossSum += s.logLoss
+	f.LogLossRows += s.logLossRows
+	f.TP, f.FP, f.FN = f.TP+s.tp, f.FP+s.fp, f.FN+s.fn
+	f.AbsErrSum += s.absErr
+	f.SqErrSum += s.sqErr
+}
+
+func (f *Feedback) merge(o Feedback) {
+	f.Labeled += o.Labeled
+	f.Correct += o.Correct
+	f.LogLossSum += o.LogLossSum
+	f.LogLossRows += o.LogLossRows
+	f.TP, f.FP, f.FN = f.TP+o.TP, f.FP+o.FP, f.FN+o.FN
+	f.AbsErrSum += o.AbsErrSum
+	f.SqErrSum += o.SqErrSum
+}
+
+// summarise fills in the measures from the counts.
+func (f *Feedback) summarise() {
+	f.Accuracy, f.F1, f.LogLoss, f.MAE, f.RMSE = nil, nil, nil, nil, nil
+	if f.Labeled == 0 {
+		return
+	}
+	n := float64(f.Labeled)
+	if f.AbsErrSum > 0 || f.SqErrSum > 0 {
+		mae, rmse := f.AbsErrSum/n, math.Sqrt(f.SqErrSum/n)
+		f.MAE, f.RMSE = &mae, &rmse
+		return
+	}
+	acc := float64(f.Correct) / n
+	f.Accuracy = &acc
+	if d := 2*f.TP + f.FP + f.FN; d > 0 {
+		f1 := 2 * float64(f.TP) / float64(d)
+		f.F1 = &f1
+	}
+	if f.LogLossRows > 0 {
+		ll := f.LogLossSum / float64(f.LogLossRows)
+		f.LogLoss = &ll
+	}
+}
+
+// observeFeedback adds joined labels to a version's current window.
+func (m *metricWindows) observeFeedback(model, version string, s feedbackScore) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(now)
+	k := windowKey{model, version}
+	w := m.open[k]
+	if w == nil {
+		w = &liveWindow{}
+		m.open[k] = w
+	}
+	w.fb.add(s)
+}
+
 // proto is the window as the hub receives it.
 func (w *Window) proto() *droverv1.MetricWindow {
 	version, _ := strconv.ParseUint(w.Version, 10, 64)
 	p := &droverv1.MetricWindow{Model: w.Model, Version: version, Start: timestamppb.New(w.Start), Length: durationpb.New(w.Length),
 		Requests: w.Requests, Rows: w.Rows, ClientErrors: w.ClientErrors, ServerErrors: w.ServerErrors,
-		ShadowRows: w.ShadowRows, ShadowAgreed: w.ShadowAgreed, Latency: map[int32]uint64{}}
+		ShadowRows: w.ShadowRows, ShadowAgreed: w.ShadowAgreed, Latency: map[int32]uint64{},
+		LabeledRows: w.Feedback.Labeled, CorrectRows: w.Feedback.Correct, LogLossSum: w.Feedback.LogLossSum, LogLossRows: w.Feedback.LogLossRows,
+		TruePositives: w.Feedback.TP, FalsePositives: w.Feedback.FP, FalseNegatives: w.Feedback.FN,
+		AbsoluteErrorSum: w.Feedback.AbsErrSum, SquaredErrorSum: w.Feedback.SqErrSum}
 	for b, n := range w.Latency {
 		p.Latency[int32(b)] = n
 	}
@@ -105,6 +191,7 @@ func (w *Window) Merge(o *Window) {
 	w.ServerErrors += o.ServerErrors
 	w.ShadowRows += o.ShadowRows
 	w.ShadowAgreed += o.ShadowAgreed
+	w.Feedback.merge(o.Feedback)
 	if w.Latency == nil {
 		w.Latency = map[int]uint64{}
 	}
@@ -137,6 +224,7 @@ func (w *Window) LatencyQuantile(q float64) float64 {
 
 func (w *Window) summarise() {
 	w.P50, w.P95, w.P99 = w.LatencyQuantile(0.5), w.LatencyQuantile(0.95), w.LatencyQuantile(0.99)
+	w.Feedback.summarise()
 }
 
 // metricWindows keeps the current minute's windows and writes closed ones
@@ -164,6 +252,7 @@ type liveWindow struct {
 	requests, rows, clientErrors, serverErrors uint64
 	shadowRows, shadowAgreed                   uint64
 	latency                                    [latencyBuckets]uint64
+	fb                                         Feedback
 }
 
 func newMetricWindows(st *store.Store, keep int, length time.Duration, logger *slog.Logger) *metricWindows {
@@ -233,7 +322,7 @@ func (m *metricWindows) rollLocked(now time.Time) {
 func (lw *liveWindow) window(k windowKey, start time.Time, length time.Duration) *Window {
 	w := &Window{Model: k.model, Version: k.version, Start: start.UTC(), Length: length, Requests: lw.requests, Rows: lw.rows,
 		ClientErrors: lw.clientErrors, ServerErrors: lw.serverErrors, ShadowRows: lw.shadowRows, ShadowAgreed: lw.shadowAgreed,
-		Latency: map[int]uint64{}}
+		Feedback: lw.fb, Latency: map[int]uint64{}}
 	for b, n := range lw.latency {
 		if n > 0 {
 			w.Latency[b] = n

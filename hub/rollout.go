@@ -76,7 +76,8 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := gates.Sample{Latency: map[int]uint64{}}
-	var shadowAgreed uint64
+	var shadowAgreed, correct, logLossRows uint64
+	var logLoss float64
 	for _, id := range agents {
 		for _, w := range s.windows[id] {
 			if w.GetModel() != model || w.GetVersion() != version || w.GetStart().AsTime().Before(since) {
@@ -89,11 +90,23 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 			}
 			out.ShadowRows += w.GetShadowRows()
 			shadowAgreed += w.GetShadowAgreed()
+			out.AccuracyRows += w.GetLabeledRows()
+			correct += w.GetCorrectRows()
+			logLoss += w.GetLogLossSum()
+			logLossRows += w.GetLogLossRows()
 		}
 	}
 	if out.ShadowRows > 0 {
 		a := float64(shadowAgreed) / float64(out.ShadowRows)
 		out.ShadowAgreement = &a
+	}
+	if out.AccuracyRows > 0 {
+		a := float64(correct) / float64(out.AccuracyRows)
+		out.Accuracy = &a
+	}
+	if logLossRows > 0 {
+		ll := logLoss / float64(logLossRows)
+		out.LogLoss = &ll
 	}
 	return out
 }

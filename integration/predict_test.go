@@ -66,7 +66,8 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		Token string `json:"token"`
 	}
 	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
-	a := newAgent(t, t.TempDir(), "edge-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms")
+	a := newAgent(t, t.TempDir(), "edge-1", "--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms",
+		"--sample-rate", "1") // every prediction kept, for the feedback below
 	a.start()
 	hubtest.WaitFor(t, 20*time.Second, func() error {
 		if l := c.agents(t); len(l.Agents) != 1 {
@@ -130,6 +131,23 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Feedback: the true labels of request q1 (answered [yes no]) are
+	// [yes yes]; the agent joins them to its kept prediction and counts
+	// accuracy 1/2 in v1's window.
+	labelFile := filepath.Join(t.TempDir(), "labels.csv")
+	_ = os.WriteFile(labelFile, []byte("id,label\nq1,yes\nq1,yes\n"), 0o600)
+	var fb struct {
+		Joined  int      `json:"joined"`
+		Unknown []string `json:"unknown"`
+	}
+	hubtest.WaitFor(t, 10*time.Second, func() error { // the kept predictions are written once a second
+		c.cli(t, &fb, "feedback", "--agent", a.serveAddr, "--model", "churn", "--file", labelFile)
+		if fb.Joined != 1 {
+			return fmt.Errorf("feedback: %+v", fb)
+		}
+		return nil
+	})
+
 	// And in the agent's metric windows.
 	resp, err = http.Get("http://" + a.serveAddr + "/v1/windows?model=churn")
 	if err != nil {
@@ -141,6 +159,10 @@ func TestPredictionsEndToEnd(t *testing.T) {
 			Requests     int     `json:"requests"`
 			ClientErrors int     `json:"client_errors"`
 			P50          float64 `json:"p50_seconds"`
+			Feedback     struct {
+				Labeled  int      `json:"labeled_rows"`
+				Accuracy *float64 `json:"accuracy"`
+			} `json:"feedback"`
 		} `json:"current"`
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&windows)
@@ -152,7 +174,16 @@ func TestPredictionsEndToEnd(t *testing.T) {
 		}
 		refused += w.ClientErrors
 	}
-	if answered != 1 || refused != 1 {
+	labelled := 0
+	for _, w := range windows.Current {
+		if w.Feedback.Labeled > 0 {
+			labelled += w.Feedback.Labeled
+			if w.Feedback.Accuracy == nil || *w.Feedback.Accuracy != 0.5 {
+				t.Errorf("feedback accuracy: %+v", w.Feedback)
+			}
+		}
+	}
+	if answered != 1 || refused != 1 || labelled != 2 {
 		t.Errorf("metric windows: %+v", windows.Current)
 	}
 

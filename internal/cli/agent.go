@@ -55,6 +55,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.OutboxMaxReports, "outbox-max-reports", 100_000, "how many reports to keep while the hub is away")
 	fs.Float64Var(&c.SampleRate, "sample-rate", 0.1, "the fraction of answered predictions kept on the agent for drift and feedback (0 to 1)")
 	fs.IntVar(&c.SampleKeep, "sample-keep", 10_000, "how many prediction samples to keep per model")
+	fs.DurationVar(&c.FeedbackRetention, "feedback-retention", 24*time.Hour, "how long a sampled prediction waits for its feedback label")
 	fs.IntVar(&c.WindowKeep, "window-keep", 1440, "how many one-minute metric windows to keep per model")
 	fs.DurationVar(&c.MetricWindow, "metric-window", time.Minute, "the span of one metric window (requests, errors, latency), reported to the hub for rollout gates")
 	fs.DurationVar(&c.Drift.Window, "drift-window", time.Minute, "the span of one drift window")

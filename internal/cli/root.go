@@ -105,6 +105,7 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.pluginsCommand(),
 		a.driftCommand(),
 		a.rolloutsCommand(),
+		a.feedbackCommand(),
 	)
 	return root
 }

@@ -2787,10 +2787,25 @@ type MetricWindow struct {
 	Latency map[int32]uint64 `protobuf:"bytes,9,rep,name=latency,proto3" json:"latency,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// For a shadow version: rows compared with the primary's answers, and
 	// how many agreed.
-	ShadowRows    uint64 `protobuf:"varint,10,opt,name=shadow_rows,json=shadowRows,proto3" json:"shadow_rows,omitempty"`
-	ShadowAgreed  uint64 `protobuf:"varint,11,opt,name=shadow_agreed,json=shadowAgreed,proto3" json:"shadow_agreed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ShadowRows   uint64 `protobuf:"varint,10,opt,name=shadow_rows,json=shadowRows,proto3" json:"shadow_rows,omitempty"`
+	ShadowAgreed uint64 `protobuf:"varint,11,opt,name=shadow_agreed,json=shadowAgreed,proto3" json:"shadow_agreed,omitempty"`
+	// Feedback joined to this version's answers: rows labelled and right,
+	// log loss summed over the rows with class probabilities, and for two
+	// classes the positive class's true positives, false positives and
+	// false negatives.
+	LabeledRows    uint64  `protobuf:"varint,12,opt,name=labeled_rows,json=labeledRows,proto3" json:"labeled_rows,omitempty"`
+	CorrectRows    uint64  `protobuf:"varint,13,opt,name=correct_rows,json=correctRows,proto3" json:"correct_rows,omitempty"`
+	LogLossSum     float64 `protobuf:"fixed64,14,opt,name=log_loss_sum,json=logLossSum,proto3" json:"log_loss_sum,omitempty"`
+	LogLossRows    uint64  `protobuf:"varint,15,opt,name=log_loss_rows,json=logLossRows,proto3" json:"log_loss_rows,omitempty"`
+	TruePositives  uint64  `protobuf:"varint,16,opt,name=true_positives,json=truePositives,proto3" json:"true_positives,omitempty"`
+	FalsePositives uint64  `protobuf:"varint,17,opt,name=false_positives,json=falsePositives,proto3" json:"false_positives,omitempty"`
+	FalseNegatives uint64  `protobuf:"varint,18,opt,name=false_negatives,json=falseNegatives,proto3" json:"false_negatives,omitempty"`
+	// For a regression: absolute and squared errors summed over the
+	// labelled rows.
+	AbsoluteErrorSum float64 `protobuf:"fixed64,19,opt,name=absolute_error_sum,json=absoluteErrorSum,proto3" json:"absolute_error_sum,omitempty"`
+	SquaredErrorSum  float64 `protobuf:"fixed64,20,opt,name=squared_error_sum,json=squaredErrorSum,proto3" json:"squared_error_sum,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MetricWindow) Reset() {
@@ -2896,6 +2911,69 @@ func (x *MetricWindow) GetShadowRows() uint64 {
 func (x *MetricWindow) GetShadowAgreed() uint64 {
 	if x != nil {
 		return x.ShadowAgreed
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetLabeledRows() uint64 {
+	if x != nil {
+		return x.LabeledRows
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetCorrectRows() uint64 {
+	if x != nil {
+		return x.CorrectRows
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetLogLossSum() float64 {
+	if x != nil {
+		return x.LogLossSum
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetLogLossRows() uint64 {
+	if x != nil {
+		return x.LogLossRows
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetTruePositives() uint64 {
+	if x != nil {
+		return x.TruePositives
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetFalsePositives() uint64 {
+	if x != nil {
+		return x.FalsePositives
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetFalseNegatives() uint64 {
+	if x != nil {
+		return x.FalseNegatives
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetAbsoluteErrorSum() float64 {
+	if x != nil {
+		return x.AbsoluteErrorSum
+	}
+	return 0
+}
+
+func (x *MetricWindow) GetSquaredErrorSum() float64 {
+	if x != nil {
+		return x.SquaredErrorSum
 	}
 	return 0
 }
@@ -3372,7 +3450,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x05drift\x18\n" +
 	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05drift\x123\n" +
 	"\ametrics\x18\v \x01(\v2\x17.drover.v1.MetricWindowH\x00R\ametricsB\x06\n" +
-	"\x04body\"\xdf\x03\n" +
+	"\x04body\"\xbe\x06\n" +
 	"\fMetricWindow\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x120\n" +
@@ -3386,7 +3464,17 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\vshadow_rows\x18\n" +
 	" \x01(\x04R\n" +
 	"shadowRows\x12#\n" +
-	"\rshadow_agreed\x18\v \x01(\x04R\fshadowAgreed\x1a:\n" +
+	"\rshadow_agreed\x18\v \x01(\x04R\fshadowAgreed\x12!\n" +
+	"\flabeled_rows\x18\f \x01(\x04R\vlabeledRows\x12!\n" +
+	"\fcorrect_rows\x18\r \x01(\x04R\vcorrectRows\x12 \n" +
+	"\flog_loss_sum\x18\x0e \x01(\x01R\n" +
+	"logLossSum\x12\"\n" +
+	"\rlog_loss_rows\x18\x0f \x01(\x04R\vlogLossRows\x12%\n" +
+	"\x0etrue_positives\x18\x10 \x01(\x04R\rtruePositives\x12'\n" +
+	"\x0ffalse_positives\x18\x11 \x01(\x04R\x0efalsePositives\x12'\n" +
+	"\x0ffalse_negatives\x18\x12 \x01(\x04R\x0efalseNegatives\x12,\n" +
+	"\x12absolute_error_sum\x18\x13 \x01(\x01R\x10absoluteErrorSum\x12*\n" +
+	"\x11squared_error_sum\x18\x14 \x01(\x01R\x0fsquaredErrorSum\x1a:\n" +
 	"\fLatencyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/store"
+)
+
+// Feedback: ground-truth labels for answered predictions, by request id.
+// The agent keeps the predictions it samples (--sample-rate) by request id
+// for --feedback-retention; a label that finds its prediction is joined to
+// it and counted in the answering version's metric window — rows
+// labelled, rows right, log loss, and for two classes the positive
+// class's true and false positives and false negatives (for F1); for a
+// regression absolute and squared errors (MAE, RMSE). A label for a
+// prediction not kept (not sampled, expired, never made) or labelled
+// already is counted, not lost silently, and said so in the answer.
+
+// loggedPrediction is what the agent keeps of a sampled prediction for
+// feedback: the version that answered and its answer, row by row.
+type loggedPrediction struct {
+	Version string    `json:"v"`
+	Time    time.Time `json:"t"`
+	// Labels are a classifier's answers; Probabilities its class
+	// probabilities, row by row, in Classes' order.
+	Labels        []string    `json:"l,omitempty"`
+	Classes       []string    `json:"c,omitempty"`
+	Probabilities [][]float64 `json:"p,omitempty"`
+	// Predictions are a regression's answers.
+	Predictions []float64 `json:"y,omitempty"`
+}
+
+// loggedOf extracts what feedback needs from an answered request.
+func loggedOf(o oip.Observation, classes []string) (*loggedPrediction, bool) {
+	lp := &loggedPrediction{Version: o.Version, Time: time.Now().UTC()}
+	for _, t := range o.Response.Outputs {
+		switch {
+		case t.Name == outputLabel && t.Datatype == oip.Bytes:
+			lp.Labels = t.Strings
+		case t.Name == outputProbabilities && len(t.Shape) == 2 && len(classes) == int(t.Shape[1]):
+			k := len(classes)
+			for r := range int(t.Shape[0]) {
+				lp.Probabilities = append(lp.Probabilities, t.Numbers[r*k:(r+1)*k])
+			}
+			lp.Classes = classes
+		case t.Name == outputPrediction && t.Datatype != oip.Bytes:
+			lp.Predictions = t.Numbers
+		}
+	}
+	return lp, lp.Labels != nil || lp.Predictions != nil
+}
+
+// FeedbackItem is one request's labels: one per row of the request, as
+// text for a classifier ("label" for a one-row request, or "labels"), as
+// numbers for a regression ("value" or "values").
+type FeedbackItem struct {
+	ID     string    `json:"id"`
+	Label  *string   `json:"label,omitempty"`
+	Labels []string  `json:"labels,omitempty"`
+	Value  *float64  `json:"value,omitempty"`
+	Values []float64 `json:"values,omitempty"`
+}
+
+// FeedbackRequest is the body of POST /v1/feedback.
+type FeedbackRequest struct {
+	Model string         `json:"model"`
+	Items []FeedbackItem `json:"items"`
+}
+
+// FeedbackResponse says what became of each item.
+type FeedbackResponse struct {
+	// Joined counts items whose prediction was found and scored.
+	Joined int `json:"joined"`
+	// Unknown lists the ids with no kept prediction (not sampled, expired
+	// or never made); Duplicate those labelled before; Invalid those
+	// whose labels do not fit their prediction, with why.
+	Unknown []string          `json:"unknown"`
+	Invalid map[string]string `json:"invalid"`
+}
+
+// feedbackBody bounds a feedback request.
+const feedbackBody = 16 << 20
+
+func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, feedbackBody))
+	if err != nil {
+		http.Error(w, "reading the request: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	var req FeedbackRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "not a feedback request: "+err.Error())
+		return
+	}
+	if req.Model == "" || len(req.Items) == 0 {
+		writeJSONError(w, http.StatusBadRequest, "a feedback request needs a model and items")
+		return
+	}
+	resp := FeedbackResponse{Unknown: []string{}, Invalid: map[string]string{}}
+	for i, it := range req.Items {
+		if it.ID == "" {
+			resp.Invalid[fmt.Sprintf("items[%d]", i)] = "no id"
+			a.feedback.WithLabelValues(req.Model, "invalid").Inc()
+			continue
+		}
+		raw, err := a.store.TakePrediction(req.Model, it.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			resp.Unknown = append(resp.Unknown, it.ID)
+			a.feedback.WithLabelValues(req.Model, "unknown").Inc()
+			continue
+		}
+		if err != nil {
+			writeJSONError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		var lp loggedPrediction
+		if err := json.Unmarshal(raw, &lp); err != nil {
+			resp.Invalid[it.ID] = "the kept prediction does not decode"
+			continue
+		}
+		score, err := scoreFeedback(&lp, it)
+		if err != nil {
+			resp.Invalid[it.ID] = err.Error()
+			a.feedback.WithLabelValues(req.Model, "invalid").Inc()
+			continue
+		}
+		a.windows.observeFeedback(req.Model, lp.Version, score)
+		a.feedback.WithLabelValues(req.Model, "joined").Inc()
+		resp.Joined++
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// feedbackScore is what a request's labels add to its version's window.
+type feedbackScore struct {
+	rows, correct    uint64
+	logLoss          float64 // summed over rows with probabilities
+	logLossRows      uint64
+	tp, fp, fn       uint64 // the positive class (the second of two), for F1
+	absErr, sqErr    float64
+	regressionRows   uint64
+	classificationOK bool
+}
+
+// scoreFeedback compares labels with the kept answers.
+func scoreFeedback(lp *loggedPrediction, it FeedbackItem) (feedbackScore, error) {
+	var s feedbackScore
+	labels := it.Labels
+	if it.Label != nil {
+		labels = append(labels, *it.Label)
+	}
+	values := it.Values
+	if it.Value != nil {
+		values = append(values, *it.Value)
+	}
+	switch {
+	case lp.Labels != nil:
+		if len(labels) != len(lp.Labels) {
+			return s, fmt.Errorf("%d labels for a request of %d rows", len(labels), len(lp.Labels))
+		}
+		positive := ""
+		if len(lp.Classes) == 2 {
+			positive = lp.Classes[1]
+		}
+		for r, want := range labels {
+			got := lp.Labels[r]
+			s.rows++
+			if got == want {
+				s.correct++
+			}
+			if positive != "" {
+				switch {
+				case got == positive && want == positive:
+					s.tp++
+				case got == positive:
+					s.fp++
+				case want == positive:
+					s.fn++
+				}
+			}
+			if r < len(lp.Probabilities) {
+				if k := slices.Index(lp.Classes, want); k >= 0 {
+					p := min(max(lp.Probabilities[r][k], 1e-15), 1-1e-15)
+					s.logLoss -= math.Log(p)
+					s.logLossRows++
+				}
+			}
+		}
+		s.classificationOK = true
+	case lp.Predictions != nil:
+		if len(values) != len(lp.Predictions) {
+			return s, fmt.Errorf("%d values for a request of %d rows", len(values), len(lp.Predictions))
+		}
+		for r, want := range values {
+			d := lp.Predictions[r] - want
+			s.absErr += math.Abs(d)
+			s.sqErr += d * d
+			s.regressionRows++
+			s.rows++
+		}
+	default:
+		return s, errors.New("the kept prediction has no label or value to compare with")
+	}
+	return s, nil
+}
+
+func newFeedbackCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_agent_feedback_total",
+		Help: "Feedback items, by model and result: joined to a kept prediction, unknown (not sampled, expired, or labelled already), invalid.",
+	}, []string{"model", "result"})
+}
