@@ -274,14 +274,20 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		default:
 			return nil
 		}
-		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutStepReady{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
-		return err
+		v, _, err := n.applyLocal(ctx, &fsmv1.RolloutStepReady{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
+		if err != nil || len(step.GetGates()) > 0 || step.GetBake().AsDuration() > 0 {
+			return err
+		}
+		// Nothing to wait for or judge: the next step at once.
+		r = v.(*droverv1.Rollout)
 	}
 	// Baking: judge the gates, at most once a judging interval.
-	if at.Sub(mem.judged[r.GetId()]) < rolloutJudgeEvery {
-		return nil
+	if len(step.GetGates()) > 0 {
+		if at.Sub(mem.judged[r.GetId()]) < rolloutJudgeEvery {
+			return nil
+		}
+		mem.judged[r.GetId()] = at
 	}
-	mem.judged[r.GetId()] = at
 	since := r.GetStepReadyTime().AsTime()
 	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
 	if changed(r, js) {
