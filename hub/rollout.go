@@ -291,7 +291,7 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 	since := r.GetStepReadyTime().AsTime()
 	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
 	if changed(r, js) {
-		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Judgements: js}); err != nil {
+		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Judgements: js}); err != nil {
 			return err
 		}
 	}

@@ -173,7 +173,7 @@ func init() {
 		return s.RolloutStepReady(c, b.GetId(), b.GetStep())
 	})
 	register(RolloutJudgeType, func(s *state.Store, c state.Change, b *fsmv1.RolloutJudge) (*droverv1.Rollout, error) {
-		return s.RolloutJudge(c, b.GetId(), b.GetStep(), b.GetJudgements())
+		return s.RolloutJudge(c, b.GetId(), b.GetStep(), b.GetRevision(), b.GetJudgements())
 	})
 	register(RolloutAdvanceType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAdvance) (*droverv1.Rollout, error) {
 		return s.RolloutAdvance(c, b.GetId(), b.GetStep())

@@ -110,3 +110,20 @@ func TestRolloutLifecycle(t *testing.T) {
 		t.Fatalf("after the manual rollback a2 runs %d", p)
 	}
 }
+
+// TestRolloutJudgeOnce refuses judgements applied twice (a retried command
+// that had committed the first time).
+func TestRolloutJudgeOnce(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: true, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("a"), Format: "onnx"}})
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("b"), Format: "onnx"}})
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1"}})
+	h.mustApply(&fsmv1.AssignmentSet{Header: header(3), AgentId: "a1", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	r := h.mustApply(&fsmv1.RolloutCreate{Header: header(4), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2, Steps: []*droverv1.RolloutStep{{Percent: 100}}}}).(*droverv1.Rollout)
+	judge := &fsmv1.RolloutJudge{Header: header(5), Id: "r1", Step: 0, Revision: r.GetRevision(), Judgements: []*droverv1.Judgement{{Gate: "error_rate", Result: "fail", ConsecutiveFailures: 1}}}
+	h.mustApply(judge)
+	h.refused(judge, state.KindFailedPrecondition)
+	if n := len(h.f.State().Snapshot().Rollout("r1").GetJudgements()); n != 1 {
+		t.Fatalf("%d judgements after applying the same one twice", n)
+	}
+}

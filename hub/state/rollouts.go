@@ -386,9 +386,13 @@ func (s *Store) RolloutStepReady(c Change, id string, step uint32) (*droverv1.Ro
 	})
 }
 
-// RolloutJudge records judgements of the current step.
-func (s *Store) RolloutJudge(c Change, id string, step uint32, js []*droverv1.Judgement) (*droverv1.Rollout, error) {
+// RolloutJudge records judgements of the current step, made at the
+// rollout's revision (0: any).
+func (s *Store) RolloutJudge(c Change, id string, step uint32, revision uint64, js []*droverv1.Judgement) (*droverv1.Rollout, error) {
 	return s.updateRollout(c, id, step, "rollout.judge", func(t *txn, r *droverv1.Rollout) (string, error) {
+		if revision != 0 && r.GetRevision() != revision {
+			return "", Preconditionf("stale: judgements of rollout %s made at revision %d, now %d", id, revision, r.GetRevision())
+		}
 		var parts []string
 		for _, j := range js {
 			j = proto.CloneOf(j)

@@ -1549,11 +1549,14 @@ func (x *RolloutStepReady) GetStep() uint32 {
 
 // RolloutJudge records judgements of a rollout's step.
 type RolloutJudge struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
-	Judgements    []*v1.Judgement        `protobuf:"bytes,4,rep,name=judgements,proto3" json:"judgements,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Header     *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id         string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step       uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Judgements []*v1.Judgement        `protobuf:"bytes,4,rep,name=judgements,proto3" json:"judgements,omitempty"`
+	// The rollout's revision the judgements were made at: applied again (a
+	// retried command that had committed), they are refused.
+	Revision      uint64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1614,6 +1617,13 @@ func (x *RolloutJudge) GetJudgements() []*v1.Judgement {
 		return x.Judgements
 	}
 	return nil
+}
+
+func (x *RolloutJudge) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // RolloutAdvance moves a rollout past a passed step.
@@ -2179,14 +2189,15 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x10RolloutStepReady\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
-	"\x04step\x18\x03 \x01(\rR\x04step\"\x97\x01\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\"\xb3\x01\n" +
 	"\fRolloutJudge\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\rR\x04step\x124\n" +
 	"\n" +
 	"judgements\x18\x04 \x03(\v2\x14.drover.v1.JudgementR\n" +
-	"judgements\"c\n" +
+	"judgements\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\"c\n" +
 	"\x0eRolloutAdvance\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
