@@ -153,8 +153,12 @@ func stepRole(s *droverv1.RolloutStep) droverv1.AssignmentRole {
 	return droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY
 }
 
-// unhealthyPrefix marks the message of an agent whose runner is down.
-const unhealthyPrefix = "unhealthy: "
+// unhealthyPrefix marks the message of an agent whose runner is down;
+// agentDownMessage that of an agent that stopped heartbeating.
+const (
+	unhealthyPrefix  = "unhealthy: "
+	agentDownMessage = "agent down: no heartbeat"
+)
 
 // agentPhases reads the phases of a rollout's agents from their reports.
 func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
@@ -174,9 +178,6 @@ func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
 		if a == nil {
 			ra.Phase, ra.Message = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED, "agent deregistered"
 			continue
-		}
-		if a.GetStatus() == droverv1.AgentStatus_AGENT_STATUS_DOWN {
-			ra.Message = "agent down"
 		}
 		for _, st := range a.GetAssignmentStatuses() {
 			if st.GetModel() != r.GetModel() || st.GetRole() != role || st.GetVersion() != r.GetToVersion() {
@@ -204,6 +205,10 @@ func agentPhases(view *state.Snapshot, r *droverv1.Rollout) {
 				ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_LOADING // still retrying
 			}
 		}
+		if a.GetStatus() == droverv1.AgentStatus_AGENT_STATUS_DOWN {
+			// Its last report may say ready, but it is not answering now.
+			ra.Message = agentDownMessage
+		}
 	}
 }
 
@@ -225,7 +230,9 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		stepAgents = append(stepAgents, ra.GetAgentId())
 		switch ra.GetPhase() {
 		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_READY, droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_SERVING:
-			ready = append(ready, ra.GetAgentId())
+			if ra.GetMessage() != agentDownMessage { // an agent offline is not ready, whatever it last said
+				ready = append(ready, ra.GetAgentId())
+			}
 		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_FAILED:
 			failed = append(failed, fmt.Sprintf("%s (%s)", ra.GetName(), ra.GetMessage()))
 		}

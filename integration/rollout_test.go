@@ -244,3 +244,32 @@ func TestRolloutGates(t *testing.T) {
 		t.Errorf("rolling out a rejected version without --force: %v", err)
 	}
 }
+
+// TestRolloutOfflineAgent kills one of three agents as a rollout starts:
+// with a minimum healthy share of 0.6 the step goes on without it at the
+// progress deadline; with 1 the rollout rolls back, saying why.
+func TestRolloutOfflineAgent(t *testing.T) {
+	f := newRolloutFleet(t)
+	v1 := f.push(t)
+	for _, a := range f.agents {
+		f.c.cli(t, nil, "agents", "assign", a.name, fmt.Sprintf("centroid:%d", v1))
+	}
+	f.runningEverywhere(t, v1)
+	f.agents[2].kill()
+
+	v2 := f.push(t)
+	var r rolloutJSON
+	f.c.cli(t, &r, "rollouts", "start", fmt.Sprintf("centroid:%d", v2), "--step", "percent=100,deadline=3s,min-healthy=0.6")
+	if r = f.waitRollout(t, r.ID, 30*time.Second); r.State != "succeeded" {
+		t.Fatalf("with a minimum healthy share of 0.6: %+v", r)
+	}
+	for _, a := range f.agents[:2] {
+		f.c.waitRunning(t, a.name, "centroid", v2, 10*time.Second)
+	}
+
+	v3 := f.push(t)
+	f.c.cli(t, &r, "rollouts", "start", fmt.Sprintf("centroid:%d", v3), "--step", "percent=100,deadline=3s")
+	if r = f.waitRollout(t, r.ID, 30*time.Second); r.State != "rolled_back" || !strings.Contains(r.Reason, "2 of 3 agents") {
+		t.Fatalf("with every agent required: %+v", r)
+	}
+}
