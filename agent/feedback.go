@@ -1,13 +1,16 @@
 package agent
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +41,16 @@ type loggedPrediction struct {
 	Probabilities [][]float64 `json:"p,omitempty"`
 	// Predictions are a regression's answers.
 	Predictions []float64 `json:"y,omitempty"`
+	// Inputs are the request's features, one value per row, for the
+	// labelled data set a join adds to.
+	Inputs []loggedColumn `json:"i,omitempty"`
+}
+
+// loggedColumn is one input of a logged request.
+type loggedColumn struct {
+	Name    string    `json:"n"`
+	Numbers []float64 `json:"x,omitempty"`
+	Strings []string  `json:"s,omitempty"`
 }
 
 // loggedOf extracts what feedback needs from an answered request.
@@ -57,7 +70,20 @@ func loggedOf(o oip.Observation, classes []string) (*loggedPrediction, bool) {
 			lp.Predictions = t.Numbers
 		}
 	}
-	return lp, lp.Labels != nil || lp.Predictions != nil
+	rows := len(lp.Labels) + len(lp.Predictions)
+	for _, t := range o.Request.Inputs {
+		if t.Len() != rows || len(t.Shape) == 0 {
+			continue // not one value a row
+		}
+		c := loggedColumn{Name: t.Name}
+		if t.Datatype == oip.Bytes {
+			c.Strings = t.Strings
+		} else {
+			c.Numbers = t.Numbers
+		}
+		lp.Inputs = append(lp.Inputs, c)
+	}
+	return lp, rows > 0
 }
 
 // FeedbackItem is one request's labels: one per row of the request, as
@@ -107,6 +133,7 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := FeedbackResponse{Unknown: []string{}, Invalid: map[string]string{}}
+	var labelled [][]byte
 	for i, it := range req.Items {
 		if it.ID == "" {
 			resp.Invalid[fmt.Sprintf("items[%d]", i)] = "no id"
@@ -137,9 +164,135 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		a.windows.observeFeedback(req.Model, lp.Version, score)
 		a.feedback.WithLabelValues(req.Model, "joined").Inc()
 		resp.Joined++
+		labelled = append(labelled, labelledRows(it, &lp)...)
+	}
+	if len(labelled) > 0 {
+		j, err := a.store.Journal("labelled/"+req.Model, a.labelledKeep())
+		if err == nil {
+			_, err = j.Append(labelled...)
+		}
+		if err != nil {
+			a.logger.Warn("labelled rows not kept", "model", req.Model, "err", err)
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// LabelledRow is one row of the labelled data set an agent builds from
+// feedback: a logged prediction's features with its true label (or value).
+type LabelledRow struct {
+	ID       string         `json:"id"`
+	Version  string         `json:"version"`
+	Time     time.Time      `json:"time"`
+	Features map[string]any `json:"features"`
+	Label    *string        `json:"label,omitempty"`
+	Value    *float64       `json:"value,omitempty"`
+}
+
+// labelledRows are a joined item's rows, encoded for the journal
+// "labelled/<model>".
+func labelledRows(it FeedbackItem, lp *loggedPrediction) [][]byte {
+	labels := it.Labels
+	if it.Label != nil {
+		labels = append(slices.Clone(labels), *it.Label)
+	}
+	values := it.Values
+	if it.Value != nil {
+		values = append(slices.Clone(values), *it.Value)
+	}
+	rows := max(len(labels), len(values))
+	out := make([][]byte, 0, rows)
+	for r := range rows {
+		row := LabelledRow{ID: it.ID, Version: lp.Version, Time: lp.Time, Features: map[string]any{}}
+		for _, c := range lp.Inputs {
+			switch {
+			case r < len(c.Strings):
+				row.Features[c.Name] = c.Strings[r]
+			case r < len(c.Numbers):
+				row.Features[c.Name] = c.Numbers[r]
+			}
+		}
+		if r < len(labels) {
+			row.Label = &labels[r]
+		} else {
+			row.Value = &values[r]
+		}
+		if b, err := json.Marshal(row); err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// labelledKeep bounds the labelled rows kept per model.
+func (a *Agent) labelledKeep() int {
+	if a.cfg.SampleKeep > 0 {
+		return a.cfg.SampleKeep
+	}
+	return 10_000
+}
+
+// handleLabelled answers GET /v1/labelled?model=M: the labelled rows the
+// agent has kept, as CSV (the features, in their first row's order, then
+// label or value), for a training data set.
+func (a *Agent) handleLabelled(w http.ResponseWriter, r *http.Request) {
+	model := r.URL.Query().Get("model")
+	if model == "" {
+		writeJSONError(w, http.StatusBadRequest, "model: required")
+		return
+	}
+	j, err := a.store.Journal("labelled/"+model, a.labelledKeep())
+	if err != nil {
+		writeJSONError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	var rows []LabelledRow
+	err = j.Scan(j.Stats().First, 0, func(_ uint64, rec []byte) error {
+		var row LabelledRow
+		if json.Unmarshal(rec, &row) == nil {
+			rows = append(rows, row)
+		}
+		return nil
+	})
+	if err != nil {
+		writeJSONError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv")
+	cw := csv.NewWriter(w)
+	var names []string
+	target := "label"
+	if len(rows) > 0 {
+		names = slices.Sorted(maps.Keys(rows[0].Features))
+		if rows[0].Label == nil {
+			target = "value"
+		}
+	}
+	_ = cw.Write(append(append([]string{"id", "version"}, names...), target))
+	for _, row := range rows {
+		rec := []string{row.ID, row.Version}
+		for _, n := range names {
+			switch v := row.Features[n].(type) {
+			case string:
+				rec = append(rec, v)
+			case float64:
+				rec = append(rec, strconv.FormatFloat(v, 'g', -1, 64))
+			default:
+				rec = append(rec, "")
+			}
+		}
+		switch {
+		case row.Label != nil:
+			rec = append(rec, *row.Label)
+		case row.Value != nil:
+			rec = append(rec, strconv.FormatFloat(*row.Value, 'g', -1, 64))
+		default:
+			rec = append(rec, "")
+		}
+		_ = cw.Write(rec)
+	}
+	cw.Flush()
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {

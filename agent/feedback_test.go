@@ -49,7 +49,7 @@ func TestFeedback(t *testing.T) {
 		Response: &oip.InferResponse{Outputs: []*oip.Tensor{{Name: outputPrediction, Datatype: oip.FP64, Shape: []int64{2}, Numbers: []float64{10, 20}}}}})
 	s.flush()
 
-	a := &Agent{store: st, windows: newMetricWindows(st, 10, 0, logging.Discard()), feedback: newFeedbackCounter()}
+	a := &Agent{store: st, windows: newMetricWindows(st, 10, 0, logging.Discard()), feedback: newFeedbackCounter(), logger: logging.Discard()}
 	srv := httptest.NewServer(http.HandlerFunc(a.handleFeedback))
 	defer srv.Close()
 	send := func(body string) (int, FeedbackResponse) {
@@ -105,5 +105,17 @@ func TestFeedback(t *testing.T) {
 	}
 	if p := churn.proto(); p.GetLabeledRows() != 3 || p.GetCorrectRows() != 1 || p.GetTruePositives() != 1 {
 		t.Errorf("the window the hub gets: %v", p)
+	}
+
+	// The joined rows make a labelled data set: GET /v1/labelled.
+	rec := httptest.NewRecorder()
+	a.handleLabelled(rec, httptest.NewRequest("GET", "/v1/labelled?model=churn", nil))
+	if want := "id,version,x,label\nr1,3,0,yes\nr1,3,0,yes\nr2,3,0,no\n"; rec.Code != 200 || rec.Body.String() != want {
+		t.Errorf("labelled rows: %d\n%s\nwant\n%s", rec.Code, rec.Body, want)
+	}
+	rec = httptest.NewRecorder()
+	a.handleLabelled(rec, httptest.NewRequest("GET", "/v1/labelled?model=eta", nil))
+	if want := "id,version,x,value\ne1,1,0,12\ne1,1,0,17\n"; rec.Body.String() != want {
+		t.Errorf("labelled values:\n%s\nwant\n%s", rec.Body, want)
 	}
 }

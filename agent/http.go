@@ -26,6 +26,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/windows", a.handleWindows)
 	mux.HandleFunc("GET /v1/drift", a.handleDrift)
 	mux.HandleFunc("POST /v1/feedback", a.handleFeedback)
+	mux.HandleFunc("GET /v1/labelled", a.handleLabelled)
 	if b, ok := a.runtime.(oip.Backend); ok {
 		h := oip.NewHandler(b)
 		h.Observe = a.observe

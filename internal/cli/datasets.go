@@ -20,6 +20,7 @@ func (a *app) datasetsCommand() *cobra.Command {
 		Short:   "Manage versioned, content-addressed data sets",
 	}
 	cmd.AddCommand(a.datasetsPush(), a.datasetsList(), a.datasetsShow())
+	cmd.AddCommand(a.datasetsValidate())
 	return cmd
 }
 

@@ -97,7 +97,8 @@ func csvError(path string, err error) error {
 
 // textColumn turns one column's text into a typed column: of kind want,
 // or inferred when want is Inferred. pos maps a 0-based value index to
-// its row and line for errors. Nulls are IsNullText's spellings.
+// its row and line for errors. Nulls are IsNullText's spellings in a
+// numeric column, and only empty fields in a text one.
 func textColumn(path, name string, vals []string, want Kind, pos func(int) (row, line int)) (*Column, error) {
 	c := &Column{Name: name, Kind: want, Declared: want != Inferred}
 	if want == Inferred {
@@ -138,9 +139,11 @@ func textColumn(path, name string, vals []string, want Kind, pos func(int) (row,
 			c.Numbers[i] = v
 		}
 	case Text:
+		// In text, only an empty field is null: "none" or "NA" may well
+		// be categories (no internet service, North America).
 		c.Strings = make([]string, len(vals))
 		for i, s := range vals {
-			if IsNullText(s) {
+			if strings.TrimSpace(s) == "" {
 				c.Nulls++
 				continue
 			}

@@ -13,10 +13,11 @@
 //     line number, unless blank lines or quoted line breaks intervene, in
 //     which case the error names the line too). A Parquet file has no
 //     header: its first row is row 1.
-//   - Null: in CSV, a field that is empty or, ignoring case and
-//     surrounding spaces, one of NA, N/A, NaN, -NaN, null, None, #N/A or
-//     <NA> (see [IsNullText]). In Parquet, a null value or an empty
-//     string. A NaN in a numeric column is a null, in either format.
+//   - Null: in CSV, an empty field; in a numeric column also, ignoring
+//     case and surrounding spaces, NA, N/A, NaN, -NaN, null, None, #N/A or
+//     <NA> (see [IsNullText]) — in a text column those are values, since
+//     "none" or "NA" may be categories. In Parquet, a null value or an
+//     empty string. A NaN in a numeric column is a null, in either format.
 //   - Types: a column listed in [Options.Kinds] takes that kind; any
 //     other CSV column is numeric when every non-null value parses as a
 //     float and text otherwise. A Parquet column takes its physical
