@@ -422,10 +422,11 @@ type rolloutService struct {
 	n *Node
 }
 
-func newRolloutID() string {
+// newID is a fresh random id with a prefix: "r-5f2c1a09b3e4".
+func newID(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return "r-" + hex.EncodeToString(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 func (s *rolloutService) StartRollout(ctx context.Context, req *droverv1.StartRolloutRequest) (*droverv1.StartRolloutResponse, error) {
@@ -453,7 +454,7 @@ func (s *rolloutService) StartRollout(ctx context.Context, req *droverv1.StartRo
 	if err != nil {
 		return nil, err
 	}
-	r := &droverv1.Rollout{Id: newRolloutID(), Model: req.GetModel(), ToVersion: mv.GetVersion(), Selector: req.GetSelector(),
+	r := &droverv1.Rollout{Id: newID("r"), Model: req.GetModel(), ToVersion: mv.GetVersion(), Selector: req.GetSelector(),
 		Steps: req.GetSteps(), Force: req.GetForce()}
 	v, _, err := s.n.apply(ctx, &fsmv1.RolloutCreate{Header: s.n.header(ctx, req.GetReason()), Rollout: r})
 	if err != nil {

@@ -68,6 +68,7 @@ type Client struct {
 	Agents   droverv1connect.AgentServiceClient
 	Drift    droverv1connect.DriftServiceClient
 	Rollouts droverv1connect.RolloutServiceClient
+	Runs     droverv1connect.RunServiceClient
 	// AgentControl is what agents call.
 	AgentControl droverv1connect.AgentControlServiceClient
 
@@ -107,6 +108,7 @@ func New(cfg Config) (*Client, error) {
 		Agents:       droverv1connect.NewAgentServiceClient(cc),
 		Drift:        droverv1connect.NewDriftServiceClient(cc),
 		Rollouts:     droverv1connect.NewRolloutServiceClient(cc),
+		Runs:         droverv1connect.NewRunServiceClient(cc),
 		AgentControl: droverv1connect.NewAgentControlServiceClient(cc),
 		cfg:          cfg,
 		http:         cfg.BlobHTTPClient,

@@ -59,6 +59,8 @@ const (
 	RolloutAdvanceType       MessageType = 24
 	RolloutFailType          MessageType = 25
 	RolloutActType           MessageType = 26
+	RunCreateType            MessageType = 27
+	RunLogType               MessageType = 28
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -186,6 +188,12 @@ func init() {
 	})
 	register(RolloutActType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAct) (*droverv1.Rollout, error) {
 		return s.ActOnRollout(c, b.GetId(), b.GetAction())
+	})
+	register(RunCreateType, func(s *state.Store, c state.Change, b *fsmv1.RunCreate) (*droverv1.Run, error) {
+		return s.CreateRun(c, b.GetRun())
+	})
+	register(RunLogType, func(s *state.Store, c state.Change, b *fsmv1.RunLog) (*droverv1.Run, error) {
+		return s.LogRun(c, b.GetLog())
 	})
 }
 

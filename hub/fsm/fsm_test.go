@@ -313,7 +313,15 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		h := header(i)
 		m := models[r.IntN(len(models))]
 		var c Command
-		switch r.IntN(20) {
+		switch r.IntN(21) {
+		case 20:
+			id := fmt.Sprint("run", r.IntN(4))
+			if r.IntN(2) == 0 {
+				c = &fsmv1.RunCreate{Header: h, Run: &droverv1.Run{Id: id, Model: m, Runner: "native", Params: map[string]string{"l2": "1"}, ParentVersion: uint64(r.IntN(2))}}
+			} else {
+				c = &fsmv1.RunLog{Header: h, Log: &droverv1.LogRunRequest{Id: id, Points: []*droverv1.MetricPoint{{Name: "loss", Value: r.Float64(), Step: int64(i)}},
+					EndState: droverv1.RunState(r.IntN(3) * 1), Metrics: map[string]float64{"accuracy": r.Float64()}}}
+			}
 		case 17, 18, 19:
 			id := fmt.Sprint("r", r.IntN(3))
 			switch r.IntN(5) {
@@ -502,14 +510,14 @@ func TestEveryTableInSnapshot(t *testing.T) {
 	h := newHarness(t)
 	h.mustApply(&fsmv1.ClusterInit{Header: header(0), Meta: &fsmv1.ClusterMeta{ClusterId: "c", PeerSecret: "p"}})
 	seen := map[state.RecordKind]int{}
-	for _, c := range randomCommands(rand.New(rand.NewPCG(1, 2)), 400) {
+	for _, c := range randomCommands(rand.New(rand.NewPCG(1, 2)), 1000) {
 		h.apply(c)
 		_ = h.f.State().Snapshot().Records(func(k state.RecordKind, _ proto.Message) error {
 			seen[k]++
 			return nil
 		})
 	}
-	for k := state.RecordClusterMeta; k <= state.RecordRollout; k++ {
+	for k := state.RecordClusterMeta; k <= state.RecordRun; k++ {
 		if seen[k] == 0 {
 			t.Errorf("no record of kind %d", k)
 		}

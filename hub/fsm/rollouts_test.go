@@ -127,3 +127,30 @@ func TestRolloutJudgeOnce(t *testing.T) {
 		t.Fatalf("%d judgements after applying the same one twice", n)
 	}
 }
+
+// TestRunLifecycle tracks a run: its points and tags accumulate, it ends
+// once with its metrics and version, and nothing is logged to it after.
+func TestRunLifecycle(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: true, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("a"), Format: "onnx"}})
+	h.refused(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "nope"}}, state.KindNotFound)
+	h.refused(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "churn", ParentVersion: 9}}, state.KindNotFound)
+	r := h.mustApply(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "churn", Runner: "native", ParentVersion: 1,
+		Params: map[string]string{"l2": "1"}, DatasetDigest: "sha256:ab"}}).(*droverv1.Run)
+	if r.GetState() != droverv1.RunState_RUN_STATE_RUNNING || r.GetStartTime() == nil {
+		t.Fatalf("created: %v", r)
+	}
+	h.mustApply(&fsmv1.RunLog{Header: header(3), Log: &droverv1.LogRunRequest{Id: "run-1", Tags: map[string]string{"host": "gpu-1"},
+		Points: []*droverv1.MetricPoint{{Name: "loss", Value: 0.7, Step: 1}, {Name: "loss", Value: 0.5, Step: 2}}}})
+	h.refused(&fsmv1.RunLog{Header: header(4), Log: &droverv1.LogRunRequest{Id: "run-1", EndState: droverv1.RunState_RUN_STATE_SUCCEEDED, Version: 7}}, state.KindNotFound)
+	h.mustApply(&fsmv1.VersionCreate{Header: header(4), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("b"), Format: "onnx"}})
+	r = h.mustApply(&fsmv1.RunLog{Header: header(5), Log: &droverv1.LogRunRequest{Id: "run-1", EndState: droverv1.RunState_RUN_STATE_SUCCEEDED,
+		Metrics: map[string]float64{"accuracy": 0.81}, Version: 2, Artifact: blob("b")}}).(*droverv1.Run)
+	if r.GetState() != droverv1.RunState_RUN_STATE_SUCCEEDED || r.GetVersion() != 2 || len(r.GetHistory()) != 2 || r.GetTags()["host"] != "gpu-1" || r.GetEndTime() == nil {
+		t.Fatalf("ended: %v", r)
+	}
+	h.refused(&fsmv1.RunLog{Header: header(6), Log: &droverv1.LogRunRequest{Id: "run-1", Points: []*droverv1.MetricPoint{{Name: "loss", Value: 0.1}}}}, state.KindFailedPrecondition)
+	if runs := h.f.State().Snapshot().Runs("churn", 0); len(runs) != 1 || runs[0].GetHistory() != nil {
+		t.Fatalf("listed: %v", runs)
+	}
+}

@@ -31,6 +31,7 @@ const (
 	RecordDriftEvent     RecordKind = 14
 	RecordDriftSettings  RecordKind = 15
 	RecordRollout        RecordKind = 16
+	RecordRun            RecordKind = 17
 )
 
 // records lists every table with its kind, in the order they are written.
@@ -54,6 +55,7 @@ var records = []struct {
 	{RecordDriftEvent, tableDriftEvents, func() proto.Message { return new(droverv1.DriftVerdictRecord) }},
 	{RecordDriftSettings, tableDriftSettings, func() proto.Message { return new(droverv1.ModelDriftSettings) }},
 	{RecordRollout, tableRollouts, func() proto.Message { return new(droverv1.Rollout) }},
+	{RecordRun, tableRuns, func() proto.Message { return new(droverv1.Run) }},
 }
 
 // NewRecord returns an empty message for a record kind, or an error for a

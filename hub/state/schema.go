@@ -28,6 +28,7 @@ const (
 	tableDriftEvents     = "drift_events"
 	tableDriftSettings   = "drift_settings"
 	tableRollouts        = "rollouts"
+	tableRuns            = "runs"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -96,6 +97,11 @@ func schema() *memdb.DBSchema {
 		tableDriftSettings: table(tableDriftSettings, byString(func(o any) string {
 			return o.(*droverv1.ModelDriftSettings).GetModel()
 		})),
+		tableRuns: table(tableRuns, byString(func(o any) string {
+			return o.(*droverv1.Run).GetId()
+		}), index("model", false, byString(func(o any) string {
+			return o.(*droverv1.Run).GetModel()
+		}))),
 		tableRollouts: table(tableRollouts, byString(func(o any) string {
 			return o.(*droverv1.Rollout).GetId()
 		}), index("model", false, byString(func(o any) string {

@@ -1826,6 +1826,113 @@ func (x *RolloutAct) GetAction() v1.RolloutAction {
 	return v1.RolloutAction(0)
 }
 
+// RunCreate starts tracking a training run (its id chosen by the node that
+// made the command).
+type RunCreate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Run           *v1.Run                `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunCreate) Reset() {
+	*x = RunCreate{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunCreate) ProtoMessage() {}
+
+func (x *RunCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunCreate.ProtoReflect.Descriptor instead.
+func (*RunCreate) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RunCreate) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RunCreate) GetRun() *v1.Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+// RunLog adds metric points and tags to a run, and may end it.
+type RunLog struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Log           *v1.LogRunRequest      `protobuf:"bytes,2,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunLog) Reset() {
+	*x = RunLog{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunLog) ProtoMessage() {}
+
+func (x *RunLog) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunLog.ProtoReflect.Descriptor instead.
+func (*RunLog) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RunLog) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RunLog) GetLog() *v1.LogRunRequest {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
 // DriftSettingsSet sets a model's drift settings.
 type DriftSettingsSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1837,7 +1944,7 @@ type DriftSettingsSet struct {
 
 func (x *DriftSettingsSet) Reset() {
 	*x = DriftSettingsSet{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1956,7 @@ func (x *DriftSettingsSet) String() string {
 func (*DriftSettingsSet) ProtoMessage() {}
 
 func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1969,7 @@ func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftSettingsSet.ProtoReflect.Descriptor instead.
 func (*DriftSettingsSet) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DriftSettingsSet) GetHeader() *Header {
@@ -1889,7 +1996,7 @@ type AgentReportsResult struct {
 
 func (x *AgentReportsResult) Reset() {
 	*x = AgentReportsResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2008,7 @@ func (x *AgentReportsResult) String() string {
 func (*AgentReportsResult) ProtoMessage() {}
 
 func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2021,7 @@ func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
 func (*AgentReportsResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AgentReportsResult) GetAckedSeq() uint64 {
@@ -1935,7 +2042,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2054,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2067,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -1986,7 +2093,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2105,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2118,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{34}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -2027,7 +2134,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2146,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2159,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2073,7 +2180,7 @@ var File_drover_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/rollout.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
+	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/rollout.proto\x1a\x13drover/v1/run.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
 	"\x06Header\x12&\n" +
 	"\x05actor\x18\x01 \x01(\v2\x10.drover.v1.ActorR\x05actor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -2212,7 +2319,13 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"RolloutAct\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x120\n" +
-	"\x06action\x18\x03 \x01(\x0e2\x18.drover.v1.RolloutActionR\x06action\"|\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x18.drover.v1.RolloutActionR\x06action\"\\\n" +
+	"\tRunCreate\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12 \n" +
+	"\x03run\x18\x02 \x01(\v2\x0e.drover.v1.RunR\x03run\"c\n" +
+	"\x06RunLog\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12*\n" +
+	"\x03log\x18\x02 \x01(\v2\x18.drover.v1.LogRunRequestR\x03log\"|\n" +
 	"\x10DriftSettingsSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x129\n" +
 	"\bsettings\x18\x02 \x01(\v2\x1d.drover.v1.ModelDriftSettingsR\bsettings\"1\n" +
@@ -2238,7 +2351,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -2269,34 +2382,38 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*RolloutAdvance)(nil),        // 26: drover.fsm.v1.RolloutAdvance
 	(*RolloutFail)(nil),           // 27: drover.fsm.v1.RolloutFail
 	(*RolloutAct)(nil),            // 28: drover.fsm.v1.RolloutAct
-	(*DriftSettingsSet)(nil),      // 29: drover.fsm.v1.DriftSettingsSet
-	(*AgentReportsResult)(nil),    // 30: drover.fsm.v1.AgentReportsResult
-	(*AliasSetResult)(nil),        // 31: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 32: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 33: drover.fsm.v1.SnapshotHeader
-	nil,                           // 34: drover.fsm.v1.ModelCreate.LabelsEntry
-	nil,                           // 35: drover.fsm.v1.AgentLabelsSet.SetEntry
-	(*v1.Actor)(nil),              // 36: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 38: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 39: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 40: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 41: drover.v1.DatasetVersion
-	(*v1.Agent)(nil),              // 42: drover.v1.Agent
-	(*v1.Assignment)(nil),         // 43: drover.v1.Assignment
-	(v1.AssignmentRole)(0),        // 44: drover.v1.AssignmentRole
-	(*v1.Report)(nil),             // 45: drover.v1.Report
-	(v1.AgentStatus)(0),           // 46: drover.v1.AgentStatus
-	(*v1.Rollout)(nil),            // 47: drover.v1.Rollout
-	(*v1.Judgement)(nil),          // 48: drover.v1.Judgement
-	(v1.RolloutAction)(0),         // 49: drover.v1.RolloutAction
-	(*v1.ModelDriftSettings)(nil), // 50: drover.v1.ModelDriftSettings
-	(*v1.Alias)(nil),              // 51: drover.v1.Alias
+	(*RunCreate)(nil),             // 29: drover.fsm.v1.RunCreate
+	(*RunLog)(nil),                // 30: drover.fsm.v1.RunLog
+	(*DriftSettingsSet)(nil),      // 31: drover.fsm.v1.DriftSettingsSet
+	(*AgentReportsResult)(nil),    // 32: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 33: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 34: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 35: drover.fsm.v1.SnapshotHeader
+	nil,                           // 36: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 37: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 38: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 40: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 41: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 42: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 43: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 44: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 45: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 46: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 47: drover.v1.Report
+	(v1.AgentStatus)(0),           // 48: drover.v1.AgentStatus
+	(*v1.Rollout)(nil),            // 49: drover.v1.Rollout
+	(*v1.Judgement)(nil),          // 50: drover.v1.Judgement
+	(v1.RolloutAction)(0),         // 51: drover.v1.RolloutAction
+	(*v1.Run)(nil),                // 52: drover.v1.Run
+	(*v1.LogRunRequest)(nil),      // 53: drover.v1.LogRunRequest
+	(*v1.ModelDriftSettings)(nil), // 54: drover.v1.ModelDriftSettings
+	(*v1.Alias)(nil),              // 55: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	36, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	37, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	38, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	38, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	39, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	40, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -2304,50 +2421,54 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	34, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	36, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	39, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	41, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	40, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	42, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	41, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	43, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
 	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
-	42, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	44, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
 	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
-	35, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	37, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
 	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
 	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
-	43, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	45, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
 	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
-	44, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	46, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
 	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
-	45, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	47, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
 	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
-	46, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	48, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
 	0,  // 37: drover.fsm.v1.RolloutCreate.header:type_name -> drover.fsm.v1.Header
-	47, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
+	49, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
 	0,  // 39: drover.fsm.v1.RolloutStepReady.header:type_name -> drover.fsm.v1.Header
 	0,  // 40: drover.fsm.v1.RolloutJudge.header:type_name -> drover.fsm.v1.Header
-	48, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
+	50, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
 	0,  // 42: drover.fsm.v1.RolloutAdvance.header:type_name -> drover.fsm.v1.Header
 	0,  // 43: drover.fsm.v1.RolloutFail.header:type_name -> drover.fsm.v1.Header
 	0,  // 44: drover.fsm.v1.RolloutAct.header:type_name -> drover.fsm.v1.Header
-	49, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
-	0,  // 46: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
-	50, // 47: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
-	51, // 48: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	51, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
+	0,  // 46: drover.fsm.v1.RunCreate.header:type_name -> drover.fsm.v1.Header
+	52, // 47: drover.fsm.v1.RunCreate.run:type_name -> drover.v1.Run
+	0,  // 48: drover.fsm.v1.RunLog.header:type_name -> drover.fsm.v1.Header
+	53, // 49: drover.fsm.v1.RunLog.log:type_name -> drover.v1.LogRunRequest
+	0,  // 50: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
+	54, // 51: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
+	55, // 52: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -2362,7 +2483,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
