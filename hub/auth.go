@@ -60,6 +60,11 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.RolloutServiceWatchRolloutProcedure: auth.Read,
 	droverv1connect.RolloutServiceActOnRolloutProcedure: auth.Write,
 
+	droverv1connect.RunServiceCreateRunProcedure: auth.Write,
+	droverv1connect.RunServiceLogRunProcedure:    auth.Write,
+	droverv1connect.RunServiceGetRunProcedure:    auth.Read,
+	droverv1connect.RunServiceListRunsProcedure:  auth.Read,
+
 	// Agents act only for themselves (checkAgent).
 	droverv1connect.AgentControlServiceEnrollProcedure:       auth.Agent,
 	droverv1connect.AgentControlServiceHeartbeatProcedure:    auth.Agent,
@@ -74,6 +79,7 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.PeerServiceAgentHeartbeatsProcedure: auth.Peer,
 	droverv1connect.PeerServiceAgentReportProcedure:     auth.Peer,
 	droverv1connect.PeerServiceAgentTelemetryProcedure:  auth.Peer,
+	droverv1connect.PeerServiceRemoveMemberProcedure:    auth.Peer,
 }
 
 // unauthenticated lists the services anyone may call: server reflection

@@ -106,6 +106,7 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.driftCommand(),
 		a.rolloutsCommand(),
 		a.feedbackCommand(),
+		a.trainCommand(),
 		a.runsCommand(),
 	)
 	return root

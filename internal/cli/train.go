@@ -1,0 +1,753 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/internal/progress"
+	"github.com/droverhq/drover/internal/tabular"
+	"github.com/droverhq/drover/plugins/exectrain"
+	"github.com/droverhq/drover/plugins/native"
+	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// The built-in runners `drover train` can train with.
+const (
+	runnerNative = "native"
+	runnerExec   = "exec"
+)
+
+// nativeArtifactFile is the native runner's artifact in the output
+// directory; the metrics file beside it is exectrain.MetricsFile, so that
+// both runners leave the same contract behind.
+const nativeArtifactFile = "model.json"
+
+// nativeFormat is the native runner's artifact format.
+const nativeFormat = "drover-native"
+
+// runLogInterval is how often the metric points of a tracked run are sent
+// to the hub while it trains.
+const runLogInterval = 5 * time.Second
+
+// trainFlags are `drover train`'s flags.
+type trainFlags struct {
+	runner, dataset, target, model, out string
+	params, ignore                      []string
+	holdout                             float64
+	seed                                uint64
+	execCommand, schema, format         string
+	track, push, create                 bool
+	parent                              uint64
+}
+
+func (a *app) trainCommand() *cobra.Command {
+	var f trainFlags
+	cmd := &cobra.Command{
+		Use:   "train --runner native|exec --dataset <file> --target <column> --out <dir>",
+		Short: "Train a model locally with a built-in runner, track the run at the hub, and register the result",
+		Long: `Train a model on this machine with a built-in runner and write its artifact
+and metrics file (metrics.json) into --out.
+
+  native  a linear model (logistic or ridge regression) trained in-process on a
+          CSV file; --param task=classification|regression (default
+          classification), l2=<penalty> (default 1), max_iterations=<n>;
+          --holdout rows are kept out of training and evaluated, split by --seed.
+          Columns the --schema calls categorical or binary are read as categories.
+  exec    runs --exec-command (split on spaces, no shell) with the data set,
+          --out, the target, the parameters and the schema in DROVER_*
+          variables, as the agent's exec trainer does (docs/runners.md); its
+          output is streamed to stderr, its drover:progress lines drawn as a
+          progress bar on a terminal.
+
+--track records the run at the hub (--model is required): its parameters,
+runner, host and user, the data set's digest, every drover:metric point as it
+comes (the native runner's final metrics at step 0), and how it ended — a
+failure with its error, and still a non-zero exit. --push (which implies
+--track) also uploads the artifact and registers it as the model's next
+version, with the metrics, parameters, schema, the run and data set in its
+lineage, and a reference profile for drift (the exec command's own, or one
+built from the data set); --create creates the model first if need be.`,
+		Example: `  drover train --runner native --dataset train.csv --target churn --ignore customer_id --out out/
+  drover train --runner native --dataset train.csv --target churn --ignore customer_id --param l2=0.5 \
+      --model churn --push --create --out out/
+  drover train --runner exec --exec-command "python3 train.py" --dataset train.csv --target churn \
+      --schema schema.yaml --model churn --push --out out/ --json`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("train takes no arguments, only flags (got %q)", args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.runTrain(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.runner, "runner", runnerNative, "the runner that trains: native or exec")
+	fl.StringVar(&f.dataset, "dataset", "", "the training data (required; CSV for the native runner)")
+	fl.StringVar(&f.target, "target", "", "the column to predict (required)")
+	fl.StringVar(&f.out, "out", "", "the output directory for the artifact and metrics.json (required)")
+	fl.StringVar(&f.model, "model", "", "the model the run trains (required with --track and --push)")
+	fl.StringArrayVar(&f.params, "param", nil, "a training parameter, key=value (repeatable)")
+	fl.Float64Var(&f.holdout, "holdout", 0.2, "native: the fraction of rows held out for evaluation")
+	fl.Uint64Var(&f.seed, "seed", 1, "native: the seed of the hold-out split")
+	fl.StringVar(&f.execCommand, "exec-command", "", `exec: the training command, split on spaces, e.g. "python3 train.py"`)
+	fl.StringVar(&f.schema, "schema", "", "the feature schema, a JSON or YAML file (see docs/cli.md)")
+	fl.StringSliceVar(&f.ignore, "ignore", nil, "columns that are not features, e.g. an id")
+	fl.StringVar(&f.format, "format", "", "exec: the artifact's format when the command's metrics file names none")
+	fl.BoolVar(&f.track, "track", false, "record the run at the hub")
+	fl.BoolVar(&f.push, "push", false, "register the artifact as the model's next version (implies --track)")
+	fl.BoolVar(&f.create, "create", false, "with --push: create the model if it does not exist")
+	fl.Uint64Var(&f.parent, "parent", 0, "the version this run retrains (recorded in the run and the lineage)")
+	return cmd
+}
+
+// trainPlan is what the flags ask for, checked.
+type trainPlan struct {
+	// params are the run's parameters: for the native runner, the
+	// effective ones (defaults, hold-out and seed included).
+	params  map[string]string
+	native  native.TrainOptions // the native runner's
+	command []string            // the exec runner's
+	track   bool
+}
+
+// plan checks the flags and reads the parameters; its errors are usage
+// errors.
+func (f *trainFlags) plan(cmd *cobra.Command) (*trainPlan, error) {
+	switch {
+	case f.dataset == "":
+		return nil, usagef("--dataset is required: the training data")
+	case f.target == "":
+		return nil, usagef("--target is required: the column to predict")
+	case f.out == "":
+		return nil, usagef("--out is required: the directory for the artifact and metrics.json")
+	case (f.track || f.push) && f.model == "":
+		return nil, usagef("--track and --push need --model: the model the run trains")
+	case f.create && !f.push:
+		return nil, usagef("--create goes with --push")
+	case f.parent != 0 && !f.track && !f.push:
+		return nil, usagef("--parent goes with --track or --push")
+	}
+	params, err := parseKV("param", f.params)
+	if err != nil {
+		return nil, err
+	}
+	p := &trainPlan{params: params, track: f.track || f.push}
+	switch f.runner {
+	case runnerNative:
+		if f.execCommand != "" {
+			return nil, usagef("--exec-command goes with --runner exec")
+		}
+		if f.format != "" && f.format != nativeFormat {
+			return nil, usagef("the native runner's artifacts are %s, not %s", nativeFormat, f.format)
+		}
+		if f.holdout <= 0 || f.holdout >= 1 {
+			return nil, usagef("--holdout %g: want a fraction between 0 and 1", f.holdout)
+		}
+		p.native, p.params, err = nativeOptions(params, f.holdout, f.seed)
+		if err != nil {
+			return nil, err
+		}
+	case runnerExec:
+		if p.command = strings.Fields(f.execCommand); len(p.command) == 0 {
+			return nil, usagef(`--runner exec needs --exec-command, e.g. "python3 train.py"`)
+		}
+		for _, name := range []string{"holdout", "seed"} {
+			if cmd.Flags().Changed(name) {
+				return nil, usagef("--%s is the native runner's; give an exec command its own with --param", name)
+			}
+		}
+	default:
+		return nil, usagef("--runner %q: want native or exec", f.runner)
+	}
+	return p, nil
+}
+
+// nativeOptions reads the native runner's parameters (task, l2,
+// max_iterations) and returns its options with the parameters it trains
+// with, defaults included, for the run and the version.
+func nativeOptions(params map[string]string, holdout float64, seed uint64) (native.TrainOptions, map[string]string, error) {
+	o := native.TrainOptions{Task: native.Classification, L2: 1, HoldOut: holdout, Seed: seed}
+	for k, v := range params {
+		switch k {
+		case "task":
+			o.Task = native.Task(v)
+			if o.Task != native.Classification && o.Task != native.Regression {
+				return o, nil, usagef("--param task=%s: want classification or regression", v)
+			}
+		case "l2":
+			l2, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(l2 > 0) || math.IsInf(l2, 0) {
+				return o, nil, usagef("--param l2=%s: want a positive number", v)
+			}
+			o.L2 = l2
+		case "max_iterations":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return o, nil, usagef("--param max_iterations=%s: want a positive whole number", v)
+			}
+			o.MaxIterations = n
+		default:
+			return o, nil, usagef("the native runner has no parameter %q; it takes task, l2 and max_iterations", k)
+		}
+	}
+	out := map[string]string{
+		"task":    string(o.Task),
+		"l2":      strconv.FormatFloat(o.L2, 'g', -1, 64),
+		"holdout": strconv.FormatFloat(holdout, 'g', -1, 64),
+		"seed":    strconv.FormatUint(seed, 10),
+	}
+	if o.MaxIterations != 0 {
+		out["max_iterations"] = strconv.Itoa(o.MaxIterations)
+	}
+	return o, out, nil
+}
+
+// trainResult is what a runner produced.
+type trainResult struct {
+	artifact string // the artifact's path
+	format   string
+	metrics  map[string]float64
+	// profile is the reference profile the exec command wrote, if any.
+	profile []byte
+}
+
+// trainView is `drover train`'s result, as --json prints it.
+type trainView struct {
+	RunID         string             `json:"run_id"`
+	Model         string             `json:"model,omitempty"`
+	Runner        string             `json:"runner"`
+	Metrics       map[string]float64 `json:"metrics"`
+	Artifact      string             `json:"artifact"`
+	Format        string             `json:"format"`
+	Version       uint64             `json:"version"`
+	DatasetDigest string             `json:"dataset_digest"`
+	// ArtifactDigest is the pushed artifact's digest.
+	ArtifactDigest string `json:"artifact_digest,omitempty"`
+}
+
+// runTrain trains as the flags say, tracking and pushing when asked.
+func (a *app) runTrain(cmd *cobra.Command, f trainFlags) error {
+	plan, err := f.plan(cmd)
+	if err != nil {
+		return err
+	}
+	var schema *droverv1.FeatureSchema
+	if f.schema != "" {
+		if schema, err = readSchema(f.schema); err != nil {
+			return err
+		}
+	}
+	// Ctrl-C stops the training command and ends a tracked run as failed,
+	// rather than leaving it running at the hub forever; a second Ctrl-C
+	// kills at once.
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	cmd.SetContext(ctx)
+
+	bar := progress.New(a.stderr, "hashing the data set")
+	datasetDigest, _, err := client.HashFile(f.dataset, bar.Update)
+	bar.Done()
+	if err != nil {
+		return fmt.Errorf("data set: %w", err)
+	}
+	view := trainView{Model: f.model, Runner: f.runner, DatasetDigest: datasetDigest.String()}
+
+	var c *client.Client
+	var tracked *trackedRun
+	if plan.track {
+		if c, err = a.hub(); err != nil {
+			return err
+		}
+		if tracked, err = a.startRun(cmd, c, f, plan, view.DatasetDigest); err != nil {
+			return err
+		}
+		view.RunID = tracked.id
+	}
+
+	res, version, err := a.trainAndPush(cmd, c, f, plan, schema, tracked, view.DatasetDigest)
+	if err != nil {
+		if tracked != nil {
+			a.endFailedRun(tracked, err)
+		}
+		return err
+	}
+	view.Metrics, view.Artifact, view.Format = res.metrics, res.artifact, res.format
+	if version != nil {
+		view.Version, view.ArtifactDigest = version.GetVersion(), version.GetArtifact().GetDigest()
+	}
+	if tracked != nil {
+		end := &droverv1.LogRunRequest{EndState: droverv1.RunState_RUN_STATE_SUCCEEDED, Metrics: res.metrics}
+		if version != nil {
+			end.Artifact, end.Version = version.GetArtifact(), version.GetVersion()
+		}
+		callCtx, cancel := a.ctx(cmd)
+		defer cancel()
+		if err := tracked.end(callCtx, end); err != nil {
+			if version != nil {
+				return fmt.Errorf("registered %s:%d, but recording the end of run %s at the hub failed: %w",
+					f.model, version.GetVersion(), tracked.id, err)
+			}
+			return fmt.Errorf("recording the end of run %s at the hub: %w", tracked.id, err)
+		}
+	}
+	return a.emit(view, func(w io.Writer) { printTrainSummary(w, view) })
+}
+
+// trainAndPush trains and, with --push, registers the artifact.
+func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, plan *trainPlan, schema *droverv1.FeatureSchema,
+	tracked *trackedRun, datasetDigest string) (*trainResult, *droverv1.ModelVersion, error) {
+	var res *trainResult
+	var err error
+	if f.runner == runnerNative {
+		res, err = trainNative(f, plan.native, schema)
+		if err == nil && tracked != nil {
+			for _, name := range sortedKeys(res.metrics) {
+				tracked.point(name, res.metrics[name], 0)
+			}
+		}
+	} else {
+		res, err = a.trainExec(cmd.Context(), f, plan, schema, tracked)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	res.metrics = a.finiteMetrics(res.metrics)
+	if !f.push {
+		return res, nil, nil
+	}
+	version, err := a.pushTrained(cmd, c, f, plan, schema, res, tracked.id, datasetDigest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("training succeeded (artifact %s) but pushing it failed: %w", res.artifact, err)
+	}
+	return res, version, nil
+}
+
+// trainNative trains a native linear model on the CSV data set and writes
+// its artifact and a metrics file in exectrain's format into the output
+// directory.
+func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSchema) (*trainResult, error) {
+	if ext := strings.ToLower(filepath.Ext(f.dataset)); ext == ".parquet" {
+		return nil, fmt.Errorf("%s: the native runner reads CSV files only", f.dataset)
+	}
+	file, err := os.Open(f.dataset)
+	if err != nil {
+		return nil, fmt.Errorf("data set: %w", err)
+	}
+	defer file.Close()
+	ds, err := native.ReadCSV(file, f.target, native.CSVOptions{
+		Task: o.Task, Ignore: f.ignore, Categorical: categoricalInputs(schema, f.target, f.ignore),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.dataset, err)
+	}
+	model, metrics, err := native.Train(ds, o)
+	if err != nil {
+		return nil, err
+	}
+	artifact, err := model.MarshalArtifact()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	res := &trainResult{artifact: filepath.Join(f.out, nativeArtifactFile), format: nativeFormat, metrics: metrics}
+	if err := os.WriteFile(res.artifact, artifact, 0o644); err != nil {
+		return nil, fmt.Errorf("writing the artifact: %w", err)
+	}
+	finite, _ := finiteOnly(metrics) // JSON has no NaN
+	mf, err := json.MarshalIndent(struct {
+		Metrics  map[string]float64 `json:"metrics"`
+		Artifact string             `json:"artifact"`
+		Format   string             `json:"format"`
+	}{finite, nativeArtifactFile, nativeFormat}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(f.out, exectrain.MetricsFile), append(mf, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("writing the metrics file: %w", err)
+	}
+	return res, nil
+}
+
+// categoricalInputs returns the schema's inputs that are categories (by
+// kind or datatype), which the native runner must not read as numbers
+// even where they look like them.
+func categoricalInputs(schema *droverv1.FeatureSchema, target string, ignore []string) []string {
+	kinds := schemaKinds(&droverv1.FeatureSchema{Inputs: schema.GetInputs()})
+	var names []string
+	for _, name := range sortedKeys(kinds) {
+		if kinds[name] == tabular.Text && name != target && !slices.Contains(ignore, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// trainExec runs the exec command through exectrain, streaming its output
+// to the terminal and its metric points to the tracked run.
+func (a *app) trainExec(ctx context.Context, f trainFlags, plan *trainPlan, schema *droverv1.FeatureSchema, tracked *trackedRun) (*trainResult, error) {
+	trainer := exectrain.New(exectrain.Config{Command: plan.command, Format: f.format}, nil)
+	console := newTrainConsole(a.stderr)
+	defer console.done()
+	if tracked != nil {
+		stopFlushing := tracked.flushEvery(ctx, runLogInterval, a.timeout, func(err error) {
+			console.log(fmt.Sprintf("warning: sending metric points of run %s to the hub: %v (will retry)", tracked.id, err))
+		})
+		defer stopFlushing()
+	}
+	steps := map[string]int64{} // each metric's next step
+	var result *runnerv1.TrainResult
+	err := trainer.Train(ctx, &runnerv1.TrainRequest{
+		DatasetPath: f.dataset, OutputDir: f.out, Target: f.target, Params: plan.params, Schema: schema,
+	}, func(ev *runnerv1.TrainResponse) error {
+		switch ev := ev.GetEvent().(type) {
+		case *runnerv1.TrainResponse_LogLine:
+			console.log(ev.LogLine)
+		case *runnerv1.TrainResponse_Progress:
+			console.progress(ev.Progress)
+			if tracked != nil {
+				for _, name := range sortedKeys(ev.Progress.GetMetrics()) {
+					tracked.point(name, ev.Progress.GetMetrics()[name], steps[name])
+					steps[name]++
+				}
+			}
+		case *runnerv1.TrainResponse_Result:
+			result = ev.Result
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if result == nil {
+		return nil, errors.New("the exec trainer ended without a result")
+	}
+	return &trainResult{artifact: result.GetArtifactPath(), format: result.GetFormat(),
+		metrics: result.GetMetrics(), profile: result.GetReferenceProfile()}, nil
+}
+
+// finiteMetrics drops the metrics that are not finite numbers (a ROC AUC
+// over a hold-out of one class), which neither JSON nor the hub take,
+// saying so on stderr.
+func (a *app) finiteMetrics(m map[string]float64) map[string]float64 {
+	finite, dropped := finiteOnly(m)
+	for _, k := range dropped {
+		fmt.Fprintf(a.stderr, "warning: metric %s is %v; it is not recorded\n", k, m[k])
+	}
+	return finite
+}
+
+// finiteOnly splits metrics into the finite ones and the names of the
+// others, sorted.
+func finiteOnly(m map[string]float64) (finite map[string]float64, dropped []string) {
+	finite = make(map[string]float64, len(m))
+	for _, k := range sortedKeys(m) {
+		if v := m[k]; math.IsNaN(v) || math.IsInf(v, 0) {
+			dropped = append(dropped, k)
+			continue
+		}
+		finite[k] = m[k]
+	}
+	return finite, dropped
+}
+
+// pushTrained uploads the artifact and registers it as the model's next
+// version, with the run and the data set in its lineage.
+func (a *app) pushTrained(cmd *cobra.Command, c *client.Client, f trainFlags, plan *trainPlan, schema *droverv1.FeatureSchema,
+	res *trainResult, runID, datasetDigest string) (*droverv1.ModelVersion, error) {
+	req := &droverv1.CreateVersionRequest{
+		Model: f.model, Format: res.format, Params: plan.params, Metrics: res.metrics, Schema: schema,
+		CreateModel: f.create, ReferenceProfile: res.profile,
+		Lineage: &droverv1.Lineage{RunId: runID, DatasetDigest: datasetDigest, ParentVersion: f.parent},
+	}
+	if f.runner == runnerNative {
+		req.Runner = runnerNative
+	}
+	if req.ReferenceProfile == nil {
+		var err error
+		if req.ReferenceProfile, _, err = profileFromDataset(f.dataset, f.target, f.ignore, schema, res.format, res.artifact); err != nil {
+			return nil, fmt.Errorf("reference profile: %w", err)
+		}
+	}
+	up, err := a.upload(cmd, c, res.artifact)
+	if err != nil {
+		return nil, err
+	}
+	req.Artifact = up.BlobRef()
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	resp, err := c.Models.CreateVersion(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetVersion(), nil
+}
+
+// startRun records the run at the hub before it trains, creating the model
+// first with --create (a run belongs to an existing model).
+func (a *app) startRun(cmd *cobra.Command, c *client.Client, f trainFlags, plan *trainPlan, datasetDigest string) (*trackedRun, error) {
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	if f.create {
+		_, err := c.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: f.model})
+		if err != nil && connect.CodeOf(err) != connect.CodeAlreadyExists {
+			return nil, fmt.Errorf("creating model %s: %w", f.model, err)
+		}
+	}
+	tags := map[string]string{}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		tags["host"] = host
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		tags["user"] = u.Username
+	} else if name := os.Getenv("USER"); name != "" {
+		tags["user"] = name
+	}
+	if f.runner == runnerExec {
+		tags["command"] = f.execCommand
+	}
+	resp, err := c.Runs.CreateRun(ctx, &droverv1.CreateRunRequest{
+		Model: f.model, Runner: f.runner, Params: plan.params, Tags: tags,
+		DatasetDigest: datasetDigest, ParentVersion: f.parent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting a run of %s at the hub: %w", f.model, err)
+	}
+	return &trackedRun{runs: c.Runs, id: resp.GetRun().GetId()}, nil
+}
+
+// endFailedRun ends a tracked run as failed with cause as its message. It
+// runs even when the command was interrupted; a failure to record it is a
+// warning, the cause being the error that matters.
+func (a *app) endFailedRun(tracked *trackedRun, cause error) {
+	timeout := a.timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	msg := cause.Error()
+	if len(msg) > 4096 {
+		msg = msg[:4096] + " [...]"
+	}
+	req := &droverv1.LogRunRequest{EndState: droverv1.RunState_RUN_STATE_FAILED, Message: strings.ToValidUTF8(msg, "\uFFFD")}
+	if err := tracked.end(ctx, req); err != nil {
+		fmt.Fprintf(a.stderr, "warning: recording the failure of run %s at the hub: %v\n", tracked.id, err)
+	}
+}
+
+// runLogger is the part of the hub's RunService a tracked run calls.
+type runLogger interface {
+	LogRun(context.Context, *droverv1.LogRunRequest) (*droverv1.LogRunResponse, error)
+}
+
+// trackedRun is a run recorded at the hub: it keeps the metric points not
+// yet sent, and sends them now and then and when the run ends.
+type trackedRun struct {
+	runs runLogger
+	id   string
+
+	mu      sync.Mutex
+	pending []*droverv1.MetricPoint
+}
+
+// point adds a metric point, to be sent with the next LogRun. A value
+// that is not finite is dropped: the hub refuses it.
+func (r *trackedRun) point(name string, value float64, step int64) {
+	if math.IsNaN(value) || math.IsInf(value, 0) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = append(r.pending, &droverv1.MetricPoint{Name: name, Value: value, Step: step, Time: timestamppb.Now()})
+}
+
+// take removes the pending points and returns them.
+func (r *trackedRun) take() []*droverv1.MetricPoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending
+	r.pending = nil
+	return p
+}
+
+// putBack returns points that could not be sent, ahead of newer ones.
+func (r *trackedRun) putBack(p []*droverv1.MetricPoint) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = append(p, r.pending...)
+}
+
+// log sends req with the pending points; on failure they stay pending.
+func (r *trackedRun) log(ctx context.Context, req *droverv1.LogRunRequest) error {
+	req.Id = r.id
+	req.Points = r.take()
+	if _, err := r.runs.LogRun(ctx, req); err != nil {
+		r.putBack(req.Points)
+		return err
+	}
+	return nil
+}
+
+// flushEvery sends the pending points every interval until the returned
+// function is called, each call bounded by timeout (if positive); failed
+// calls are reported to warn and their points retried.
+func (r *trackedRun) flushEvery(ctx context.Context, interval, timeout time.Duration, warn func(error)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			r.mu.Lock()
+			idle := len(r.pending) == 0
+			r.mu.Unlock()
+			if idle {
+				continue
+			}
+			callCtx, callCancel := ctx, context.CancelFunc(func() {})
+			if timeout > 0 {
+				callCtx, callCancel = context.WithTimeout(ctx, timeout)
+			}
+			err := r.log(callCtx, &droverv1.LogRunRequest{})
+			callCancel()
+			if err != nil && ctx.Err() == nil {
+				warn(err)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// end ends the run as req says, with the points still pending.
+func (r *trackedRun) end(ctx context.Context, req *droverv1.LogRunRequest) error {
+	return r.log(ctx, req)
+}
+
+// trainConsole shows a training command's output on stderr: its log lines
+// as they come and, on a terminal, a status line below them with a
+// progress bar, the stage and the latest metrics (the drover:progress and
+// drover:metric lines it draws are then not repeated as log lines).
+type trainConsole struct {
+	mu       sync.Mutex // the trainer's events and the run's warnings come from two goroutines
+	w        io.Writer
+	tty      bool
+	width    int // of the bar
+	fraction float64
+	stage    string
+	metrics  map[string]float64
+	drawn    bool // the status line is on the screen
+}
+
+func newTrainConsole(w io.Writer) *trainConsole {
+	f, ok := w.(*os.File)
+	return &trainConsole{w: w, tty: ok && term.IsTerminal(int(f.Fd())), width: 30, metrics: map[string]float64{}}
+}
+
+// log prints one line of the command's output above the status line.
+func (c *trainConsole) log(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tty && (strings.HasPrefix(line, "drover:progress ") || strings.HasPrefix(line, "drover:metric ")) {
+		return
+	}
+	if c.drawn {
+		fmt.Fprint(c.w, "\r\x1b[K")
+	}
+	fmt.Fprintln(c.w, line)
+	if c.drawn {
+		c.draw()
+	}
+}
+
+// progress updates the status line.
+func (c *trainConsole) progress(p *runnerv1.TrainProgress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fraction, c.stage = p.GetFraction(), p.GetStage()
+	for k, v := range p.GetMetrics() {
+		c.metrics[k] = v
+	}
+	if c.tty {
+		c.draw()
+	}
+}
+
+func (c *trainConsole) draw() {
+	full := int(math.Round(c.fraction * float64(c.width)))
+	bar := strings.Repeat("=", full)
+	if full < c.width {
+		bar += ">" + strings.Repeat(" ", c.width-full-1)
+	}
+	line := fmt.Sprintf("training [%s] %3.0f%%", bar, c.fraction*100)
+	if c.stage != "" {
+		line += " " + c.stage
+	}
+	for _, k := range sortedKeys(c.metrics) {
+		line += fmt.Sprintf(" %s=%.4g", k, c.metrics[k])
+	}
+	fmt.Fprint(c.w, "\r"+line+"\x1b[K")
+	c.drawn = true
+}
+
+// done ends the status line, if one is drawn.
+func (c *trainConsole) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drawn {
+		fmt.Fprintln(c.w)
+		c.drawn = false
+	}
+}
+
+// printTrainSummary prints the result of `drover train`.
+func printTrainSummary(w io.Writer, v trainView) {
+	fmt.Fprintf(w, "Trained with the %s runner: %s artifact %s\n", v.Runner, v.Format, v.Artifact)
+	t := newTable(w)
+	fmt.Fprintln(t, "METRIC\tVALUE")
+	for _, k := range sortedKeys(v.Metrics) {
+		fmt.Fprintf(t, "%s\t%.4g\n", k, v.Metrics[k])
+	}
+	t.Flush()
+	t = newTable(w)
+	fmt.Fprintf(t, "Data set:\t%s\n", v.DatasetDigest)
+	if v.RunID != "" {
+		fmt.Fprintf(t, "Run:\t%s (%s)\n", v.RunID, v.Model)
+	}
+	if v.Version != 0 {
+		fmt.Fprintf(t, "Version:\t%s:%d %s\n", v.Model, v.Version, v.ArtifactDigest)
+	}
+	t.Flush()
+}
