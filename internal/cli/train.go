@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/client"
+	"github.com/droverhq/drover/internal/digest"
 	"github.com/droverhq/drover/internal/progress"
 	"github.com/droverhq/drover/internal/tabular"
 	"github.com/droverhq/drover/plugins/exectrain"
@@ -59,6 +61,11 @@ type trainFlags struct {
 	execCommand, schema, format         string
 	track, push, create                 bool
 	parent                              uint64
+	// champion is the version the candidate must beat (on the same
+	// hold-out) by margin on metric to be pushed.
+	champion uint64
+	metric   string
+	margin   float64
 }
 
 func (a *app) trainCommand() *cobra.Command {
@@ -118,6 +125,9 @@ built from the data set); --create creates the model first if need be.`,
 	fl.BoolVar(&f.push, "push", false, "register the artifact as the model's next version (implies --track)")
 	fl.BoolVar(&f.create, "create", false, "with --push: create the model if it does not exist")
 	fl.Uint64Var(&f.parent, "parent", 0, "the version this run retrains (recorded in the run and the lineage)")
+	fl.Uint64Var(&f.champion, "champion", 0, "native: score this version of --model on the same hold-out; push only a candidate that beats it by --margin")
+	fl.StringVar(&f.metric, "metric", "", "with --champion: the metric compared (default accuracy, or rmse for a regression)")
+	fl.Float64Var(&f.margin, "margin", 0, "with --champion: how much better the candidate must be (in the metric's unit)")
 	return cmd
 }
 
@@ -147,12 +157,16 @@ func (f *trainFlags) plan(cmd *cobra.Command) (*trainPlan, error) {
 		return nil, usagef("--create goes with --push")
 	case f.parent != 0 && !f.track && !f.push:
 		return nil, usagef("--parent goes with --track or --push")
+	case f.champion != 0 && (f.model == "" || f.runner != runnerNative):
+		return nil, usagef("--champion needs --model and the native runner")
+	case f.champion == 0 && (cmd.Flags().Changed("metric") || cmd.Flags().Changed("margin")):
+		return nil, usagef("--metric and --margin go with --champion")
 	}
 	params, err := parseKV("param", f.params)
 	if err != nil {
 		return nil, err
 	}
-	p := &trainPlan{params: params, track: f.track || f.push}
+	p := &trainPlan{params: params, track: f.track || f.push || f.champion != 0}
 	switch f.runner {
 	case runnerNative:
 		if f.execCommand != "" {
@@ -228,6 +242,8 @@ type trainResult struct {
 	artifact string // the artifact's path
 	format   string
 	metrics  map[string]float64
+	// champion is the champion's score on the same hold-out, when asked.
+	champion *championView
 	// profile is the reference profile the exec command wrote, if any.
 	profile []byte
 }
@@ -244,6 +260,47 @@ type trainView struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	// ArtifactDigest is the pushed artifact's digest.
 	ArtifactDigest string `json:"artifact_digest,omitempty"`
+	// Champion is the comparison with --champion.
+	Champion *championView `json:"champion,omitempty"`
+}
+
+// championView is a candidate's comparison with the champion, on the same
+// hold-out rows.
+type championView struct {
+	Version   uint64             `json:"version"`
+	Metrics   map[string]float64 `json:"metrics"`
+	Metric    string             `json:"metric"`
+	Candidate float64            `json:"candidate"`
+	Score     float64            `json:"champion"`
+	Margin    float64            `json:"margin"`
+	// Won is whether the candidate beat the champion by the margin; only
+	// a winner is pushed.
+	Won bool `json:"won"`
+}
+
+// lowerIsBetter reports whether a smaller value of a metric is better.
+func lowerIsBetter(metric string) bool {
+	switch metric {
+	case "log_loss", "rmse", "mae":
+		return true
+	}
+	return false
+}
+
+// judgeChampion compares the candidate's metrics with the champion's.
+func judgeChampion(c *championView, candidate map[string]float64) error {
+	cand, ok1 := candidate[c.Metric]
+	champ, ok2 := c.Metrics[c.Metric]
+	if !ok1 || !ok2 {
+		return fmt.Errorf("--metric %s: not among the models' metrics", c.Metric)
+	}
+	c.Candidate, c.Score = cand, champ
+	gain := cand - champ
+	if lowerIsBetter(c.Metric) {
+		gain = -gain
+	}
+	c.Won = gain >= c.Margin
+	return nil
 }
 
 // runTrain trains as the flags say, tracking and pushing when asked.
@@ -293,12 +350,16 @@ func (a *app) runTrain(cmd *cobra.Command, f trainFlags) error {
 		}
 		return err
 	}
-	view.Metrics, view.Artifact, view.Format = res.metrics, res.artifact, res.format
+	view.Metrics, view.Artifact, view.Format, view.Champion = res.metrics, res.artifact, res.format, res.champion
 	if version != nil {
 		view.Version, view.ArtifactDigest = version.GetVersion(), version.GetArtifact().GetDigest()
 	}
 	if tracked != nil {
 		end := &droverv1.LogRunRequest{EndState: droverv1.RunState_RUN_STATE_SUCCEEDED, Metrics: res.metrics}
+		if c := res.champion; c != nil {
+			end.Message = fmt.Sprintf("candidate %s %.4g, champion v%d %.4g on the same hold-out, margin %g: %s",
+				c.Metric, c.Candidate, c.Version, c.Score, c.Margin, map[bool]string{true: "won", false: "lost, not registered"}[c.Won])
+		}
 		if version != nil {
 			end.Artifact, end.Version = version.GetArtifact(), version.GetVersion()
 		}
@@ -320,8 +381,14 @@ func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, p
 	tracked *trackedRun, datasetDigest string) (*trainResult, *droverv1.ModelVersion, error) {
 	var res *trainResult
 	var err error
+	var champ *native.Model
+	if f.champion != 0 {
+		if champ, err = a.fetchChampion(cmd, c, f); err != nil {
+			return nil, nil, err
+		}
+	}
 	if f.runner == runnerNative {
-		res, err = trainNative(f, plan.native, schema)
+		res, err = trainNative(f, plan.native, schema, champ)
 		if err == nil && tracked != nil {
 			for _, name := range sortedKeys(res.metrics) {
 				tracked.point(name, res.metrics[name], 0)
@@ -334,6 +401,29 @@ func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, p
 		return nil, nil, err
 	}
 	res.metrics = a.finiteMetrics(res.metrics)
+	if res.champion != nil {
+		res.champion.Version, res.champion.Margin, res.champion.Metric = f.champion, f.margin, f.metric
+		if res.champion.Metric == "" {
+			res.champion.Metric = "accuracy"
+			if plan.native.Task == native.Regression {
+				res.champion.Metric = "rmse"
+			}
+		}
+		if err := judgeChampion(res.champion, res.metrics); err != nil {
+			return nil, nil, usageError{err}
+		}
+		if tracked != nil {
+			outcome := map[bool]string{true: "won", false: "lost"}[res.champion.Won]
+			tracked.tag("champion", fmt.Sprint(f.champion))
+			tracked.tag("outcome", outcome)
+			for k, v := range res.champion.Metrics {
+				res.metrics["champion_"+k] = v
+			}
+		}
+		if !res.champion.Won {
+			return res, nil, nil // a loser is recorded, not registered
+		}
+	}
 	if !f.push {
 		return res, nil, nil
 	}
@@ -344,10 +434,43 @@ func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, p
 	return res, version, nil
 }
 
+// fetchChampion downloads the champion version's artifact and loads it.
+func (a *app) fetchChampion(cmd *cobra.Command, c *client.Client, f trainFlags) (*native.Model, error) {
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	resp, err := c.Models.GetVersion(ctx, &droverv1.GetVersionRequest{Model: f.model, Selector: &droverv1.GetVersionRequest_Version{Version: f.champion}})
+	if err != nil {
+		return nil, fmt.Errorf("the champion %s:%d: %w", f.model, f.champion, err)
+	}
+	mv := resp.GetVersion()
+	if mv.GetFormat() != nativeFormat {
+		return nil, fmt.Errorf("the champion %s:%d is %s; only a %s champion can be scored here", f.model, f.champion, mv.GetFormat(), nativeFormat)
+	}
+	d, err := digest.Parse(mv.GetArtifact().GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(f.out, fmt.Sprintf("champion-v%d.json", f.champion))
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return nil, err
+	}
+	bar := progress.New(a.stderr, "downloading the champion")
+	err = c.DownloadFile(ctx, d, mv.GetArtifact().GetSizeBytes(), path, bar.Update)
+	bar.Done()
+	if err != nil {
+		return nil, fmt.Errorf("the champion's artifact: %w", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return native.LoadArtifact(b)
+}
+
 // trainNative trains a native linear model on the CSV data set and writes
 // its artifact and a metrics file in exectrain's format into the output
 // directory.
-func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSchema) (*trainResult, error) {
+func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSchema, champion *native.Model) (*trainResult, error) {
 	if ext := strings.ToLower(filepath.Ext(f.dataset)); ext == ".parquet" {
 		return nil, fmt.Errorf("%s: the native runner reads CSV files only", f.dataset)
 	}
@@ -366,6 +489,18 @@ func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSc
 	if err != nil {
 		return nil, err
 	}
+	var champ *championView
+	if champion != nil {
+		rows, err := native.HoldOutRows(len(ds.Target.Strings)+len(ds.Target.Numbers), o.HoldOut, o.Seed)
+		if err != nil {
+			return nil, err
+		}
+		cm, err := champion.Evaluate(ds, rows)
+		if err != nil {
+			return nil, fmt.Errorf("scoring the champion on the hold-out: %w", err)
+		}
+		champ = &championView{Metrics: cm}
+	}
 	artifact, err := model.MarshalArtifact()
 	if err != nil {
 		return nil, err
@@ -373,7 +508,7 @@ func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSc
 	if err := os.MkdirAll(f.out, 0o755); err != nil {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
-	res := &trainResult{artifact: filepath.Join(f.out, nativeArtifactFile), format: nativeFormat, metrics: metrics}
+	res := &trainResult{artifact: filepath.Join(f.out, nativeArtifactFile), format: nativeFormat, metrics: metrics, champion: champ}
 	if err := os.WriteFile(res.artifact, artifact, 0o644); err != nil {
 		return nil, fmt.Errorf("writing the artifact: %w", err)
 	}
@@ -481,7 +616,7 @@ func (a *app) pushTrained(cmd *cobra.Command, c *client.Client, f trainFlags, pl
 	req := &droverv1.CreateVersionRequest{
 		Model: f.model, Format: res.format, Params: plan.params, Metrics: res.metrics, Schema: schema,
 		CreateModel: f.create, ReferenceProfile: res.profile,
-		Lineage: &droverv1.Lineage{RunId: runID, DatasetDigest: datasetDigest, ParentVersion: f.parent},
+		Lineage: &droverv1.Lineage{RunId: runID, DatasetDigest: datasetDigest, ParentVersion: cmp.Or(f.parent, f.champion)},
 	}
 	if f.runner == runnerNative {
 		req.Runner = runnerNative
@@ -572,6 +707,17 @@ type trackedRun struct {
 
 	mu      sync.Mutex
 	pending []*droverv1.MetricPoint
+	tags    map[string]string // sent with the run's end
+}
+
+// tag sets a tag, sent with the run's end.
+func (r *trackedRun) tag(k, v string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tags == nil {
+		r.tags = map[string]string{}
+	}
+	r.tags[k] = v
 }
 
 // point adds a metric point, to be sent with the next LogRun. A value
@@ -653,6 +799,9 @@ func (r *trackedRun) flushEvery(ctx context.Context, interval, timeout time.Dura
 
 // end ends the run as req says, with the points still pending.
 func (r *trackedRun) end(ctx context.Context, req *droverv1.LogRunRequest) error {
+	r.mu.Lock()
+	req.Tags = r.tags
+	r.mu.Unlock()
 	return r.log(ctx, req)
 }
 
@@ -745,6 +894,13 @@ func printTrainSummary(w io.Writer, v trainView) {
 	fmt.Fprintf(t, "Data set:\t%s\n", v.DatasetDigest)
 	if v.RunID != "" {
 		fmt.Fprintf(t, "Run:\t%s (%s)\n", v.RunID, v.Model)
+	}
+	if c := v.Champion; c != nil {
+		verdict := "lost: not registered"
+		if c.Won {
+			verdict = "won"
+		}
+		fmt.Fprintf(t, "Champion:\t%s:%d %s %.4g, candidate %.4g, margin %g: %s\n", v.Model, c.Version, c.Metric, c.Score, c.Candidate, c.Margin, verdict)
 	}
 	if v.Version != 0 {
 		fmt.Fprintf(t, "Version:\t%s:%d %s\n", v.Model, v.Version, v.ArtifactDigest)

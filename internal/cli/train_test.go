@@ -209,6 +209,36 @@ func TestTrainTrackAndPush(t *testing.T) {
 		t.Errorf("retrained lineage %v", l)
 	}
 
+	// Champion and challenger: version 2 is scored on the candidate's own
+	// hold-out. The same training again cannot beat it by 0.05: the run is
+	// recorded as lost, and nothing is registered.
+	var duel struct {
+		trainOutput
+		Champion struct {
+			Version   uint64  `json:"version"`
+			Metric    string  `json:"metric"`
+			Candidate float64 `json:"candidate"`
+			Score     float64 `json:"champion"`
+			Won       bool    `json:"won"`
+		} `json:"champion"`
+	}
+	runJSON(t, env, &duel, "train", "--dataset", data, "--target", churn.Target, "--ignore", churn.IDColumn,
+		"--param", "l2=0.1", "--model", "churn", "--push", "--champion", "2", "--margin", "0.05", "--out", out)
+	if c := duel.Champion; c.Won || c.Version != 2 || c.Metric != "accuracy" || c.Score != c.Candidate || duel.Version != 0 {
+		t.Fatalf("a candidate no better than the champion: %+v", duel)
+	}
+	if r := getRun(duel.RunID); r.GetVersion() != 0 || r.GetTags()["outcome"] != "lost" || r.GetMetrics()["champion_accuracy"] != duel.Champion.Score ||
+		!strings.Contains(r.GetMessage(), "lost") {
+		t.Errorf("the losing run %v", r)
+	}
+	// With a margin it can meet, it wins and becomes version 3, its parent
+	// the champion.
+	runJSON(t, env, &duel, "train", "--dataset", data, "--target", churn.Target, "--ignore", churn.IDColumn,
+		"--param", "l2=0.1", "--model", "churn", "--push", "--champion", "2", "--margin", "0", "--out", out)
+	if !duel.Champion.Won || duel.Version != 3 || getVersion("churn", 3).GetLineage().GetParentVersion() != 2 {
+		t.Fatalf("a winning candidate: %+v", duel)
+	}
+
 	// The exec runner, tracked only: each drover:metric is a point, each
 	// metric counting its own steps.
 	script := writeTrainScript(t, dir)
@@ -235,7 +265,7 @@ func TestTrainTrackAndPush(t *testing.T) {
 	runJSON(t, env, &got, "train", "--runner", "exec", "--exec-command", "/bin/sh "+script, "--dataset", data,
 		"--target", churn.Target, "--ignore", churn.IDColumn, "--model", "churn", "--push", "--out", out)
 	v = getVersion("churn", got.Version)
-	if got.Version != 3 || v.GetFormat() != "test-format" || v.GetRunner() != "" || v.GetReferenceProfileSize() == 0 ||
+	if got.Version != 4 || v.GetFormat() != "test-format" || v.GetRunner() != "" || v.GetReferenceProfileSize() == 0 ||
 		v.GetLineage().GetRunId() != got.RunID {
 		t.Errorf("pushed exec version %v (train said %+v)", v, got)
 	}

@@ -118,3 +118,31 @@ func TestChurnTrain(t *testing.T) {
 		t.Errorf("hold-out ROC AUC %.3f, want at least 0.75", auc)
 	}
 }
+
+// TestEvaluateOnHoldOut scores a trained model on HoldOutRows with
+// Evaluate and gets exactly Train's hold-out metrics: what champion and
+// challenger comparisons rely on.
+func TestEvaluateOnHoldOut(t *testing.T) {
+	ds := readChurn(t, churn.TrainCSV())
+	o := TrainOptions{HoldOut: 0.25, Seed: 7}
+	m, metrics, err := Train(ds, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := HoldOutRows(ds.Target.len(), o.HoldOut, o.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Evaluate(ds, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range metrics {
+		if again[k] != v {
+			t.Errorf("%s: Evaluate %g, Train %g", k, again[k], v)
+		}
+	}
+	if _, err := m.Evaluate(&Dataset{Features: ds.Features[:1], Target: ds.Target}, rows); err == nil {
+		t.Error("a data set missing features was scored")
+	}
+}

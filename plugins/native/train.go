@@ -198,19 +198,80 @@ func Train(ds *Dataset, o TrainOptions) (*Model, Metrics, error) {
 	if o.Task == Regression && ds.Target.Categorical {
 		return nil, nil, errors.New("native: regression needs a numeric target")
 	}
-	perm := rand.New(rand.NewPCG(o.Seed, 0x64726f766572)).Perm(n)
-	test := int(math.Round(float64(n) * o.HoldOut))
-	if test < 1 || n-test < 2 {
-		return nil, nil, fmt.Errorf("native: %d rows are too few to train and hold out %g", n, o.HoldOut)
+	trainRows, testRows, err := split(n, o.HoldOut, o.Seed)
+	if err != nil {
+		return nil, nil, err
 	}
-	trainRows, testRows := perm[test:], perm[:test]
-	slices.Sort(trainRows)
-	slices.Sort(testRows)
 	m, x, y, err := fit(ds, trainRows, o)
 	if err != nil {
 		return nil, nil, err
 	}
 	return m, m.evaluate(x, y, testRows), nil
+}
+
+// split divides n rows into training and hold-out rows, by a seeded
+// shuffle, each sorted.
+func split(n int, holdOut float64, seed uint64) (train, test []int, err error) {
+	if holdOut <= 0 || holdOut >= 1 {
+		return nil, nil, fmt.Errorf("native: hold-out fraction %g is not between 0 and 1", holdOut)
+	}
+	perm := rand.New(rand.NewPCG(seed, 0x64726f766572)).Perm(n)
+	k := int(math.Round(float64(n) * holdOut))
+	if k < 1 || n-k < 2 {
+		return nil, nil, fmt.Errorf("native: %d rows are too few to train and hold out %g", n, holdOut)
+	}
+	train, test = perm[k:], perm[:k]
+	slices.Sort(train)
+	slices.Sort(test)
+	return train, test, nil
+}
+
+// HoldOutRows returns the rows Train holds out of a data set of n rows
+// with the same HoldOut and Seed: to score another model — the champion —
+// on exactly the rows a candidate was scored on.
+func HoldOutRows(n int, holdOut float64, seed uint64) ([]int, error) {
+	_, test, err := split(n, holdOut, seed)
+	return test, err
+}
+
+// Evaluate scores the model on the given rows of a data set, with Train's
+// metrics. The data set's features are matched to the model's by name; a
+// class the model never saw is counted, not scored.
+func (m *Model) Evaluate(ds *Dataset, rows []int) (Metrics, error) {
+	cols := make([]Column, len(m.Encoder.Features))
+	for i, f := range m.Encoder.Features {
+		j := slices.IndexFunc(ds.Features, func(c Column) bool { return c.Name == f.Name })
+		if j < 0 {
+			return nil, fmt.Errorf("native: the data set has no feature %s, which the model takes", f.Name)
+		}
+		if ds.Features[j].Categorical != f.Categorical {
+			return nil, fmt.Errorf("native: feature %s: categorical is %v in the data set, %v in the model", f.Name, ds.Features[j].Categorical, f.Categorical)
+		}
+		cols[i] = ds.Features[j]
+	}
+	n := ds.Target.len()
+	for _, r := range rows {
+		if r < 0 || r >= n {
+			return nil, fmt.Errorf("native: row %d is outside the data set's %d", r, n)
+		}
+	}
+	x := make([][]float64, n)
+	y := make([]float64, n)
+	for _, r := range rows {
+		x[r] = make([]float64, m.Encoder.Width())
+		m.Encoder.encode(cols, r, x[r])
+		switch {
+		case m.Task == Regression && ds.Target.Categorical:
+			return nil, errors.New("native: a regression needs a numeric target")
+		case m.Task == Regression:
+			y[r] = ds.Target.Numbers[r]
+		case !ds.Target.Categorical:
+			return nil, errors.New("native: a classifier needs a categorical target")
+		default:
+			y[r] = float64(slices.Index(m.Classes, ds.Target.Strings[r]))
+		}
+	}
+	return m.evaluate(x, y, rows), nil
 }
 
 // fit trains a model on the given rows of the data set and returns it with
