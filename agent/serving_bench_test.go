@@ -17,9 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/store"
+	"github.com/droverhq/drover/internal/drift"
 	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/plugins/native"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -59,8 +63,19 @@ func bench20(b *testing.B) (*servingRuntime, []byte, []native.Column) {
 		inputs = append(inputs, fmt.Sprintf(`{"name":"%s","datatype":"FP32","shape":[1],"data":[%.3f]}`, cols[j].Name, cols[j].Numbers[0]))
 		row[j] = native.Column{Name: cols[j].Name, Numbers: cols[j].Numbers[:1]}
 	}
+	// A reference profile, so that drift sketches are updated too.
+	dcols := make([]drift.Column, len(cols))
+	for j, c := range cols {
+		dcols[j] = drift.Column{Name: c.Name, Numbers: c.Numbers}
+	}
+	profile, err := sketch.BuildProfileWith(dcols, sketch.ProfileOptions{Prediction: &drift.Column{Name: "label", Categorical: true, Strings: target}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pb, _ := proto.Marshal(profile)
 	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
-	a := &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Format: NativeFormat, Schema: schema}
+	a := &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY, Format: NativeFormat,
+		Schema: schema, ReferenceProfile: pb}
 	if err := rt.Load(context.Background(), a, path); err != nil {
 		b.Fatal(err)
 	}
@@ -69,7 +84,8 @@ func bench20(b *testing.B) (*servingRuntime, []byte, []native.Column) {
 
 // BenchmarkInferOverhead measures one single-row request through the
 // agent's whole prediction path in-process (routing, decoding, schema
-// checks, metrics and metric windows, encoding; not net/http's parsing, which the HTTP
+// checks, metrics, metric windows and drift sketches, encoding; not
+// net/http's parsing, which the HTTP
 // benchmark adds) against the model's own predict in the same run. It
 // reports the median request and the overhead, the difference.
 func BenchmarkInferOverhead(b *testing.B) {
@@ -98,10 +114,12 @@ func BenchmarkInferOverhead(b *testing.B) {
 		}
 		defer st.Close()
 		windows := newMetricWindows(st, 10, 0, logging.Discard())
+		drifts := newDriftMonitor(st, DriftOptions{}, logging.Discard(), rt.profile, func(*droverv1.Report) {})
 		h := oip.NewHandler(rt)
 		h.Observe = func(o oip.Observation) {
 			m.observeInference(o)
 			windows.observe(o)
+			drifts.observe(o)
 		}
 		rd := bytes.NewReader(body)
 		req := httptest.NewRequest("POST", "/v2/models/m/infer", rd)
