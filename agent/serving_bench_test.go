@@ -106,21 +106,8 @@ func BenchmarkInferOverhead(b *testing.B) {
 		b.ReportMetric(float64(predict)/1e3, "p50-µs")
 	})
 	b.Run("request", func(b *testing.B) {
-		m := &metrics{}
-		m.initInference()
-		st, err := store.Open(b.TempDir(), store.Options{}, logging.Discard())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer st.Close()
-		windows := newMetricWindows(st, 10, 0, logging.Discard())
-		drifts := newDriftMonitor(st, DriftOptions{}, logging.Discard(), rt.profile, func(*droverv1.Report) {})
 		h := oip.NewHandler(rt)
-		h.Observe = func(o oip.Observation) {
-			m.observeInference(o)
-			windows.observe(o)
-			drifts.observe(o)
-		}
+		h.Observe = benchObserver(b, rt)
 		rd := bytes.NewReader(body)
 		req := httptest.NewRequest("POST", "/v2/models/m/infer", rd)
 		w := &discardWriter{header: http.Header{}}
@@ -144,6 +131,25 @@ func BenchmarkInferOverhead(b *testing.B) {
 	})
 }
 
+// benchObserver is the agent's observation chain for a benchmark:
+// Prometheus metrics, metric windows and drift sketches.
+func benchObserver(b *testing.B, rt *servingRuntime) func(oip.Observation) {
+	m := &metrics{}
+	m.initInference()
+	st, err := store.Open(b.TempDir(), store.Options{}, logging.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	windows := newMetricWindows(st, 10, 0, logging.Discard())
+	drifts := newDriftMonitor(st, DriftOptions{}, logging.Discard(), rt.profile, func(*droverv1.Report) {})
+	return func(o oip.Observation) {
+		m.observeInference(o)
+		windows.observe(o)
+		drifts.observe(o)
+	}
+}
+
 func median(d []time.Duration) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -163,10 +169,13 @@ func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.code = code }
 
 // BenchmarkInferHTTP measures single-row requests per second over real
-// HTTP with keep-alive, 16 clients, on loopback.
+// HTTP with keep-alive, 16 clients, on loopback, metrics, metric windows
+// and drift sketches included.
 func BenchmarkInferHTTP(b *testing.B) {
 	rt, body, _ := bench20(b)
-	srv := httptest.NewServer(oip.NewHandler(rt))
+	h := oip.NewHandler(rt)
+	h.Observe = benchObserver(b, rt)
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	client := &http.Client{Transport: tr}
