@@ -237,6 +237,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.cache.KeepFreeFor = filepath.Join(cfg.DataDir, "state")
 	if a.listener, err = net.Listen("tcp", cfg.ServeAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ServeAddr, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/droverhq/drover/agent/store"
@@ -45,6 +46,10 @@ type Cache struct {
 	dl     Downloader
 	logger *slog.Logger
 	now    func() time.Time
+
+	// KeepFreeFor, when set, is a directory (the agent's store) whose file
+	// system a download must leave MinFreeBytes free on, if it shares it.
+	KeepFreeFor string
 
 	mu       sync.Mutex
 	inflight map[string]*fetch
@@ -178,8 +183,22 @@ func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error
 		return err
 	}
 	start := c.now()
+	var have int64
 	if fi, err := os.Stat(path + ".partial"); err == nil && fi.Size() > 0 {
+		have = fi.Size()
 		c.logger.Info("resuming an interrupted download", "digest", d, "have_bytes", fi.Size(), "of_bytes", size)
+	}
+	// Refuse a download that would not fit, or would leave the agent's
+	// store (when it shares the file system) without room: a full disk
+	// under the store is worse than a version not loaded.
+	if free, ok := freeBytes(filepath.Dir(path)); ok {
+		keep := int64(0)
+		if c.KeepFreeFor != "" && sameFileSystem(filepath.Dir(path), c.KeepFreeFor) {
+			keep = MinFreeBytes
+		}
+		if size-have+keep > free {
+			return fmt.Errorf("download %s: no space: need %d bytes and %d kept free for the agent's store, %d free", d, size-have, keep, free)
+		}
 	}
 	if err := c.dl.DownloadFile(ctx, d, size, path, nil); err != nil {
 		return fmt.Errorf("download %s: %w", d, err)
@@ -194,6 +213,29 @@ func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error
 	}
 	c.logger.Info("artifact downloaded and verified", "digest", d, "bytes", fi.Size(), "took", now.Sub(start).Round(time.Millisecond))
 	return nil
+}
+
+// MinFreeBytes is the space a download must leave free on the file system
+// of Cache.KeepFreeFor: room for the agent's store to keep writing.
+var MinFreeBytes int64 = 64 << 20
+
+// sameFileSystem reports whether two paths are on one file system.
+func sameFileSystem(a, b string) bool {
+	var sa, sb syscall.Stat_t
+	if syscall.Stat(a, &sa) != nil || syscall.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev
+}
+
+// freeBytes returns the space free to an unprivileged writer on dir's file
+// system, or false where it cannot be told.
+func freeBytes(dir string) (int64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * int64(st.Bsize), true
 }
 
 func (c *Cache) touch(dg string) {
