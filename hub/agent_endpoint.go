@@ -244,12 +244,14 @@ func (s *agentControlService) WatchDesired(ctx context.Context, req *droverv1.Wa
 			keepalive = time.Now().Add(desiredKeepalive)
 		}
 		wctx, cancel := context.WithDeadline(ctx, keepalive)
+		stop := context.AfterFunc(n.streams, cancel)
 		err = ws.WatchCtx(wctx)
+		stop()
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case n.ctx.Err() != nil:
+		case n.streams.Err() != nil:
 			return unavailable("the node is shutting down")
 		case errors.Is(err, context.DeadlineExceeded):
 			// keepalive due

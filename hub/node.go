@@ -76,10 +76,15 @@ type Node struct {
 	// version's check that it exists and the version's commit.
 	gcMu sync.Mutex
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closing atomic.Bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	// streams ends the long-lived server streams (agents' desired-state
+	// watches, rollout watches) when the node starts shutting down, so
+	// that the HTTP server's graceful shutdown does not wait on them.
+	streams       context.Context
+	cancelStreams context.CancelFunc
+	wg            sync.WaitGroup
+	closing       atomic.Bool
 }
 
 // New starts a hub node: it opens the data directory, starts Raft,
@@ -91,6 +96,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n = &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeName), now: time.Now, ctx: ctx, cancel: cancel}
+	n.streams, n.cancelStreams = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
 			n.closeResources()
@@ -213,6 +219,15 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	n.logger.Info("hub node shutting down")
+	// A leader hands over first, so that the cluster does not wait out an
+	// election timeout for a node that is leaving anyway.
+	if n.raft != nil && n.raft.State() == raft.Leader {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.logger.Warn("leadership transfer before shutdown failed", "err", err)
+		}
+	}
+	// Streams end now: they would hold the HTTP server's shutdown open.
+	n.cancelStreams()
 	var errs []error
 	if n.server != nil {
 		if err := n.server.Shutdown(ctx); err != nil {

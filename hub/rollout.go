@@ -518,6 +518,8 @@ func (s *rolloutService) WatchRollout(ctx context.Context, req *droverv1.WatchRo
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.n.streams.Done():
+			return unavailable("the node is shutting down")
 		case <-ch:
 		case <-time.After(500 * time.Millisecond):
 		}
