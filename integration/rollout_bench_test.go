@@ -32,7 +32,19 @@ func BenchmarkRollout1000(b *testing.B) {
 	if testing.Short() {
 		b.Skip("a three-node hub and 1,000 simulated agents")
 	}
-	const n = 1000
+	benchRolloutFleet(b, 1000)
+}
+
+// BenchmarkRollout10000 is BenchmarkRollout1000 with 10,000 simulated
+// agents.
+func BenchmarkRollout10000(b *testing.B) {
+	if testing.Short() {
+		b.Skip("a three-node hub and 10,000 simulated agents")
+	}
+	benchRolloutFleet(b, 10_000)
+}
+
+func benchRolloutFleet(b *testing.B, n int) {
 	c := startCluster(b, 3)
 	cl := c.client()
 	var tok struct {
