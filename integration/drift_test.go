@@ -114,10 +114,12 @@ func TestFleetDrift(t *testing.T) {
 			} `json:"histogram"`
 		} `json:"features"`
 	}
-	show := func() showView {
+	// show reads the hub's view of the last few seconds; under load the
+	// newest windows may not have arrived yet, which is an error to retry.
+	show := func() (showView, error) {
 		var s showView
-		c.cli(t, &s, "drift", "show", fmt.Sprintf("churn:%d", v.Version), "--window", "3s")
-		return s
+		err := c.tryCLI(&s, "drift", "show", fmt.Sprintf("churn:%d", v.Version), "--window", "3s")
+		return s, err
 	}
 
 	// Traffic like the training data: no drift, at the agent or the hub.
@@ -154,7 +156,10 @@ func TestFleetDrift(t *testing.T) {
 	// Then only long-tenure customers: tenure drifts, plan does not.
 	hubtest.WaitFor(t, 30*time.Second, func() error {
 		send(45, 60, 10)
-		s = show()
+		var err error
+		if s, err = show(); err != nil {
+			return err
+		}
 		if !s.Dataset.Drifted {
 			return fmt.Errorf("no drift yet: %+v", s)
 		}
