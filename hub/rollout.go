@@ -115,20 +115,42 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 func (n *Node) runRollouts(ctx context.Context) {
 	tick := time.NewTicker(rolloutTick)
 	defer tick.Stop()
-	c := &rolloutMemory{judged: map[string]time.Time{}, unhealthy: map[string]time.Time{}}
+	c := &rolloutMemory{judged: map[string]time.Time{}, unhealthy: map[string]time.Time{}, profiles: map[string]*droverv1.ReferenceProfile{}}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+		active := map[string]bool{}
 		for _, r := range n.fsm.State().Snapshot().Rollouts("", true) {
+			active[r.GetId()] = true
 			if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING {
 				continue
 			}
 			if err := n.driveRollout(ctx, r, c); err != nil && ctx.Err() == nil && state.KindOf(err) != state.KindFailedPrecondition {
 				n.logger.Warn("rollout controller", "rollout", r.GetId(), "err", err)
 			}
+		}
+		c.forget(active)
+	}
+}
+
+// forget drops what is remembered of rollouts no longer active.
+func (m *rolloutMemory) forget(active map[string]bool) {
+	for id := range m.judged {
+		if !active[id] {
+			delete(m.judged, id)
+		}
+	}
+	for id := range m.profiles {
+		if !active[id] {
+			delete(m.profiles, id)
+		}
+	}
+	for key := range m.unhealthy {
+		if id, _, _ := strings.Cut(key, "/"); !active[id] {
+			delete(m.unhealthy, key)
 		}
 	}
 }
@@ -140,6 +162,25 @@ func (n *Node) runRollouts(ctx context.Context) {
 type rolloutMemory struct {
 	judged    map[string]time.Time // by rollout
 	unhealthy map[string]time.Time // by rollout/agent
+	// profiles holds each rollout's target's decoded reference profile
+	// (nil: it has none), decoded once rather than at every judgement.
+	profiles map[string]*droverv1.ReferenceProfile
+}
+
+// profile returns a rollout's target's reference profile, or nil.
+func (m *rolloutMemory) profile(view *state.Snapshot, r *droverv1.Rollout) *droverv1.ReferenceProfile {
+	if p, ok := m.profiles[r.GetId()]; ok {
+		return p
+	}
+	var p *droverv1.ReferenceProfile
+	if mv := view.Version(r.GetModel(), r.GetToVersion()); len(mv.GetReferenceProfile()) > 0 {
+		p = &droverv1.ReferenceProfile{}
+		if proto.Unmarshal(mv.GetReferenceProfile(), p) != nil {
+			p = nil
+		}
+	}
+	m.profiles[r.GetId()] = p
+	return p
 }
 
 // stepRole is the role the new version has on a step's agents.
@@ -296,7 +337,7 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		mem.judged[r.GetId()] = at
 	}
 	since := r.GetStepReadyTime().AsTime()
-	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
+	verdict, js := n.judgeStep(view, r, step, stepAgents, since, mem.profile(view, r))
 	if changed(r, js) {
 		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Judgements: js}); err != nil {
 			return err
@@ -347,7 +388,8 @@ func changed(r *droverv1.Rollout, js []*droverv1.Judgement) bool {
 // judgeStep measures the step's agents (the canary group) and the agents
 // still on the old version, and the old version's traffic on the step's
 // agents (the baseline group), and judges the step's gates.
-func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time) (gates.Result, []*droverv1.Judgement) {
+func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time,
+	ref *droverv1.ReferenceProfile) (gates.Result, []*droverv1.Judgement) {
 	var all []string
 	for _, ra := range r.GetAgents() {
 		all = append(all, ra.GetAgentId())
@@ -361,21 +403,18 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 		}
 	}
 	// Drift of the new version's traffic on the step's agents.
-	if mv := view.Version(r.GetModel(), r.GetToVersion()); len(mv.GetReferenceProfile()) > 0 {
-		ref := &droverv1.ReferenceProfile{}
-		if proto.Unmarshal(mv.GetReferenceProfile(), ref) == nil {
-			var parts []*droverv1.DriftWindow
-			for _, w := range view.DriftWindows(r.GetModel(), r.GetToVersion(), stepAgents, since) {
-				parts = append(parts, w.GetWindow())
-			}
-			if merged, err := sketch.MergeWindows(parts...); err == nil && len(parts) > 0 {
-				rep := sketch.Evaluate(ref, merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
-				share := rep.Dataset.DriftShare
-				canary.DriftShare = &share
-				canary.FeatureDrift = map[string]float64{}
-				for _, f := range rep.Features {
-					canary.FeatureDrift[f.Name] = f.Score
-				}
+	if ref != nil {
+		var parts []*droverv1.DriftWindow
+		for _, w := range view.DriftWindows(r.GetModel(), r.GetToVersion(), stepAgents, since) {
+			parts = append(parts, w.GetWindow())
+		}
+		if merged, err := sketch.MergeWindows(parts...); err == nil && len(parts) > 0 {
+			rep := sketch.Evaluate(ref, merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
+			share := rep.Dataset.DriftShare
+			canary.DriftShare = &share
+			canary.FeatureDrift = map[string]float64{}
+			for _, f := range rep.Features {
+				canary.FeatureDrift[f.Name] = f.Score
 			}
 		}
 	}

@@ -448,14 +448,7 @@ func (s *Store) SetAgentStatus(c Change, status droverv1.AgentStatus, ids []stri
 func (v *Snapshot) Agents(selector map[string]string) []*droverv1.Agent {
 	var out []*droverv1.Agent
 	for _, a := range collect[*droverv1.Agent](v.all(tableAgents, "id")) {
-		match := true
-		for k, want := range selector {
-			if a.GetLabels()[k] != want {
-				match = false
-				break
-			}
-		}
-		if match {
+		if matches(a.GetLabels(), selector) {
 			out = append(out, a)
 		}
 	}

@@ -153,7 +153,7 @@ func (s *Store) CreateRollout(c Change, in *droverv1.Rollout) (*droverv1.Rollout
 		baseline := map[uint64]int{}
 		for raw := agentsIt.Next(); raw != nil; raw = agentsIt.Next() {
 			a := raw.(*droverv1.Agent)
-			if !matches(effectiveLabels(a), r.GetSelector()) {
+			if !matches(a.GetLabels(), r.GetSelector()) {
 				continue
 			}
 			i := slices.IndexFunc(a.GetAssignments(), func(x *droverv1.Assignment) bool {
@@ -212,6 +212,7 @@ func agentOrder(rolloutID, agentID string) uint64 {
 	return binary.BigEndian.Uint64(h[:8])
 }
 
+// matches reports whether labels include every pair of selector.
 func matches(labels, selector map[string]string) bool {
 	for k, v := range selector {
 		if labels[k] != v {
