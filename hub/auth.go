@@ -60,10 +60,19 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.RolloutServiceWatchRolloutProcedure: auth.Read,
 	droverv1connect.RolloutServiceActOnRolloutProcedure: auth.Write,
 
-	droverv1connect.RunServiceCreateRunProcedure: auth.Write,
-	droverv1connect.RunServiceLogRunProcedure:    auth.Write,
-	droverv1connect.RunServiceGetRunProcedure:    auth.Read,
-	droverv1connect.RunServiceListRunsProcedure:  auth.Read,
+	droverv1connect.RunServiceCreateRunProcedure:          auth.Write,
+	droverv1connect.RunServiceLogRunProcedure:             auth.Write,
+	droverv1connect.RunServiceGetRunProcedure:             auth.Read,
+	droverv1connect.RunServiceListRunsProcedure:           auth.Read,
+	droverv1connect.RetrainServicePutPolicyProcedure:      auth.Write,
+	droverv1connect.RetrainServiceGetPolicyProcedure:      auth.Read,
+	droverv1connect.RetrainServiceListPoliciesProcedure:   auth.Read,
+	droverv1connect.RetrainServiceDeletePolicyProcedure:   auth.Write,
+	droverv1connect.RetrainServiceTriggerRetrainProcedure: auth.Write,
+	droverv1connect.RetrainServiceGetJobProcedure:         auth.Read,
+	droverv1connect.RetrainServiceListJobsProcedure:       auth.Read,
+	droverv1connect.RetrainServiceWatchJobProcedure:       auth.Read,
+	droverv1connect.RetrainServiceCancelJobProcedure:      auth.Write,
 
 	// Agents act only for themselves (checkAgent).
 	droverv1connect.AgentControlServiceEnrollProcedure:       auth.Agent,

@@ -69,6 +69,7 @@ type Client struct {
 	Drift    droverv1connect.DriftServiceClient
 	Rollouts droverv1connect.RolloutServiceClient
 	Runs     droverv1connect.RunServiceClient
+	Retrain  droverv1connect.RetrainServiceClient
 	// AgentControl is what agents call.
 	AgentControl droverv1connect.AgentControlServiceClient
 
@@ -109,6 +110,7 @@ func New(cfg Config) (*Client, error) {
 		Drift:        droverv1connect.NewDriftServiceClient(cc),
 		Rollouts:     droverv1connect.NewRolloutServiceClient(cc),
 		Runs:         droverv1connect.NewRunServiceClient(cc),
+		Retrain:      droverv1connect.NewRetrainServiceClient(cc),
 		AgentControl: droverv1connect.NewAgentControlServiceClient(cc),
 		cfg:          cfg,
 		http:         cfg.BlobHTTPClient,

@@ -194,6 +194,68 @@ func (AssignmentPhase) EnumDescriptor() ([]byte, []int) {
 	return file_drover_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
+// TrainingPhase is where an agent stands with a training task.
+type TrainingPhase int32
+
+const (
+	TrainingPhase_TRAINING_PHASE_UNSPECIFIED TrainingPhase = 0
+	TrainingPhase_TRAINING_PHASE_DOWNLOADING TrainingPhase = 1
+	TrainingPhase_TRAINING_PHASE_TRAINING    TrainingPhase = 2
+	TrainingPhase_TRAINING_PHASE_EVALUATING  TrainingPhase = 3
+	TrainingPhase_TRAINING_PHASE_UPLOADING   TrainingPhase = 4
+	TrainingPhase_TRAINING_PHASE_SUCCEEDED   TrainingPhase = 5
+	TrainingPhase_TRAINING_PHASE_FAILED      TrainingPhase = 6
+)
+
+// Enum value maps for TrainingPhase.
+var (
+	TrainingPhase_name = map[int32]string{
+		0: "TRAINING_PHASE_UNSPECIFIED",
+		1: "TRAINING_PHASE_DOWNLOADING",
+		2: "TRAINING_PHASE_TRAINING",
+		3: "TRAINING_PHASE_EVALUATING",
+		4: "TRAINING_PHASE_UPLOADING",
+		5: "TRAINING_PHASE_SUCCEEDED",
+		6: "TRAINING_PHASE_FAILED",
+	}
+	TrainingPhase_value = map[string]int32{
+		"TRAINING_PHASE_UNSPECIFIED": 0,
+		"TRAINING_PHASE_DOWNLOADING": 1,
+		"TRAINING_PHASE_TRAINING":    2,
+		"TRAINING_PHASE_EVALUATING":  3,
+		"TRAINING_PHASE_UPLOADING":   4,
+		"TRAINING_PHASE_SUCCEEDED":   5,
+		"TRAINING_PHASE_FAILED":      6,
+	}
+)
+
+func (x TrainingPhase) Enum() *TrainingPhase {
+	p := new(TrainingPhase)
+	*p = x
+	return p
+}
+
+func (x TrainingPhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TrainingPhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_drover_v1_agent_proto_enumTypes[3].Descriptor()
+}
+
+func (TrainingPhase) Type() protoreflect.EnumType {
+	return &file_drover_v1_agent_proto_enumTypes[3]
+}
+
+func (x TrainingPhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TrainingPhase.Descriptor instead.
+func (TrainingPhase) EnumDescriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
 // ServingHealth is whether a loaded version can answer predictions.
 type ServingHealth int32
 
@@ -228,11 +290,11 @@ func (x ServingHealth) String() string {
 }
 
 func (ServingHealth) Descriptor() protoreflect.EnumDescriptor {
-	return file_drover_v1_agent_proto_enumTypes[3].Descriptor()
+	return file_drover_v1_agent_proto_enumTypes[4].Descriptor()
 }
 
 func (ServingHealth) Type() protoreflect.EnumType {
-	return &file_drover_v1_agent_proto_enumTypes[3]
+	return &file_drover_v1_agent_proto_enumTypes[4]
 }
 
 func (x ServingHealth) Number() protoreflect.EnumNumber {
@@ -241,7 +303,7 @@ func (x ServingHealth) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ServingHealth.Descriptor instead.
 func (ServingHealth) EnumDescriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 // Host describes the machine an agent runs on.
@@ -549,7 +611,10 @@ type Inventory struct {
 	NvmlVersion       string                 `protobuf:"bytes,4,opt,name=nvml_version,json=nvmlVersion,proto3" json:"nvml_version,omitempty"`
 	Gpus              []*Gpu                 `protobuf:"bytes,5,rep,name=gpus,proto3" json:"gpus,omitempty"`
 	// Why there are no GPUs, when NVML could not be used.
-	NvmlError     string `protobuf:"bytes,6,opt,name=nvml_error,json=nvmlError,proto3" json:"nvml_error,omitempty"`
+	NvmlError string `protobuf:"bytes,6,opt,name=nvml_error,json=nvmlError,proto3" json:"nvml_error,omitempty"`
+	// The runners the agent can train with: "native", and the exec
+	// trainers it is configured with (--trainer NAME=COMMAND).
+	Trainers      []string `protobuf:"bytes,7,rep,name=trainers,proto3" json:"trainers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,6 +689,13 @@ func (x *Inventory) GetNvmlError() string {
 		return x.NvmlError
 	}
 	return ""
+}
+
+func (x *Inventory) GetTrainers() []string {
+	if x != nil {
+		return x.Trainers
+	}
+	return nil
 }
 
 // GpuHealth is one GPU's health by the agent's rules.
@@ -926,7 +998,12 @@ type DesiredState struct {
 	Draining    bool                   `protobuf:"varint,2,opt,name=draining,proto3" json:"draining,omitempty"`
 	Assignments []*DesiredAssignment   `protobuf:"bytes,3,rep,name=assignments,proto3" json:"assignments,omitempty"`
 	// A digest of the assignments: equal states have equal fingerprints.
-	Fingerprint   string `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Fingerprint string `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// Retraining jobs the agent is to run: one that disappears is
+	// cancelled (the job was, or it went elsewhere).
+	Training []*TrainingTask `protobuf:"bytes,5,rep,name=training,proto3" json:"training,omitempty"`
+	// Labelled rows the agent is to hand in for jobs' data sets.
+	Exports       []*ExportTask `protobuf:"bytes,6,rep,name=exports,proto3" json:"exports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,6 +1066,353 @@ func (x *DesiredState) GetFingerprint() string {
 	return ""
 }
 
+func (x *DesiredState) GetTraining() []*TrainingTask {
+	if x != nil {
+		return x.Training
+	}
+	return nil
+}
+
+func (x *DesiredState) GetExports() []*ExportTask {
+	if x != nil {
+		return x.Exports
+	}
+	return nil
+}
+
+// TrainingTask is a retraining job as the agent that runs it sees it.
+type TrainingTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The attempt: reports name it, and the hub ignores those of an
+	// attempt it has given up on.
+	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Model   string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// "native" or the name of one of the agent's exec trainers.
+	Runner string            `protobuf:"bytes,4,opt,name=runner,proto3" json:"runner,omitempty"`
+	Params map[string]string `protobuf:"bytes,5,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The data set (CSV), its target and the columns that are not features.
+	Dataset *BlobRef       `protobuf:"bytes,6,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Target  string         `protobuf:"bytes,7,opt,name=target,proto3" json:"target,omitempty"`
+	Ignore  []string       `protobuf:"bytes,8,rep,name=ignore,proto3" json:"ignore,omitempty"`
+	Schema  *FeatureSchema `protobuf:"bytes,9,opt,name=schema,proto3" json:"schema,omitempty"`
+	// The champion, scored on the same hold-out as the candidate (absent
+	// for a model's first version).
+	ChampionVersion  uint64   `protobuf:"varint,10,opt,name=champion_version,json=championVersion,proto3" json:"champion_version,omitempty"`
+	ChampionArtifact *BlobRef `protobuf:"bytes,11,opt,name=champion_artifact,json=championArtifact,proto3" json:"champion_artifact,omitempty"`
+	ChampionFormat   string   `protobuf:"bytes,12,opt,name=champion_format,json=championFormat,proto3" json:"champion_format,omitempty"`
+	// The metric the hub will compare.
+	Metric string `protobuf:"bytes,13,opt,name=metric,proto3" json:"metric,omitempty"`
+	// When the hub gives up on it.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainingTask) Reset() {
+	*x = TrainingTask{}
+	mi := &file_drover_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainingTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainingTask) ProtoMessage() {}
+
+func (x *TrainingTask) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainingTask.ProtoReflect.Descriptor instead.
+func (*TrainingTask) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TrainingTask) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TrainingTask) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetRunner() string {
+	if x != nil {
+		return x.Runner
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetParams() map[string]string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *TrainingTask) GetDataset() *BlobRef {
+	if x != nil {
+		return x.Dataset
+	}
+	return nil
+}
+
+func (x *TrainingTask) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetIgnore() []string {
+	if x != nil {
+		return x.Ignore
+	}
+	return nil
+}
+
+func (x *TrainingTask) GetSchema() *FeatureSchema {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+func (x *TrainingTask) GetChampionVersion() uint64 {
+	if x != nil {
+		return x.ChampionVersion
+	}
+	return 0
+}
+
+func (x *TrainingTask) GetChampionArtifact() *BlobRef {
+	if x != nil {
+		return x.ChampionArtifact
+	}
+	return nil
+}
+
+func (x *TrainingTask) GetChampionFormat() string {
+	if x != nil {
+		return x.ChampionFormat
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *TrainingTask) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+// ExportTask asks an agent for the labelled rows it has kept of a model.
+type ExportTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Model string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// At most this many rows, the newest.
+	MaxRows       uint32 `protobuf:"varint,3,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTask) Reset() {
+	*x = ExportTask{}
+	mi := &file_drover_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTask) ProtoMessage() {}
+
+func (x *ExportTask) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTask.ProtoReflect.Descriptor instead.
+func (*ExportTask) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExportTask) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ExportTask) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ExportTask) GetMaxRows() uint32 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+// TrainingReport is an agent's progress with a training task: sent as it
+// goes (log lines and metric points since the last report) and at the end
+// (the result, or why it failed).
+type TrainingReport struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Phase   TrainingPhase          `protobuf:"varint,3,opt,name=phase,proto3,enum=drover.v1.TrainingPhase" json:"phase,omitempty"`
+	// 0 to 1, and what the trainer says it is doing.
+	Fraction float64        `protobuf:"fixed64,4,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Stage    string         `protobuf:"bytes,5,opt,name=stage,proto3" json:"stage,omitempty"`
+	LogLines []string       `protobuf:"bytes,6,rep,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
+	Points   []*MetricPoint `protobuf:"bytes,7,rep,name=points,proto3" json:"points,omitempty"`
+	// Why it failed.
+	Message string `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	// With TRAINING_PHASE_SUCCEEDED.
+	Result        *TrainingResult `protobuf:"bytes,9,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainingReport) Reset() {
+	*x = TrainingReport{}
+	mi := &file_drover_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainingReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainingReport) ProtoMessage() {}
+
+func (x *TrainingReport) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainingReport.ProtoReflect.Descriptor instead.
+func (*TrainingReport) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TrainingReport) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TrainingReport) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TrainingReport) GetPhase() TrainingPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return TrainingPhase_TRAINING_PHASE_UNSPECIFIED
+}
+
+func (x *TrainingReport) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *TrainingReport) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *TrainingReport) GetLogLines() []string {
+	if x != nil {
+		return x.LogLines
+	}
+	return nil
+}
+
+func (x *TrainingReport) GetPoints() []*MetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *TrainingReport) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TrainingReport) GetResult() *TrainingResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // AssignmentStatus is an agent's progress with one assignment.
 type AssignmentStatus struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1011,7 +1435,7 @@ type AssignmentStatus struct {
 
 func (x *AssignmentStatus) Reset() {
 	*x = AssignmentStatus{}
-	mi := &file_drover_v1_agent_proto_msgTypes[8]
+	mi := &file_drover_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1447,7 @@ func (x *AssignmentStatus) String() string {
 func (*AssignmentStatus) ProtoMessage() {}
 
 func (x *AssignmentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[8]
+	mi := &file_drover_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1460,7 @@ func (x *AssignmentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentStatus.ProtoReflect.Descriptor instead.
 func (*AssignmentStatus) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AssignmentStatus) GetModel() string {
@@ -1112,7 +1536,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_drover_v1_agent_proto_msgTypes[9]
+	mi := &file_drover_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1548,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[9]
+	mi := &file_drover_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1561,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AgentEvent) GetSeq() uint64 {
@@ -1205,7 +1629,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_drover_v1_agent_proto_msgTypes[10]
+	mi := &file_drover_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1641,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[10]
+	mi := &file_drover_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1654,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Agent) GetId() string {
@@ -1370,7 +1794,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[11]
+	mi := &file_drover_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1806,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[11]
+	mi := &file_drover_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1819,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAgentsRequest) GetRead() *ReadOptions {
@@ -1422,7 +1846,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[12]
+	mi := &file_drover_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1858,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[12]
+	mi := &file_drover_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1871,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1475,7 +1899,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[13]
+	mi := &file_drover_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1911,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[13]
+	mi := &file_drover_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1924,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAgentRequest) GetAgent() string {
@@ -1533,7 +1957,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[14]
+	mi := &file_drover_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1969,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[14]
+	mi := &file_drover_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1982,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -1607,7 +2031,7 @@ type SetAgentLabelsRequest struct {
 
 func (x *SetAgentLabelsRequest) Reset() {
 	*x = SetAgentLabelsRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[15]
+	mi := &file_drover_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +2043,7 @@ func (x *SetAgentLabelsRequest) String() string {
 func (*SetAgentLabelsRequest) ProtoMessage() {}
 
 func (x *SetAgentLabelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[15]
+	mi := &file_drover_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +2056,7 @@ func (x *SetAgentLabelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAgentLabelsRequest.ProtoReflect.Descriptor instead.
 func (*SetAgentLabelsRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetAgentLabelsRequest) GetAgent() string {
@@ -1665,7 +2089,7 @@ type SetAgentLabelsResponse struct {
 
 func (x *SetAgentLabelsResponse) Reset() {
 	*x = SetAgentLabelsResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[16]
+	mi := &file_drover_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +2101,7 @@ func (x *SetAgentLabelsResponse) String() string {
 func (*SetAgentLabelsResponse) ProtoMessage() {}
 
 func (x *SetAgentLabelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[16]
+	mi := &file_drover_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +2114,7 @@ func (x *SetAgentLabelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAgentLabelsResponse.ProtoReflect.Descriptor instead.
 func (*SetAgentLabelsResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetAgentLabelsResponse) GetAgent() *Agent {
@@ -1711,7 +2135,7 @@ type DrainAgentRequest struct {
 
 func (x *DrainAgentRequest) Reset() {
 	*x = DrainAgentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[17]
+	mi := &file_drover_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +2147,7 @@ func (x *DrainAgentRequest) String() string {
 func (*DrainAgentRequest) ProtoMessage() {}
 
 func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[17]
+	mi := &file_drover_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +2160,7 @@ func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentRequest.ProtoReflect.Descriptor instead.
 func (*DrainAgentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainAgentRequest) GetAgent() string {
@@ -1769,7 +2193,7 @@ type DrainAgentResponse struct {
 
 func (x *DrainAgentResponse) Reset() {
 	*x = DrainAgentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[18]
+	mi := &file_drover_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2205,7 @@ func (x *DrainAgentResponse) String() string {
 func (*DrainAgentResponse) ProtoMessage() {}
 
 func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[18]
+	mi := &file_drover_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2218,7 @@ func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentResponse.ProtoReflect.Descriptor instead.
 func (*DrainAgentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrainAgentResponse) GetAgent() *Agent {
@@ -1820,7 +2244,7 @@ type SetAssignmentRequest struct {
 
 func (x *SetAssignmentRequest) Reset() {
 	*x = SetAssignmentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[19]
+	mi := &file_drover_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2256,7 @@ func (x *SetAssignmentRequest) String() string {
 func (*SetAssignmentRequest) ProtoMessage() {}
 
 func (x *SetAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[19]
+	mi := &file_drover_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2269,7 @@ func (x *SetAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*SetAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetAssignmentRequest) GetAgent() string {
@@ -1906,7 +2330,7 @@ type SetAssignmentResponse struct {
 
 func (x *SetAssignmentResponse) Reset() {
 	*x = SetAssignmentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[20]
+	mi := &file_drover_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2342,7 @@ func (x *SetAssignmentResponse) String() string {
 func (*SetAssignmentResponse) ProtoMessage() {}
 
 func (x *SetAssignmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[20]
+	mi := &file_drover_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2355,7 @@ func (x *SetAssignmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAssignmentResponse.ProtoReflect.Descriptor instead.
 func (*SetAssignmentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetAssignmentResponse) GetAgent() *Agent {
@@ -1953,7 +2377,7 @@ type DeleteAssignmentRequest struct {
 
 func (x *DeleteAssignmentRequest) Reset() {
 	*x = DeleteAssignmentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[21]
+	mi := &file_drover_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2389,7 @@ func (x *DeleteAssignmentRequest) String() string {
 func (*DeleteAssignmentRequest) ProtoMessage() {}
 
 func (x *DeleteAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[21]
+	mi := &file_drover_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2402,7 @@ func (x *DeleteAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteAssignmentRequest) GetAgent() string {
@@ -2018,7 +2442,7 @@ type DeleteAssignmentResponse struct {
 
 func (x *DeleteAssignmentResponse) Reset() {
 	*x = DeleteAssignmentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	mi := &file_drover_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2454,7 @@ func (x *DeleteAssignmentResponse) String() string {
 func (*DeleteAssignmentResponse) ProtoMessage() {}
 
 func (x *DeleteAssignmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	mi := &file_drover_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2467,7 @@ func (x *DeleteAssignmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAssignmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAssignmentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteAssignmentResponse) GetAgent() *Agent {
@@ -2066,7 +2490,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	mi := &file_drover_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2502,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	mi := &file_drover_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2515,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnrollRequest) GetName() string {
@@ -2136,7 +2560,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[24]
+	mi := &file_drover_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2572,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[24]
+	mi := &file_drover_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2585,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -2198,7 +2622,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[25]
+	mi := &file_drover_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2634,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[25]
+	mi := &file_drover_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2647,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HeartbeatRequest) GetAgentId() string {
@@ -2259,7 +2683,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[26]
+	mi := &file_drover_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2695,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[26]
+	mi := &file_drover_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2708,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HeartbeatResponse) GetDesiredFingerprint() string {
@@ -2303,7 +2727,7 @@ type WatchDesiredRequest struct {
 
 func (x *WatchDesiredRequest) Reset() {
 	*x = WatchDesiredRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[27]
+	mi := &file_drover_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2739,7 @@ func (x *WatchDesiredRequest) String() string {
 func (*WatchDesiredRequest) ProtoMessage() {}
 
 func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[27]
+	mi := &file_drover_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2752,7 @@ func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDesiredRequest.ProtoReflect.Descriptor instead.
 func (*WatchDesiredRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchDesiredRequest) GetAgentId() string {
@@ -2348,7 +2772,7 @@ type WatchDesiredResponse struct {
 
 func (x *WatchDesiredResponse) Reset() {
 	*x = WatchDesiredResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[28]
+	mi := &file_drover_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2784,7 @@ func (x *WatchDesiredResponse) String() string {
 func (*WatchDesiredResponse) ProtoMessage() {}
 
 func (x *WatchDesiredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[28]
+	mi := &file_drover_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2797,7 @@ func (x *WatchDesiredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDesiredResponse.ProtoReflect.Descriptor instead.
 func (*WatchDesiredResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchDesiredResponse) GetDesired() *DesiredState {
@@ -2403,7 +2827,7 @@ type TelemetryWindow struct {
 
 func (x *TelemetryWindow) Reset() {
 	*x = TelemetryWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[29]
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2839,7 @@ func (x *TelemetryWindow) String() string {
 func (*TelemetryWindow) ProtoMessage() {}
 
 func (x *TelemetryWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[29]
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2852,7 @@ func (x *TelemetryWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryWindow.ProtoReflect.Descriptor instead.
 func (*TelemetryWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TelemetryWindow) GetStart() *timestamppb.Timestamp {
@@ -2469,7 +2893,7 @@ type GpuWindow struct {
 
 func (x *GpuWindow) Reset() {
 	*x = GpuWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[30]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2905,7 @@ func (x *GpuWindow) String() string {
 func (*GpuWindow) ProtoMessage() {}
 
 func (x *GpuWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[30]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2918,7 @@ func (x *GpuWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuWindow.ProtoReflect.Descriptor instead.
 func (*GpuWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GpuWindow) GetIndex() int32 {
@@ -2570,6 +2994,8 @@ type Report struct {
 	//	*Report_Labels
 	//	*Report_Drift
 	//	*Report_Metrics
+	//	*Report_Training
+	//	*Report_Export
 	Body          isReport_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2577,7 +3003,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_drover_v1_agent_proto_msgTypes[31]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +3015,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[31]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +3028,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Report) GetSeq() uint64 {
@@ -2707,6 +3133,24 @@ func (x *Report) GetMetrics() *MetricWindow {
 	return nil
 }
 
+func (x *Report) GetTraining() *TrainingReport {
+	if x != nil {
+		if x, ok := x.Body.(*Report_Training); ok {
+			return x.Training
+		}
+	}
+	return nil
+}
+
+func (x *Report) GetExport() *LabelledExport {
+	if x != nil {
+		if x, ok := x.Body.(*Report_Export); ok {
+			return x.Export
+		}
+	}
+	return nil
+}
+
 type isReport_Body interface {
 	isReport_Body()
 }
@@ -2749,6 +3193,16 @@ type Report_Metrics struct {
 	Metrics *MetricWindow `protobuf:"bytes,11,opt,name=metrics,proto3,oneof"`
 }
 
+type Report_Training struct {
+	// Progress with a training task.
+	Training *TrainingReport `protobuf:"bytes,12,opt,name=training,proto3,oneof"`
+}
+
+type Report_Export struct {
+	// Labelled rows handed in for a job's data set.
+	Export *LabelledExport `protobuf:"bytes,13,opt,name=export,proto3,oneof"`
+}
+
 func (*Report_Assignment) isReport_Body() {}
 
 func (*Report_GpuHealth) isReport_Body() {}
@@ -2766,6 +3220,10 @@ func (*Report_Labels) isReport_Body() {}
 func (*Report_Drift) isReport_Body() {}
 
 func (*Report_Metrics) isReport_Body() {}
+
+func (*Report_Training) isReport_Body() {}
+
+func (*Report_Export) isReport_Body() {}
 
 // MetricWindow is one model version's requests on one agent over a window:
 // what rollout gates judge. It is kept in the leader's memory, not
@@ -2810,7 +3268,7 @@ type MetricWindow struct {
 
 func (x *MetricWindow) Reset() {
 	*x = MetricWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +3280,7 @@ func (x *MetricWindow) String() string {
 func (*MetricWindow) ProtoMessage() {}
 
 func (x *MetricWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,7 +3293,7 @@ func (x *MetricWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricWindow.ProtoReflect.Descriptor instead.
 func (*MetricWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MetricWindow) GetModel() string {
@@ -2988,7 +3446,7 @@ type GpuHealthReport struct {
 
 func (x *GpuHealthReport) Reset() {
 	*x = GpuHealthReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3458,7 @@ func (x *GpuHealthReport) String() string {
 func (*GpuHealthReport) ProtoMessage() {}
 
 func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3471,7 @@ func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuHealthReport.ProtoReflect.Descriptor instead.
 func (*GpuHealthReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GpuHealthReport) GetGpus() []*GpuHealth {
@@ -3036,7 +3494,7 @@ type ReportsDropped struct {
 
 func (x *ReportsDropped) Reset() {
 	*x = ReportsDropped{}
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3506,7 @@ func (x *ReportsDropped) String() string {
 func (*ReportsDropped) ProtoMessage() {}
 
 func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3519,7 @@ func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportsDropped.ProtoReflect.Descriptor instead.
 func (*ReportsDropped) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportsDropped) GetDropped() uint64 {
@@ -3088,7 +3546,7 @@ type LabelsReport struct {
 
 func (x *LabelsReport) Reset() {
 	*x = LabelsReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3558,7 @@ func (x *LabelsReport) String() string {
 func (*LabelsReport) ProtoMessage() {}
 
 func (x *LabelsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3571,7 @@ func (x *LabelsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelsReport.ProtoReflect.Descriptor instead.
 func (*LabelsReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LabelsReport) GetLabels() map[string]string {
@@ -3133,7 +3591,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3603,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3616,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReportRequest) GetAgentId() string {
@@ -3185,7 +3643,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3655,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3668,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportResponse) GetAckedSeq() uint64 {
@@ -3224,7 +3682,7 @@ var File_drover_v1_agent_proto protoreflect.FileDescriptor
 
 const file_drover_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/drift.proto\x1a\x15drover/v1/model.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
+	"\x15drover/v1/agent.proto\x12\tdrover.v1\x1a\x16drover/v1/common.proto\x1a\x15drover/v1/drift.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/retrain.proto\x1a\x13drover/v1/run.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n" +
 	"\x04Host\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
@@ -3255,7 +3713,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\vmig_enabled\x18\t \x01(\bR\n" +
 	"migEnabled\x12;\n" +
 	"\rmig_instances\x18\n" +
-	" \x03(\v2\x16.drover.v1.MigInstanceR\fmigInstances\"\xed\x01\n" +
+	" \x03(\v2\x16.drover.v1.MigInstanceR\fmigInstances\"\x89\x02\n" +
 	"\tInventory\x12#\n" +
 	"\x04host\x18\x01 \x01(\v2\x0f.drover.v1.HostR\x04host\x12%\n" +
 	"\x0edriver_version\x18\x02 \x01(\tR\rdriverVersion\x12.\n" +
@@ -3263,7 +3721,8 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\fnvml_version\x18\x04 \x01(\tR\vnvmlVersion\x12\"\n" +
 	"\x04gpus\x18\x05 \x03(\v2\x0e.drover.v1.GpuR\x04gpus\x12\x1d\n" +
 	"\n" +
-	"nvml_error\x18\x06 \x01(\tR\tnvmlError\"g\n" +
+	"nvml_error\x18\x06 \x01(\tR\tnvmlError\x12\x1a\n" +
+	"\btrainers\x18\a \x03(\tR\btrainers\"g\n" +
 	"\tGpuHealth\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x16\n" +
@@ -3293,12 +3752,48 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	" \x01(\fR\x10referenceProfile\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x02\n" +
 	"\fDesiredState\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bdraining\x18\x02 \x01(\bR\bdraining\x12>\n" +
 	"\vassignments\x18\x03 \x03(\v2\x1c.drover.v1.DesiredAssignmentR\vassignments\x12 \n" +
-	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\"\xbb\x02\n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\x123\n" +
+	"\btraining\x18\x05 \x03(\v2\x17.drover.v1.TrainingTaskR\btraining\x12/\n" +
+	"\aexports\x18\x06 \x03(\v2\x15.drover.v1.ExportTaskR\aexports\"\xda\x04\n" +
+	"\fTrainingTask\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n" +
+	"\x06runner\x18\x04 \x01(\tR\x06runner\x12;\n" +
+	"\x06params\x18\x05 \x03(\v2#.drover.v1.TrainingTask.ParamsEntryR\x06params\x12,\n" +
+	"\adataset\x18\x06 \x01(\v2\x12.drover.v1.BlobRefR\adataset\x12\x16\n" +
+	"\x06target\x18\a \x01(\tR\x06target\x12\x16\n" +
+	"\x06ignore\x18\b \x03(\tR\x06ignore\x120\n" +
+	"\x06schema\x18\t \x01(\v2\x18.drover.v1.FeatureSchemaR\x06schema\x12)\n" +
+	"\x10champion_version\x18\n" +
+	" \x01(\x04R\x0fchampionVersion\x12?\n" +
+	"\x11champion_artifact\x18\v \x01(\v2\x12.drover.v1.BlobRefR\x10championArtifact\x12'\n" +
+	"\x0fchampion_format\x18\f \x01(\tR\x0echampionFormat\x12\x16\n" +
+	"\x06metric\x18\r \x01(\tR\x06metric\x126\n" +
+	"\bdeadline\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x1a9\n" +
+	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
+	"\n" +
+	"ExportTask\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x19\n" +
+	"\bmax_rows\x18\x03 \x01(\rR\amaxRows\"\xbd\x02\n" +
+	"\x0eTrainingReport\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12.\n" +
+	"\x05phase\x18\x03 \x01(\x0e2\x18.drover.v1.TrainingPhaseR\x05phase\x12\x1a\n" +
+	"\bfraction\x18\x04 \x01(\x01R\bfraction\x12\x14\n" +
+	"\x05stage\x18\x05 \x01(\tR\x05stage\x12\x1b\n" +
+	"\tlog_lines\x18\x06 \x03(\tR\blogLines\x12.\n" +
+	"\x06points\x18\a \x03(\v2\x16.drover.v1.MetricPointR\x06points\x12\x18\n" +
+	"\amessage\x18\b \x01(\tR\amessage\x121\n" +
+	"\x06result\x18\t \x01(\v2\x19.drover.v1.TrainingResultR\x06result\"\xbb\x02\n" +
 	"\x10AssignmentStatus\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12-\n" +
@@ -3433,7 +3928,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x15gpu_util_percent_mean\x18\x06 \x01(\x01R\x12gpuUtilPercentMean\x121\n" +
 	"\x15memory_used_bytes_max\x18\a \x01(\x01R\x12memoryUsedBytesMax\x12\x1d\n" +
 	"\n" +
-	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xbe\x04\n" +
+	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xac\x05\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12=\n" +
@@ -3449,7 +3944,9 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\t \x01(\v2\x17.drover.v1.LabelsReportH\x00R\x06labels\x12.\n" +
 	"\x05drift\x18\n" +
 	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05drift\x123\n" +
-	"\ametrics\x18\v \x01(\v2\x17.drover.v1.MetricWindowH\x00R\ametricsB\x06\n" +
+	"\ametrics\x18\v \x01(\v2\x17.drover.v1.MetricWindowH\x00R\ametrics\x127\n" +
+	"\btraining\x18\f \x01(\v2\x19.drover.v1.TrainingReportH\x00R\btraining\x123\n" +
+	"\x06export\x18\r \x01(\v2\x19.drover.v1.LabelledExportH\x00R\x06exportB\x06\n" +
 	"\x04body\"\xbe\x06\n" +
 	"\fMetricWindow\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
@@ -3511,7 +4008,15 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x18ASSIGNMENT_PHASE_LOADING\x10\x03\x12\x1a\n" +
 	"\x16ASSIGNMENT_PHASE_READY\x10\x04\x12\x1b\n" +
 	"\x17ASSIGNMENT_PHASE_FAILED\x10\x05\x12\x1c\n" +
-	"\x18ASSIGNMENT_PHASE_REMOVED\x10\x06*i\n" +
+	"\x18ASSIGNMENT_PHASE_REMOVED\x10\x06*\xe2\x01\n" +
+	"\rTrainingPhase\x12\x1e\n" +
+	"\x1aTRAINING_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aTRAINING_PHASE_DOWNLOADING\x10\x01\x12\x1b\n" +
+	"\x17TRAINING_PHASE_TRAINING\x10\x02\x12\x1d\n" +
+	"\x19TRAINING_PHASE_EVALUATING\x10\x03\x12\x1c\n" +
+	"\x18TRAINING_PHASE_UPLOADING\x10\x04\x12\x1c\n" +
+	"\x18TRAINING_PHASE_SUCCEEDED\x10\x05\x12\x19\n" +
+	"\x15TRAINING_PHASE_FAILED\x10\x06*i\n" +
 	"\rServingHealth\x12\x1e\n" +
 	"\x1aSERVING_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SERVING_HEALTH_HEALTHY\x10\x01\x12\x1c\n" +
@@ -3543,161 +4048,181 @@ func file_drover_v1_agent_proto_rawDescGZIP() []byte {
 	return file_drover_v1_agent_proto_rawDescData
 }
 
-var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_drover_v1_agent_proto_goTypes = []any{
 	(AgentStatus)(0),                 // 0: drover.v1.AgentStatus
 	(AssignmentRole)(0),              // 1: drover.v1.AssignmentRole
 	(AssignmentPhase)(0),             // 2: drover.v1.AssignmentPhase
-	(ServingHealth)(0),               // 3: drover.v1.ServingHealth
-	(*Host)(nil),                     // 4: drover.v1.Host
-	(*MigInstance)(nil),              // 5: drover.v1.MigInstance
-	(*Gpu)(nil),                      // 6: drover.v1.Gpu
-	(*Inventory)(nil),                // 7: drover.v1.Inventory
-	(*GpuHealth)(nil),                // 8: drover.v1.GpuHealth
-	(*Assignment)(nil),               // 9: drover.v1.Assignment
-	(*DesiredAssignment)(nil),        // 10: drover.v1.DesiredAssignment
-	(*DesiredState)(nil),             // 11: drover.v1.DesiredState
-	(*AssignmentStatus)(nil),         // 12: drover.v1.AssignmentStatus
-	(*AgentEvent)(nil),               // 13: drover.v1.AgentEvent
-	(*Agent)(nil),                    // 14: drover.v1.Agent
-	(*ListAgentsRequest)(nil),        // 15: drover.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),       // 16: drover.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),          // 17: drover.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),         // 18: drover.v1.GetAgentResponse
-	(*SetAgentLabelsRequest)(nil),    // 19: drover.v1.SetAgentLabelsRequest
-	(*SetAgentLabelsResponse)(nil),   // 20: drover.v1.SetAgentLabelsResponse
-	(*DrainAgentRequest)(nil),        // 21: drover.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),       // 22: drover.v1.DrainAgentResponse
-	(*SetAssignmentRequest)(nil),     // 23: drover.v1.SetAssignmentRequest
-	(*SetAssignmentResponse)(nil),    // 24: drover.v1.SetAssignmentResponse
-	(*DeleteAssignmentRequest)(nil),  // 25: drover.v1.DeleteAssignmentRequest
-	(*DeleteAssignmentResponse)(nil), // 26: drover.v1.DeleteAssignmentResponse
-	(*EnrollRequest)(nil),            // 27: drover.v1.EnrollRequest
-	(*EnrollResponse)(nil),           // 28: drover.v1.EnrollResponse
-	(*HeartbeatRequest)(nil),         // 29: drover.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 30: drover.v1.HeartbeatResponse
-	(*WatchDesiredRequest)(nil),      // 31: drover.v1.WatchDesiredRequest
-	(*WatchDesiredResponse)(nil),     // 32: drover.v1.WatchDesiredResponse
-	(*TelemetryWindow)(nil),          // 33: drover.v1.TelemetryWindow
-	(*GpuWindow)(nil),                // 34: drover.v1.GpuWindow
-	(*Report)(nil),                   // 35: drover.v1.Report
-	(*MetricWindow)(nil),             // 36: drover.v1.MetricWindow
-	(*GpuHealthReport)(nil),          // 37: drover.v1.GpuHealthReport
-	(*ReportsDropped)(nil),           // 38: drover.v1.ReportsDropped
-	(*LabelsReport)(nil),             // 39: drover.v1.LabelsReport
-	(*ReportRequest)(nil),            // 40: drover.v1.ReportRequest
-	(*ReportResponse)(nil),           // 41: drover.v1.ReportResponse
-	nil,                              // 42: drover.v1.DesiredAssignment.ParamsEntry
-	nil,                              // 43: drover.v1.Agent.LabelsEntry
-	nil,                              // 44: drover.v1.Agent.ReportedLabelsEntry
-	nil,                              // 45: drover.v1.Agent.OperatorLabelsEntry
-	nil,                              // 46: drover.v1.ListAgentsRequest.SelectorEntry
-	nil,                              // 47: drover.v1.SetAgentLabelsRequest.SetEntry
-	nil,                              // 48: drover.v1.EnrollRequest.LabelsEntry
-	nil,                              // 49: drover.v1.MetricWindow.LatencyEntry
-	nil,                              // 50: drover.v1.LabelsReport.LabelsEntry
-	(*Actor)(nil),                    // 51: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
-	(*BlobRef)(nil),                  // 53: drover.v1.BlobRef
-	(*FeatureSchema)(nil),            // 54: drover.v1.FeatureSchema
-	(*ReadOptions)(nil),              // 55: drover.v1.ReadOptions
-	(*ReadMeta)(nil),                 // 56: drover.v1.ReadMeta
-	(*DriftWindow)(nil),              // 57: drover.v1.DriftWindow
-	(*durationpb.Duration)(nil),      // 58: google.protobuf.Duration
+	(TrainingPhase)(0),               // 3: drover.v1.TrainingPhase
+	(ServingHealth)(0),               // 4: drover.v1.ServingHealth
+	(*Host)(nil),                     // 5: drover.v1.Host
+	(*MigInstance)(nil),              // 6: drover.v1.MigInstance
+	(*Gpu)(nil),                      // 7: drover.v1.Gpu
+	(*Inventory)(nil),                // 8: drover.v1.Inventory
+	(*GpuHealth)(nil),                // 9: drover.v1.GpuHealth
+	(*Assignment)(nil),               // 10: drover.v1.Assignment
+	(*DesiredAssignment)(nil),        // 11: drover.v1.DesiredAssignment
+	(*DesiredState)(nil),             // 12: drover.v1.DesiredState
+	(*TrainingTask)(nil),             // 13: drover.v1.TrainingTask
+	(*ExportTask)(nil),               // 14: drover.v1.ExportTask
+	(*TrainingReport)(nil),           // 15: drover.v1.TrainingReport
+	(*AssignmentStatus)(nil),         // 16: drover.v1.AssignmentStatus
+	(*AgentEvent)(nil),               // 17: drover.v1.AgentEvent
+	(*Agent)(nil),                    // 18: drover.v1.Agent
+	(*ListAgentsRequest)(nil),        // 19: drover.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),       // 20: drover.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),          // 21: drover.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),         // 22: drover.v1.GetAgentResponse
+	(*SetAgentLabelsRequest)(nil),    // 23: drover.v1.SetAgentLabelsRequest
+	(*SetAgentLabelsResponse)(nil),   // 24: drover.v1.SetAgentLabelsResponse
+	(*DrainAgentRequest)(nil),        // 25: drover.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),       // 26: drover.v1.DrainAgentResponse
+	(*SetAssignmentRequest)(nil),     // 27: drover.v1.SetAssignmentRequest
+	(*SetAssignmentResponse)(nil),    // 28: drover.v1.SetAssignmentResponse
+	(*DeleteAssignmentRequest)(nil),  // 29: drover.v1.DeleteAssignmentRequest
+	(*DeleteAssignmentResponse)(nil), // 30: drover.v1.DeleteAssignmentResponse
+	(*EnrollRequest)(nil),            // 31: drover.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 32: drover.v1.EnrollResponse
+	(*HeartbeatRequest)(nil),         // 33: drover.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 34: drover.v1.HeartbeatResponse
+	(*WatchDesiredRequest)(nil),      // 35: drover.v1.WatchDesiredRequest
+	(*WatchDesiredResponse)(nil),     // 36: drover.v1.WatchDesiredResponse
+	(*TelemetryWindow)(nil),          // 37: drover.v1.TelemetryWindow
+	(*GpuWindow)(nil),                // 38: drover.v1.GpuWindow
+	(*Report)(nil),                   // 39: drover.v1.Report
+	(*MetricWindow)(nil),             // 40: drover.v1.MetricWindow
+	(*GpuHealthReport)(nil),          // 41: drover.v1.GpuHealthReport
+	(*ReportsDropped)(nil),           // 42: drover.v1.ReportsDropped
+	(*LabelsReport)(nil),             // 43: drover.v1.LabelsReport
+	(*ReportRequest)(nil),            // 44: drover.v1.ReportRequest
+	(*ReportResponse)(nil),           // 45: drover.v1.ReportResponse
+	nil,                              // 46: drover.v1.DesiredAssignment.ParamsEntry
+	nil,                              // 47: drover.v1.TrainingTask.ParamsEntry
+	nil,                              // 48: drover.v1.Agent.LabelsEntry
+	nil,                              // 49: drover.v1.Agent.ReportedLabelsEntry
+	nil,                              // 50: drover.v1.Agent.OperatorLabelsEntry
+	nil,                              // 51: drover.v1.ListAgentsRequest.SelectorEntry
+	nil,                              // 52: drover.v1.SetAgentLabelsRequest.SetEntry
+	nil,                              // 53: drover.v1.EnrollRequest.LabelsEntry
+	nil,                              // 54: drover.v1.MetricWindow.LatencyEntry
+	nil,                              // 55: drover.v1.LabelsReport.LabelsEntry
+	(*Actor)(nil),                    // 56: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil),    // 57: google.protobuf.Timestamp
+	(*BlobRef)(nil),                  // 58: drover.v1.BlobRef
+	(*FeatureSchema)(nil),            // 59: drover.v1.FeatureSchema
+	(*MetricPoint)(nil),              // 60: drover.v1.MetricPoint
+	(*TrainingResult)(nil),           // 61: drover.v1.TrainingResult
+	(*ReadOptions)(nil),              // 62: drover.v1.ReadOptions
+	(*ReadMeta)(nil),                 // 63: drover.v1.ReadMeta
+	(*DriftWindow)(nil),              // 64: drover.v1.DriftWindow
+	(*LabelledExport)(nil),           // 65: drover.v1.LabelledExport
+	(*durationpb.Duration)(nil),      // 66: google.protobuf.Duration
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
-	5,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
-	4,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
-	6,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
+	6,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
+	5,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
+	7,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
 	1,  // 3: drover.v1.Assignment.role:type_name -> drover.v1.AssignmentRole
-	51, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
-	52, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
+	56, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
+	57, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: drover.v1.DesiredAssignment.role:type_name -> drover.v1.AssignmentRole
-	53, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
-	54, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
-	42, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
-	10, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
-	1,  // 11: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
-	2,  // 12: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
-	52, // 13: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
-	3,  // 14: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
-	52, // 15: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
-	43, // 16: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
-	44, // 17: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
-	45, // 18: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
-	0,  // 19: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
-	52, // 20: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
-	7,  // 21: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
-	52, // 22: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
-	9,  // 23: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
-	12, // 24: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
-	8,  // 25: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
-	55, // 26: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
-	46, // 27: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
-	14, // 28: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
-	56, // 29: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
-	55, // 30: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
-	14, // 31: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
-	13, // 32: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
-	11, // 33: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
-	56, // 34: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
-	33, // 35: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
-	47, // 36: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
-	14, // 37: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
-	14, // 38: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 39: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	14, // 40: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 41: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	14, // 42: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
-	48, // 43: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
-	7,  // 44: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
-	11, // 45: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
-	56, // 46: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
-	52, // 47: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
-	52, // 48: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
-	34, // 49: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
-	52, // 50: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
-	12, // 51: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
-	37, // 52: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
-	7,  // 53: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
-	13, // 54: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
-	33, // 55: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
-	38, // 56: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
-	39, // 57: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	57, // 58: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
-	36, // 59: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
-	52, // 60: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
-	58, // 61: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
-	49, // 62: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
-	8,  // 63: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	50, // 64: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	35, // 65: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	15, // 66: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	17, // 67: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	19, // 68: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	21, // 69: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	23, // 70: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	25, // 71: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	27, // 72: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	29, // 73: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	31, // 74: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	40, // 75: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	16, // 76: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	18, // 77: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	20, // 78: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	22, // 79: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	24, // 80: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	26, // 81: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	28, // 82: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	30, // 83: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	32, // 84: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	41, // 85: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	76, // [76:86] is the sub-list for method output_type
-	66, // [66:76] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	58, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
+	59, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
+	46, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
+	11, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
+	13, // 11: drover.v1.DesiredState.training:type_name -> drover.v1.TrainingTask
+	14, // 12: drover.v1.DesiredState.exports:type_name -> drover.v1.ExportTask
+	47, // 13: drover.v1.TrainingTask.params:type_name -> drover.v1.TrainingTask.ParamsEntry
+	58, // 14: drover.v1.TrainingTask.dataset:type_name -> drover.v1.BlobRef
+	59, // 15: drover.v1.TrainingTask.schema:type_name -> drover.v1.FeatureSchema
+	58, // 16: drover.v1.TrainingTask.champion_artifact:type_name -> drover.v1.BlobRef
+	57, // 17: drover.v1.TrainingTask.deadline:type_name -> google.protobuf.Timestamp
+	3,  // 18: drover.v1.TrainingReport.phase:type_name -> drover.v1.TrainingPhase
+	60, // 19: drover.v1.TrainingReport.points:type_name -> drover.v1.MetricPoint
+	61, // 20: drover.v1.TrainingReport.result:type_name -> drover.v1.TrainingResult
+	1,  // 21: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
+	2,  // 22: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
+	57, // 23: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
+	4,  // 24: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
+	57, // 25: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
+	48, // 26: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
+	49, // 27: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
+	50, // 28: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
+	0,  // 29: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
+	57, // 30: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
+	8,  // 31: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
+	57, // 32: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
+	10, // 33: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
+	16, // 34: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
+	9,  // 35: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
+	62, // 36: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
+	51, // 37: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
+	18, // 38: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
+	63, // 39: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
+	62, // 40: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
+	18, // 41: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
+	17, // 42: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
+	12, // 43: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
+	63, // 44: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
+	37, // 45: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
+	52, // 46: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
+	18, // 47: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
+	18, // 48: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 49: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	18, // 50: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 51: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	18, // 52: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
+	53, // 53: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
+	8,  // 54: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
+	12, // 55: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
+	63, // 56: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
+	57, // 57: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
+	57, // 58: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
+	38, // 59: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
+	57, // 60: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
+	16, // 61: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
+	41, // 62: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
+	8,  // 63: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
+	17, // 64: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
+	37, // 65: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
+	42, // 66: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
+	43, // 67: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
+	64, // 68: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
+	40, // 69: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
+	15, // 70: drover.v1.Report.training:type_name -> drover.v1.TrainingReport
+	65, // 71: drover.v1.Report.export:type_name -> drover.v1.LabelledExport
+	57, // 72: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
+	66, // 73: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
+	54, // 74: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
+	9,  // 75: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	55, // 76: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	39, // 77: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	19, // 78: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	21, // 79: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	23, // 80: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	25, // 81: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	27, // 82: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	29, // 83: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	31, // 84: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	33, // 85: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	35, // 86: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	44, // 87: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	20, // 88: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	22, // 89: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	24, // 90: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	26, // 91: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	28, // 92: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	30, // 93: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	32, // 94: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	34, // 95: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	36, // 96: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	45, // 97: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	88, // [88:98] is the sub-list for method output_type
+	78, // [78:88] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -3708,7 +4233,9 @@ func file_drover_v1_agent_proto_init() {
 	file_drover_v1_common_proto_init()
 	file_drover_v1_drift_proto_init()
 	file_drover_v1_model_proto_init()
-	file_drover_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
+	file_drover_v1_retrain_proto_init()
+	file_drover_v1_run_proto_init()
+	file_drover_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
 		(*Report_Assignment)(nil),
 		(*Report_GpuHealth)(nil),
 		(*Report_Inventory)(nil),
@@ -3718,14 +4245,16 @@ func file_drover_v1_agent_proto_init() {
 		(*Report_Labels)(nil),
 		(*Report_Drift)(nil),
 		(*Report_Metrics)(nil),
+		(*Report_Training)(nil),
+		(*Report_Export)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_agent_proto_rawDesc), len(file_drover_v1_agent_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   47,
+			NumEnums:      5,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1986,6 +1986,597 @@ func (x *DriftSettingsSet) GetSettings() *v1.ModelDriftSettings {
 	return nil
 }
 
+// RetrainPolicyPut creates or replaces a retraining policy.
+type RetrainPolicyPut struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Policy        *v1.RetrainPolicy      `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainPolicyPut) Reset() {
+	*x = RetrainPolicyPut{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainPolicyPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainPolicyPut) ProtoMessage() {}
+
+func (x *RetrainPolicyPut) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainPolicyPut.ProtoReflect.Descriptor instead.
+func (*RetrainPolicyPut) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RetrainPolicyPut) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainPolicyPut) GetPolicy() *v1.RetrainPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// RetrainPolicyDelete deletes a retraining policy.
+type RetrainPolicyDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainPolicyDelete) Reset() {
+	*x = RetrainPolicyDelete{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainPolicyDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainPolicyDelete) ProtoMessage() {}
+
+func (x *RetrainPolicyDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainPolicyDelete.ProtoReflect.Descriptor instead.
+func (*RetrainPolicyDelete) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RetrainPolicyDelete) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainPolicyDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RetrainJobCreate starts a job of a policy (its id chosen by the node
+// that made the command). Refused while the policy has an active job, or
+// within its cool-down unless forced.
+type RetrainJobCreate struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Job    *v1.RetrainJob         `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Force  bool                   `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// For a scheduled job: the scheduled time it is for.
+	ScheduleTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=schedule_time,json=scheduleTime,proto3" json:"schedule_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobCreate) Reset() {
+	*x = RetrainJobCreate{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobCreate) ProtoMessage() {}
+
+func (x *RetrainJobCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobCreate.ProtoReflect.Descriptor instead.
+func (*RetrainJobCreate) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RetrainJobCreate) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobCreate) GetJob() *v1.RetrainJob {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *RetrainJobCreate) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RetrainJobCreate) GetScheduleTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduleTime
+	}
+	return nil
+}
+
+// RetrainJobCollect asks agents for their labelled rows.
+type RetrainJobCollect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	AgentIds      []string               `protobuf:"bytes,3,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobCollect) Reset() {
+	*x = RetrainJobCollect{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobCollect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobCollect) ProtoMessage() {}
+
+func (x *RetrainJobCollect) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobCollect.ProtoReflect.Descriptor instead.
+func (*RetrainJobCollect) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RetrainJobCollect) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobCollect) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobCollect) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+// RetrainJobDataset records a pending or collecting job's data set: the
+// registry version made (created by this command), and its validation; a
+// failed one fails the job.
+type RetrainJobDataset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Dataset       *v1.DatasetVersion     `protobuf:"bytes,3,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Validation    *v1.DatasetValidation  `protobuf:"bytes,4,opt,name=validation,proto3" json:"validation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobDataset) Reset() {
+	*x = RetrainJobDataset{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobDataset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobDataset) ProtoMessage() {}
+
+func (x *RetrainJobDataset) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobDataset.ProtoReflect.Descriptor instead.
+func (*RetrainJobDataset) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RetrainJobDataset) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobDataset) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobDataset) GetDataset() *v1.DatasetVersion {
+	if x != nil {
+		return x.Dataset
+	}
+	return nil
+}
+
+func (x *RetrainJobDataset) GetValidation() *v1.DatasetValidation {
+	if x != nil {
+		return x.Validation
+	}
+	return nil
+}
+
+// RetrainJobPlace puts a queued job on an agent, as the given attempt.
+type RetrainJobPlace struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	AgentId       string                 `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobPlace) Reset() {
+	*x = RetrainJobPlace{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobPlace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobPlace) ProtoMessage() {}
+
+func (x *RetrainJobPlace) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobPlace.ProtoReflect.Descriptor instead.
+func (*RetrainJobPlace) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RetrainJobPlace) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobPlace) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobPlace) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RetrainJobPlace) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// RetrainJobRequeue takes a running job off an agent that was lost: back
+// in the queue, or failed when its attempts are spent.
+type RetrainJobRequeue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobRequeue) Reset() {
+	*x = RetrainJobRequeue{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobRequeue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobRequeue) ProtoMessage() {}
+
+func (x *RetrainJobRequeue) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobRequeue.ProtoReflect.Descriptor instead.
+func (*RetrainJobRequeue) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RetrainJobRequeue) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobRequeue) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobRequeue) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RetrainJobRequeue) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RetrainJobFail fails a job that has not ended (at the given attempt,
+// when it runs).
+type RetrainJobFail struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Header  *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id      string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Attempt uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Reason  string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Cancelled by an operator rather than failed.
+	Cancel        bool `protobuf:"varint,5,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobFail) Reset() {
+	*x = RetrainJobFail{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobFail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobFail) ProtoMessage() {}
+
+func (x *RetrainJobFail) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobFail.ProtoReflect.Descriptor instead.
+func (*RetrainJobFail) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RetrainJobFail) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobFail) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobFail) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RetrainJobFail) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RetrainJobFail) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+// RetrainJobFinish judges a finishing job's candidate against the
+// champion, registers a winner, ends the run and, as the policy says,
+// starts the winner's rollout (with the given id).
+type RetrainJobFinish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	RolloutId     string                 `protobuf:"bytes,3,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetrainJobFinish) Reset() {
+	*x = RetrainJobFinish{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetrainJobFinish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetrainJobFinish) ProtoMessage() {}
+
+func (x *RetrainJobFinish) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetrainJobFinish.ProtoReflect.Descriptor instead.
+func (*RetrainJobFinish) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RetrainJobFinish) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RetrainJobFinish) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetrainJobFinish) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
 // AgentReportsResult is the result of AgentReports.
 type AgentReportsResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1996,7 +2587,7 @@ type AgentReportsResult struct {
 
 func (x *AgentReportsResult) Reset() {
 	*x = AgentReportsResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2599,7 @@ func (x *AgentReportsResult) String() string {
 func (*AgentReportsResult) ProtoMessage() {}
 
 func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2612,7 @@ func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
 func (*AgentReportsResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentReportsResult) GetAckedSeq() uint64 {
@@ -2042,7 +2633,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2645,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2658,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -2093,7 +2684,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2696,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2709,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{34}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{43}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -2134,7 +2725,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2737,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2750,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{35}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2180,7 +2771,7 @@ var File_drover_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/rollout.proto\x1a\x13drover/v1/run.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
+	"\x17drover/fsm/v1/fsm.proto\x12\rdrover.fsm.v1\x1a\x15drover/v1/agent.proto\x1a\x16drover/v1/common.proto\x1a\x17drover/v1/dataset.proto\x1a\x1ddrover/v1/drift_service.proto\x1a\x15drover/v1/model.proto\x1a\x17drover/v1/retrain.proto\x1a\x17drover/v1/rollout.proto\x1a\x13drover/v1/run.proto\x1a\x15drover/v1/token.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n" +
 	"\x06Header\x12&\n" +
 	"\x05actor\x18\x01 \x01(\v2\x10.drover.v1.ActorR\x05actor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -2328,7 +2919,50 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x03log\x18\x02 \x01(\v2\x18.drover.v1.LogRunRequestR\x03log\"|\n" +
 	"\x10DriftSettingsSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x129\n" +
-	"\bsettings\x18\x02 \x01(\v2\x1d.drover.v1.ModelDriftSettingsR\bsettings\"1\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1d.drover.v1.ModelDriftSettingsR\bsettings\"s\n" +
+	"\x10RetrainPolicyPut\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x120\n" +
+	"\x06policy\x18\x02 \x01(\v2\x18.drover.v1.RetrainPolicyR\x06policy\"X\n" +
+	"\x13RetrainPolicyDelete\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xc1\x01\n" +
+	"\x10RetrainJobCreate\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12'\n" +
+	"\x03job\x18\x02 \x01(\v2\x15.drover.v1.RetrainJobR\x03job\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12?\n" +
+	"\rschedule_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduleTime\"o\n" +
+	"\x11RetrainJobCollect\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"\xc5\x01\n" +
+	"\x11RetrainJobDataset\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x123\n" +
+	"\adataset\x18\x03 \x01(\v2\x19.drover.v1.DatasetVersionR\adataset\x12<\n" +
+	"\n" +
+	"validation\x18\x04 \x01(\v2\x1c.drover.v1.DatasetValidationR\n" +
+	"validation\"\x85\x01\n" +
+	"\x0fRetrainJobPlace\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x19\n" +
+	"\bagent_id\x18\x04 \x01(\tR\aagentId\"\x84\x01\n" +
+	"\x11RetrainJobRequeue\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x99\x01\n" +
+	"\x0eRetrainJobFail\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06cancel\x18\x05 \x01(\bR\x06cancel\"p\n" +
+	"\x10RetrainJobFinish\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x03 \x01(\tR\trolloutId\"1\n" +
 	"\x12AgentReportsResult\x12\x1b\n" +
 	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\"c\n" +
 	"\x0eAliasSetResult\x12&\n" +
@@ -2351,7 +2985,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -2385,35 +3019,47 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*RunCreate)(nil),             // 29: drover.fsm.v1.RunCreate
 	(*RunLog)(nil),                // 30: drover.fsm.v1.RunLog
 	(*DriftSettingsSet)(nil),      // 31: drover.fsm.v1.DriftSettingsSet
-	(*AgentReportsResult)(nil),    // 32: drover.fsm.v1.AgentReportsResult
-	(*AliasSetResult)(nil),        // 33: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 34: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 35: drover.fsm.v1.SnapshotHeader
-	nil,                           // 36: drover.fsm.v1.ModelCreate.LabelsEntry
-	nil,                           // 37: drover.fsm.v1.AgentLabelsSet.SetEntry
-	(*v1.Actor)(nil),              // 38: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 40: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 41: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 42: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 43: drover.v1.DatasetVersion
-	(*v1.Agent)(nil),              // 44: drover.v1.Agent
-	(*v1.Assignment)(nil),         // 45: drover.v1.Assignment
-	(v1.AssignmentRole)(0),        // 46: drover.v1.AssignmentRole
-	(*v1.Report)(nil),             // 47: drover.v1.Report
-	(v1.AgentStatus)(0),           // 48: drover.v1.AgentStatus
-	(*v1.Rollout)(nil),            // 49: drover.v1.Rollout
-	(*v1.Judgement)(nil),          // 50: drover.v1.Judgement
-	(v1.RolloutAction)(0),         // 51: drover.v1.RolloutAction
-	(*v1.Run)(nil),                // 52: drover.v1.Run
-	(*v1.LogRunRequest)(nil),      // 53: drover.v1.LogRunRequest
-	(*v1.ModelDriftSettings)(nil), // 54: drover.v1.ModelDriftSettings
-	(*v1.Alias)(nil),              // 55: drover.v1.Alias
+	(*RetrainPolicyPut)(nil),      // 32: drover.fsm.v1.RetrainPolicyPut
+	(*RetrainPolicyDelete)(nil),   // 33: drover.fsm.v1.RetrainPolicyDelete
+	(*RetrainJobCreate)(nil),      // 34: drover.fsm.v1.RetrainJobCreate
+	(*RetrainJobCollect)(nil),     // 35: drover.fsm.v1.RetrainJobCollect
+	(*RetrainJobDataset)(nil),     // 36: drover.fsm.v1.RetrainJobDataset
+	(*RetrainJobPlace)(nil),       // 37: drover.fsm.v1.RetrainJobPlace
+	(*RetrainJobRequeue)(nil),     // 38: drover.fsm.v1.RetrainJobRequeue
+	(*RetrainJobFail)(nil),        // 39: drover.fsm.v1.RetrainJobFail
+	(*RetrainJobFinish)(nil),      // 40: drover.fsm.v1.RetrainJobFinish
+	(*AgentReportsResult)(nil),    // 41: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 42: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 43: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 44: drover.fsm.v1.SnapshotHeader
+	nil,                           // 45: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 46: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 47: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 49: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 50: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 51: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 52: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 53: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 54: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 55: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 56: drover.v1.Report
+	(v1.AgentStatus)(0),           // 57: drover.v1.AgentStatus
+	(*v1.Rollout)(nil),            // 58: drover.v1.Rollout
+	(*v1.Judgement)(nil),          // 59: drover.v1.Judgement
+	(v1.RolloutAction)(0),         // 60: drover.v1.RolloutAction
+	(*v1.Run)(nil),                // 61: drover.v1.Run
+	(*v1.LogRunRequest)(nil),      // 62: drover.v1.LogRunRequest
+	(*v1.ModelDriftSettings)(nil), // 63: drover.v1.ModelDriftSettings
+	(*v1.RetrainPolicy)(nil),      // 64: drover.v1.RetrainPolicy
+	(*v1.RetrainJob)(nil),         // 65: drover.v1.RetrainJob
+	(*v1.DatasetValidation)(nil),  // 66: drover.v1.DatasetValidation
+	(*v1.Alias)(nil),              // 67: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	38, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	39, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	40, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	47, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	48, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	49, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -2421,54 +3067,68 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	36, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	45, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	41, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	50, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	42, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	51, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	43, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	52, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
 	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
-	44, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	53, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
 	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
-	37, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	46, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
 	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
 	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
-	45, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	54, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
 	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
-	46, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	55, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
 	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
-	47, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	56, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
 	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
-	48, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	57, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
 	0,  // 37: drover.fsm.v1.RolloutCreate.header:type_name -> drover.fsm.v1.Header
-	49, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
+	58, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
 	0,  // 39: drover.fsm.v1.RolloutStepReady.header:type_name -> drover.fsm.v1.Header
 	0,  // 40: drover.fsm.v1.RolloutJudge.header:type_name -> drover.fsm.v1.Header
-	50, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
+	59, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
 	0,  // 42: drover.fsm.v1.RolloutAdvance.header:type_name -> drover.fsm.v1.Header
 	0,  // 43: drover.fsm.v1.RolloutFail.header:type_name -> drover.fsm.v1.Header
 	0,  // 44: drover.fsm.v1.RolloutAct.header:type_name -> drover.fsm.v1.Header
-	51, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
+	60, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
 	0,  // 46: drover.fsm.v1.RunCreate.header:type_name -> drover.fsm.v1.Header
-	52, // 47: drover.fsm.v1.RunCreate.run:type_name -> drover.v1.Run
+	61, // 47: drover.fsm.v1.RunCreate.run:type_name -> drover.v1.Run
 	0,  // 48: drover.fsm.v1.RunLog.header:type_name -> drover.fsm.v1.Header
-	53, // 49: drover.fsm.v1.RunLog.log:type_name -> drover.v1.LogRunRequest
+	62, // 49: drover.fsm.v1.RunLog.log:type_name -> drover.v1.LogRunRequest
 	0,  // 50: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
-	54, // 51: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
-	55, // 52: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	63, // 51: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
+	0,  // 52: drover.fsm.v1.RetrainPolicyPut.header:type_name -> drover.fsm.v1.Header
+	64, // 53: drover.fsm.v1.RetrainPolicyPut.policy:type_name -> drover.v1.RetrainPolicy
+	0,  // 54: drover.fsm.v1.RetrainPolicyDelete.header:type_name -> drover.fsm.v1.Header
+	0,  // 55: drover.fsm.v1.RetrainJobCreate.header:type_name -> drover.fsm.v1.Header
+	65, // 56: drover.fsm.v1.RetrainJobCreate.job:type_name -> drover.v1.RetrainJob
+	48, // 57: drover.fsm.v1.RetrainJobCreate.schedule_time:type_name -> google.protobuf.Timestamp
+	0,  // 58: drover.fsm.v1.RetrainJobCollect.header:type_name -> drover.fsm.v1.Header
+	0,  // 59: drover.fsm.v1.RetrainJobDataset.header:type_name -> drover.fsm.v1.Header
+	52, // 60: drover.fsm.v1.RetrainJobDataset.dataset:type_name -> drover.v1.DatasetVersion
+	66, // 61: drover.fsm.v1.RetrainJobDataset.validation:type_name -> drover.v1.DatasetValidation
+	0,  // 62: drover.fsm.v1.RetrainJobPlace.header:type_name -> drover.fsm.v1.Header
+	0,  // 63: drover.fsm.v1.RetrainJobRequeue.header:type_name -> drover.fsm.v1.Header
+	0,  // 64: drover.fsm.v1.RetrainJobFail.header:type_name -> drover.fsm.v1.Header
+	0,  // 65: drover.fsm.v1.RetrainJobFinish.header:type_name -> drover.fsm.v1.Header
+	67, // 66: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	67, // [67:67] is the sub-list for method output_type
+	67, // [67:67] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -2483,7 +3143,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
