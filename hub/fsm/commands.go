@@ -61,6 +61,15 @@ const (
 	RolloutActType           MessageType = 26
 	RunCreateType            MessageType = 27
 	RunLogType               MessageType = 28
+	RetrainPolicyPutType     MessageType = 29
+	RetrainPolicyDeleteType  MessageType = 30
+	RetrainJobCreateType     MessageType = 31
+	RetrainJobCollectType    MessageType = 32
+	RetrainJobDatasetType    MessageType = 33
+	RetrainJobPlaceType      MessageType = 34
+	RetrainJobRequeueType    MessageType = 35
+	RetrainJobFailType       MessageType = 36
+	RetrainJobFinishType     MessageType = 37
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -194,6 +203,33 @@ func init() {
 	})
 	register(RunLogType, func(s *state.Store, c state.Change, b *fsmv1.RunLog) (*droverv1.Run, error) {
 		return s.LogRun(c, b.GetLog())
+	})
+	register(RetrainPolicyPutType, func(s *state.Store, c state.Change, b *fsmv1.RetrainPolicyPut) (*droverv1.RetrainPolicy, error) {
+		return s.PutRetrainPolicy(c, b.GetPolicy())
+	})
+	register(RetrainPolicyDeleteType, func(s *state.Store, c state.Change, b *fsmv1.RetrainPolicyDelete) (*fsmv1.Empty, error) {
+		return empty(), s.DeleteRetrainPolicy(c, b.GetName())
+	})
+	register(RetrainJobCreateType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobCreate) (*droverv1.RetrainJob, error) {
+		return s.CreateRetrainJob(c, b.GetJob(), b.GetForce(), b.GetScheduleTime())
+	})
+	register(RetrainJobCollectType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobCollect) (*droverv1.RetrainJob, error) {
+		return s.RetrainJobCollect(c, b.GetId(), b.GetAgentIds())
+	})
+	register(RetrainJobDatasetType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobDataset) (*droverv1.RetrainJob, error) {
+		return s.RetrainJobDataset(c, b.GetId(), b.GetDataset(), b.GetValidation())
+	})
+	register(RetrainJobPlaceType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobPlace) (*droverv1.RetrainJob, error) {
+		return s.PlaceRetrainJob(c, b.GetId(), b.GetAttempt(), b.GetAgentId())
+	})
+	register(RetrainJobRequeueType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobRequeue) (*droverv1.RetrainJob, error) {
+		return s.RequeueRetrainJob(c, b.GetId(), b.GetAttempt(), b.GetReason())
+	})
+	register(RetrainJobFailType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobFail) (*droverv1.RetrainJob, error) {
+		return s.FailRetrainJob(c, b.GetId(), b.GetAttempt(), b.GetReason(), b.GetCancel())
+	})
+	register(RetrainJobFinishType, func(s *state.Store, c state.Change, b *fsmv1.RetrainJobFinish) (*droverv1.RetrainJob, error) {
+		return s.FinishRetrainJob(c, b.GetId(), b.GetRolloutId())
 	})
 }
 

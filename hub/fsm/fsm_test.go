@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/state"
@@ -313,7 +314,18 @@ func randomCommands(r *rand.Rand, n int) []Command {
 		h := header(i)
 		m := models[r.IntN(len(models))]
 		var c Command
-		switch r.IntN(21) {
+		switch r.IntN(23) {
+		case 21:
+			name := fmt.Sprint("p", r.IntN(2))
+			if r.IntN(4) == 0 {
+				c = &fsmv1.RetrainPolicyDelete{Header: h, Name: name}
+			} else {
+				c = &fsmv1.RetrainPolicyPut{Header: h, Policy: &droverv1.RetrainPolicy{Name: name, Model: "churn", Runner: "native",
+					Cooldown: durationpb.New(time.Duration(r.IntN(2)) * time.Hour), Dataset: &droverv1.DatasetRecipe{Target: "y", Feedback: true},
+					Rollout: &droverv1.RolloutTemplate{Auto: r.IntN(2) == 0}}}
+			}
+		case 22:
+			c = randomRetrainCommand(r, h, i)
 		case 20:
 			id := fmt.Sprint("run", r.IntN(4))
 			if r.IntN(2) == 0 {
@@ -510,14 +522,14 @@ func TestEveryTableInSnapshot(t *testing.T) {
 	h := newHarness(t)
 	h.mustApply(&fsmv1.ClusterInit{Header: header(0), Meta: &fsmv1.ClusterMeta{ClusterId: "c", PeerSecret: "p"}})
 	seen := map[state.RecordKind]int{}
-	for _, c := range randomCommands(rand.New(rand.NewPCG(1, 2)), 1000) {
+	for _, c := range randomCommands(rand.New(rand.NewPCG(9, 9)), 1000) {
 		h.apply(c)
 		_ = h.f.State().Snapshot().Records(func(k state.RecordKind, _ proto.Message) error {
 			seen[k]++
 			return nil
 		})
 	}
-	for k := state.RecordClusterMeta; k <= state.RecordRun; k++ {
+	for k := state.RecordClusterMeta; k <= state.RecordRetrainJob; k++ {
 		if seen[k] == 0 {
 			t.Errorf("no record of kind %d", k)
 		}

@@ -353,6 +353,24 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 					continue
 				}
 				ev.Kind, ev.Message = de.GetKind(), de.GetMessage()
+			case *droverv1.Report_Training:
+				te, err := applyTrainingReport(t, a, b.Training)
+				if err != nil {
+					return err
+				}
+				if te == nil {
+					continue
+				}
+				ev.Kind, ev.Message = te.GetKind(), te.GetMessage()
+			case *droverv1.Report_Export:
+				xe, err := applyExport(t, a, b.Export)
+				if err != nil {
+					return err
+				}
+				if xe == nil {
+					continue
+				}
+				ev.Kind, ev.Message = xe.GetKind(), xe.GetMessage()
 			default:
 				continue // telemetry: kept by the leader in memory
 			}
@@ -521,6 +539,11 @@ func (v *Snapshot) DesiredState(agentID string, ws memdb.WatchSet) (*droverv1.De
 				Artifact: mv.GetArtifact(), Format: mv.GetFormat(), Runner: mv.GetRunner(), Schema: mv.GetSchema(), Params: mv.GetParams(),
 				ReferenceProfile: mv.GetReferenceProfile(),
 			})
+		}
+	}
+	if !a.GetDraining() {
+		if err := v.desiredWork(d, agentID, ws); err != nil {
+			return nil, err
 		}
 	}
 	d.Fingerprint = Fingerprint(d)

@@ -37,32 +37,8 @@ func ValidateDatasetVersion(v *droverv1.DatasetVersion) error {
 func (s *Store) CreateDatasetVersion(c Change, in *droverv1.DatasetVersion) (*droverv1.DatasetVersion, error) {
 	var out *droverv1.DatasetVersion
 	err := s.write(c, func(t *txn) error {
-		if err := ValidateDatasetVersion(in); err != nil {
-			return err
-		}
-		var ds *droverv1.Dataset
-		if raw, _ := t.First(tableDatasets, "id", in.GetDataset()); raw != nil {
-			ds = proto.CloneOf(raw.(*droverv1.Dataset))
-		} else {
-			ds = &droverv1.Dataset{
-				Name:        in.GetDataset(),
-				CreatedBy:   c.Actor,
-				CreateTime:  c.timestamp(),
-				CreateIndex: c.Index,
-			}
-		}
-		v := proto.CloneOf(in)
-		v.Version = ds.GetLatestVersion() + 1
-		v.CreatedBy = c.Actor
-		v.CreateTime = c.timestamp()
-		v.CreateIndex = c.Index
-		ds.LatestVersion = v.GetVersion()
-		ds.UpdateTime = c.timestamp()
-		ds.ModifyIndex = c.Index
-		if err := t.Insert(tableDatasetVersions, v); err != nil {
-			return err
-		}
-		if err := t.Insert(tableDatasets, ds); err != nil {
+		v, err := createDatasetVersion(t, in)
+		if err != nil {
 			return err
 		}
 		out = v
@@ -70,6 +46,40 @@ func (s *Store) CreateDatasetVersion(c Change, in *droverv1.DatasetVersion) (*dr
 			fmt.Sprintf("%s:%d %s (%d bytes, %s)", v.GetDataset(), v.GetVersion(), v.GetContent().GetDigest(), v.GetContent().GetSizeBytes(), v.GetFormat()))
 	})
 	return out, err
+}
+
+// createDatasetVersion adds the next version of a data set within a write.
+func createDatasetVersion(t *txn, in *droverv1.DatasetVersion) (*droverv1.DatasetVersion, error) {
+	c := t.c
+	if err := ValidateDatasetVersion(in); err != nil {
+		return nil, err
+	}
+	var ds *droverv1.Dataset
+	if raw, _ := t.First(tableDatasets, "id", in.GetDataset()); raw != nil {
+		ds = proto.CloneOf(raw.(*droverv1.Dataset))
+	} else {
+		ds = &droverv1.Dataset{
+			Name:        in.GetDataset(),
+			CreatedBy:   c.Actor,
+			CreateTime:  c.timestamp(),
+			CreateIndex: c.Index,
+		}
+	}
+	v := proto.CloneOf(in)
+	v.Version = ds.GetLatestVersion() + 1
+	v.CreatedBy = c.Actor
+	v.CreateTime = c.timestamp()
+	v.CreateIndex = c.Index
+	ds.LatestVersion = v.GetVersion()
+	ds.UpdateTime = c.timestamp()
+	ds.ModifyIndex = c.Index
+	if err := t.Insert(tableDatasetVersions, v); err != nil {
+		return nil, err
+	}
+	if err := t.Insert(tableDatasets, ds); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // Datasets returns every data set by name.
@@ -101,6 +111,9 @@ func (v *Snapshot) ReferencedBlobs() map[string]int64 {
 	for _, dv := range collect[*droverv1.DatasetVersion](v.all(tableDatasetVersions, "id")) {
 		out[dv.GetContent().GetDigest()] = dv.GetContent().GetSizeBytes()
 	}
+	for _, b := range v.jobBlobs() {
+		out[b.GetDigest()] = b.GetSizeBytes()
+	}
 	return out
 }
 
@@ -111,5 +124,5 @@ func (v *Snapshot) BlobReferenced(d string) bool {
 			return true
 		}
 	}
-	return false
+	return slices.ContainsFunc(v.jobBlobs(), func(b *droverv1.BlobRef) bool { return b.GetDigest() == d })
 }

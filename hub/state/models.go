@@ -142,41 +142,8 @@ func touchModel(t *txn, m *droverv1.Model, change func(*droverv1.Model)) (*drove
 func (s *Store) CreateVersion(c Change, in *droverv1.ModelVersion, createIfMissing bool) (*droverv1.ModelVersion, error) {
 	var out *droverv1.ModelVersion
 	err := s.write(c, func(t *txn) error {
-		if err := ValidateVersion(in); err != nil {
-			return err
-		}
-		m, err := getModel(t, in.GetModel())
-		if KindOf(err) == KindNotFound && createIfMissing {
-			m, err = createModel(t, in.GetModel(), "", nil)
-		} else if KindOf(err) == KindNotFound {
-			return NotFoundf("model %q does not exist; create it first (drover models create %s)", in.GetModel(), in.GetModel())
-		}
+		v, err := createVersion(t, in, createIfMissing)
 		if err != nil {
-			return err
-		}
-		if m.GetState() == droverv1.ModelState_MODEL_STATE_ARCHIVED {
-			return Preconditionf("model %q is archived; restore it before adding versions", m.GetName())
-		}
-		if p := in.GetLineage().GetParentVersion(); p != 0 {
-			if raw, _ := t.First(tableVersions, "id", m.GetName(), p); raw == nil {
-				return NotFoundf("parent version %d of model %q does not exist", p, m.GetName())
-			}
-		}
-		v := proto.CloneOf(in)
-		v.Version = m.GetLatestVersion() + 1
-		v.State = droverv1.VersionState_VERSION_STATE_READY
-		v.StateReason = ""
-		v.Aliases = nil
-		v.ReferenceProfileSize = int64(len(v.GetReferenceProfile()))
-		v.CreatedBy = c.Actor
-		v.CreateTime = c.timestamp()
-		v.UpdateTime = c.timestamp()
-		v.CreateIndex = c.Index
-		v.ModifyIndex = c.Index
-		if err := t.Insert(tableVersions, v); err != nil {
-			return err
-		}
-		if _, err := touchModel(t, m, func(m *droverv1.Model) { m.LatestVersion = v.GetVersion() }); err != nil {
 			return err
 		}
 		out = v
@@ -184,6 +151,49 @@ func (s *Store) CreateVersion(c Change, in *droverv1.ModelVersion, createIfMissi
 			fmt.Sprintf("%s:%d %s (%d bytes)", v.GetModel(), v.GetVersion(), v.GetArtifact().GetDigest(), v.GetArtifact().GetSizeBytes()))
 	})
 	return out, err
+}
+
+// createVersion adds the next version of a model within a write.
+func createVersion(t *txn, in *droverv1.ModelVersion, createIfMissing bool) (*droverv1.ModelVersion, error) {
+	c := t.c
+	if err := ValidateVersion(in); err != nil {
+		return nil, err
+	}
+	m, err := getModel(t, in.GetModel())
+	if KindOf(err) == KindNotFound && createIfMissing {
+		m, err = createModel(t, in.GetModel(), "", nil)
+	} else if KindOf(err) == KindNotFound {
+		return nil, NotFoundf("model %q does not exist; create it first (drover models create %s)", in.GetModel(), in.GetModel())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.GetState() == droverv1.ModelState_MODEL_STATE_ARCHIVED {
+		return nil, Preconditionf("model %q is archived; restore it before adding versions", m.GetName())
+	}
+	if p := in.GetLineage().GetParentVersion(); p != 0 {
+		if raw, _ := t.First(tableVersions, "id", m.GetName(), p); raw == nil {
+			return nil, NotFoundf("parent version %d of model %q does not exist", p, m.GetName())
+		}
+	}
+	v := proto.CloneOf(in)
+	v.Version = m.GetLatestVersion() + 1
+	v.State = droverv1.VersionState_VERSION_STATE_READY
+	v.StateReason = ""
+	v.Aliases = nil
+	v.ReferenceProfileSize = int64(len(v.GetReferenceProfile()))
+	v.CreatedBy = c.Actor
+	v.CreateTime = c.timestamp()
+	v.UpdateTime = c.timestamp()
+	v.CreateIndex = c.Index
+	v.ModifyIndex = c.Index
+	if err := t.Insert(tableVersions, v); err != nil {
+		return nil, err
+	}
+	if _, err := touchModel(t, m, func(m *droverv1.Model) { m.LatestVersion = v.GetVersion() }); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // SetVersionState moves a version to ready, rejected or archived. Setting

@@ -32,6 +32,8 @@ const (
 	RecordDriftSettings  RecordKind = 15
 	RecordRollout        RecordKind = 16
 	RecordRun            RecordKind = 17
+	RecordRetrainPolicy  RecordKind = 18
+	RecordRetrainJob     RecordKind = 19
 )
 
 // records lists every table with its kind, in the order they are written.
@@ -56,6 +58,8 @@ var records = []struct {
 	{RecordDriftSettings, tableDriftSettings, func() proto.Message { return new(droverv1.ModelDriftSettings) }},
 	{RecordRollout, tableRollouts, func() proto.Message { return new(droverv1.Rollout) }},
 	{RecordRun, tableRuns, func() proto.Message { return new(droverv1.Run) }},
+	{RecordRetrainPolicy, tableRetrainPolicies, func() proto.Message { return new(droverv1.RetrainPolicy) }},
+	{RecordRetrainJob, tableRetrainJobs, func() proto.Message { return new(droverv1.RetrainJob) }},
 }
 
 // NewRecord returns an empty message for a record kind, or an error for a

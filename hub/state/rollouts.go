@@ -108,102 +108,112 @@ func stepTargets(steps []*droverv1.RolloutStep, n int) []int {
 func (s *Store) CreateRollout(c Change, in *droverv1.Rollout) (*droverv1.Rollout, error) {
 	var out *droverv1.Rollout
 	err := s.write(c, func(t *txn) error {
-		if err := ValidateRolloutSteps(in.GetSteps()); err != nil {
-			return err
-		}
-		if raw, _ := t.First(tableRollouts, "id", in.GetId()); raw != nil {
-			return AlreadyExistsf("rollout %s exists", in.GetId())
-		}
-		if _, err := getModel(t, in.GetModel()); err != nil {
-			return err
-		}
-		it, err := t.Get(tableRollouts, "model", in.GetModel())
+		r, err := createRollout(t, in)
 		if err != nil {
-			return err
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			if other := raw.(*droverv1.Rollout); rolloutActive(other) {
-				return Preconditionf("rollout %s of %s is %s; promote, abort or wait for it first", other.GetId(), other.GetModel(), rolloutStateName(other.GetState()))
-			}
-		}
-		raw, err := t.First(tableVersions, "id", in.GetModel(), in.GetToVersion())
-		if err != nil {
-			return err
-		}
-		if raw == nil {
-			return NotFoundf("model %q has no version %d", in.GetModel(), in.GetToVersion())
-		}
-		switch mv := raw.(*droverv1.ModelVersion); mv.GetState() {
-		case droverv1.VersionState_VERSION_STATE_ARCHIVED:
-			return Preconditionf("%s:%d is archived", in.GetModel(), in.GetToVersion())
-		case droverv1.VersionState_VERSION_STATE_REJECTED:
-			if !in.GetForce() {
-				return Preconditionf("%s:%d was rejected (%s); roll it out again with --force", in.GetModel(), in.GetToVersion(), mv.GetStateReason())
-			}
-		}
-		r := proto.CloneOf(in)
-		r.State, r.Step, r.Revision = droverv1.RolloutState_ROLLOUT_STATE_RUNNING, 0, 1
-		r.CreatedBy, r.CreateTime, r.UpdateTime, r.StepStartTime = c.Actor, c.timestamp(), c.timestamp(), c.timestamp()
-		r.Agents, r.Judgements = nil, nil
-		// The agents: those selected that run the model as primary.
-		agentsIt, err := t.Get(tableAgents, "id")
-		if err != nil {
-			return err
-		}
-		baseline := map[uint64]int{}
-		for raw := agentsIt.Next(); raw != nil; raw = agentsIt.Next() {
-			a := raw.(*droverv1.Agent)
-			if !matches(a.GetLabels(), r.GetSelector()) {
-				continue
-			}
-			i := slices.IndexFunc(a.GetAssignments(), func(x *droverv1.Assignment) bool {
-				return x.GetModel() == r.GetModel() && x.GetRole() == primaryRole
-			})
-			if i < 0 {
-				continue
-			}
-			as := a.GetAssignments()[i]
-			prev := as.GetVersion()
-			if as.GetAlias() != "" {
-				if ar, _ := t.First(tableAliases, "id", r.GetModel(), as.GetAlias()); ar != nil {
-					prev = ar.(*droverv1.Alias).GetVersion()
-				}
-			}
-			baseline[prev]++
-			r.Agents = append(r.Agents, &droverv1.RolloutAgent{AgentId: a.GetId(), Name: a.GetName(),
-				PreviousVersion: prev, PreviousAlias: as.GetAlias(), Phase: droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_WAITING})
-		}
-		if len(r.Agents) == 0 {
-			return Preconditionf("no agent matching %s runs %s; assign it first", kvSummary(r.GetSelector()), r.GetModel())
-		}
-		// The baseline is the version most of them run.
-		for v, n := range baseline {
-			if n > baseline[r.FromVersion] || n == baseline[r.FromVersion] && v > r.FromVersion {
-				r.FromVersion = v
-			}
-		}
-		if r.FromVersion == r.GetToVersion() && len(baseline) == 1 {
-			return Preconditionf("every selected agent already runs %s:%d", r.GetModel(), r.GetToVersion())
-		}
-		// A deterministic shuffle, so that a step's agents are not always
-		// the same machines (the first by name) from rollout to rollout.
-		slices.SortFunc(r.Agents, func(a, b *droverv1.RolloutAgent) int {
-			return cmp.Compare(agentOrder(r.GetId(), a.GetAgentId()), agentOrder(r.GetId(), b.GetAgentId()))
-		})
-		targets := stepTargets(r.GetSteps(), len(r.Agents))
-		for i, a := range r.Agents {
-			a.Step = uint32(slices.IndexFunc(targets, func(k int) bool { return i < k }))
-		}
-		if err := applyRolloutStep(t, r); err != nil {
-			return err
-		}
-		if err := t.Insert(tableRollouts, r); err != nil {
 			return err
 		}
 		out = r
 		return t.audit("rollout.start", rolloutResource(r.GetId()), fmt.Sprintf("%s from %d to %d on %d agents in %d steps", r.GetModel(), r.GetFromVersion(), r.GetToVersion(), len(r.Agents), len(r.GetSteps())))
 	})
 	return out, err
+}
+
+// createRollout starts a rollout within a write.
+func createRollout(t *txn, in *droverv1.Rollout) (*droverv1.Rollout, error) {
+	c := t.c
+	if err := ValidateRolloutSteps(in.GetSteps()); err != nil {
+		return nil, err
+	}
+	if raw, _ := t.First(tableRollouts, "id", in.GetId()); raw != nil {
+		return nil, AlreadyExistsf("rollout %s exists", in.GetId())
+	}
+	if _, err := getModel(t, in.GetModel()); err != nil {
+		return nil, err
+	}
+	it, err := t.Get(tableRollouts, "model", in.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if other := raw.(*droverv1.Rollout); rolloutActive(other) {
+			return nil, Preconditionf("rollout %s of %s is %s; promote, abort or wait for it first", other.GetId(), other.GetModel(), rolloutStateName(other.GetState()))
+		}
+	}
+	raw, err := t.First(tableVersions, "id", in.GetModel(), in.GetToVersion())
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, NotFoundf("model %q has no version %d", in.GetModel(), in.GetToVersion())
+	}
+	switch mv := raw.(*droverv1.ModelVersion); mv.GetState() {
+	case droverv1.VersionState_VERSION_STATE_ARCHIVED:
+		return nil, Preconditionf("%s:%d is archived", in.GetModel(), in.GetToVersion())
+	case droverv1.VersionState_VERSION_STATE_REJECTED:
+		if !in.GetForce() {
+			return nil, Preconditionf("%s:%d was rejected (%s); roll it out again with --force", in.GetModel(), in.GetToVersion(), mv.GetStateReason())
+		}
+	}
+	r := proto.CloneOf(in)
+	r.State, r.Step, r.Revision = droverv1.RolloutState_ROLLOUT_STATE_RUNNING, 0, 1
+	r.CreatedBy, r.CreateTime, r.UpdateTime, r.StepStartTime = c.Actor, c.timestamp(), c.timestamp(), c.timestamp()
+	r.Agents, r.Judgements = nil, nil
+	// The agents: those selected that run the model as primary.
+	agentsIt, err := t.Get(tableAgents, "id")
+	if err != nil {
+		return nil, err
+	}
+	baseline := map[uint64]int{}
+	for raw := agentsIt.Next(); raw != nil; raw = agentsIt.Next() {
+		a := raw.(*droverv1.Agent)
+		if !matches(a.GetLabels(), r.GetSelector()) {
+			continue
+		}
+		i := slices.IndexFunc(a.GetAssignments(), func(x *droverv1.Assignment) bool {
+			return x.GetModel() == r.GetModel() && x.GetRole() == primaryRole
+		})
+		if i < 0 {
+			continue
+		}
+		as := a.GetAssignments()[i]
+		prev := as.GetVersion()
+		if as.GetAlias() != "" {
+			if ar, _ := t.First(tableAliases, "id", r.GetModel(), as.GetAlias()); ar != nil {
+				prev = ar.(*droverv1.Alias).GetVersion()
+			}
+		}
+		baseline[prev]++
+		r.Agents = append(r.Agents, &droverv1.RolloutAgent{AgentId: a.GetId(), Name: a.GetName(),
+			PreviousVersion: prev, PreviousAlias: as.GetAlias(), Phase: droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_WAITING})
+	}
+	if len(r.Agents) == 0 {
+		return nil, Preconditionf("no agent matching %s runs %s; assign it first", kvSummary(r.GetSelector()), r.GetModel())
+	}
+	// The baseline is the version most of them run.
+	for v, n := range baseline {
+		if n > baseline[r.FromVersion] || n == baseline[r.FromVersion] && v > r.FromVersion {
+			r.FromVersion = v
+		}
+	}
+	if r.FromVersion == r.GetToVersion() && len(baseline) == 1 {
+		return nil, Preconditionf("every selected agent already runs %s:%d", r.GetModel(), r.GetToVersion())
+	}
+	// A deterministic shuffle, so that a step's agents are not always
+	// the same machines (the first by name) from rollout to rollout.
+	slices.SortFunc(r.Agents, func(a, b *droverv1.RolloutAgent) int {
+		return cmp.Compare(agentOrder(r.GetId(), a.GetAgentId()), agentOrder(r.GetId(), b.GetAgentId()))
+	})
+	targets := stepTargets(r.GetSteps(), len(r.Agents))
+	for i, a := range r.Agents {
+		a.Step = uint32(slices.IndexFunc(targets, func(k int) bool { return i < k }))
+	}
+	if err := applyRolloutStep(t, r); err != nil {
+		return nil, err
+	}
+	if err := t.Insert(tableRollouts, r); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // agentOrder is an agent's place in a rollout's order.

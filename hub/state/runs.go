@@ -26,44 +26,54 @@ func runResource(id string) string { return "runs/" + id }
 func (s *Store) CreateRun(c Change, in *droverv1.Run) (*droverv1.Run, error) {
 	var out *droverv1.Run
 	err := s.write(c, func(t *txn) error {
-		if raw, _ := t.First(tableRuns, "id", in.GetId()); raw != nil {
-			return AlreadyExistsf("run %s exists", in.GetId())
-		}
-		if _, err := getModel(t, in.GetModel()); err != nil {
-			return err
-		}
-		if err := validateRunMaps(in.GetParams(), in.GetTags()); err != nil {
-			return err
-		}
-		if p := in.GetParentVersion(); p != 0 {
-			if raw, _ := t.First(tableVersions, "id", in.GetModel(), p); raw == nil {
-				return NotFoundf("model %q has no version %d to be the run's parent", in.GetModel(), p)
-			}
-		}
-		r := proto.CloneOf(in)
-		r.State, r.CreatedBy, r.StartTime = droverv1.RunState_RUN_STATE_RUNNING, c.Actor, c.timestamp()
-		r.History, r.Metrics, r.Version, r.Artifact, r.EndTime = nil, nil, 0, nil, nil
-		if err := t.Insert(tableRuns, r); err != nil {
-			return err
-		}
-		// The oldest of the model's runs go beyond the bound.
-		it, err := t.Get(tableRuns, "model", r.GetModel())
+		r, err := createRun(t, in)
 		if err != nil {
 			return err
-		}
-		runs := collect[*droverv1.Run](it)
-		if len(runs) > MaxRunsKept {
-			slices.SortFunc(runs, func(a, b *droverv1.Run) int { return a.GetStartTime().AsTime().Compare(b.GetStartTime().AsTime()) })
-			for _, old := range runs[:len(runs)-MaxRunsKept] {
-				if err := t.Delete(tableRuns, old); err != nil {
-					return err
-				}
-			}
 		}
 		out = r
 		return t.audit("run.start", runResource(r.GetId()), fmt.Sprintf("%s run of %s started", r.GetRunner(), r.GetModel()))
 	})
 	return out, err
+}
+
+// createRun starts tracking a run within a write.
+func createRun(t *txn, in *droverv1.Run) (*droverv1.Run, error) {
+	c := t.c
+	if raw, _ := t.First(tableRuns, "id", in.GetId()); raw != nil {
+		return nil, AlreadyExistsf("run %s exists", in.GetId())
+	}
+	if _, err := getModel(t, in.GetModel()); err != nil {
+		return nil, err
+	}
+	if err := validateRunMaps(in.GetParams(), in.GetTags()); err != nil {
+		return nil, err
+	}
+	if p := in.GetParentVersion(); p != 0 {
+		if raw, _ := t.First(tableVersions, "id", in.GetModel(), p); raw == nil {
+			return nil, NotFoundf("model %q has no version %d to be the run's parent", in.GetModel(), p)
+		}
+	}
+	r := proto.CloneOf(in)
+	r.State, r.CreatedBy, r.StartTime = droverv1.RunState_RUN_STATE_RUNNING, c.Actor, c.timestamp()
+	r.History, r.Metrics, r.Version, r.Artifact, r.EndTime = nil, nil, 0, nil, nil
+	if err := t.Insert(tableRuns, r); err != nil {
+		return nil, err
+	}
+	// The oldest of the model's runs go beyond the bound.
+	it, err := t.Get(tableRuns, "model", r.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	runs := collect[*droverv1.Run](it)
+	if len(runs) > MaxRunsKept {
+		slices.SortFunc(runs, func(a, b *droverv1.Run) int { return a.GetStartTime().AsTime().Compare(b.GetStartTime().AsTime()) })
+		for _, old := range runs[:len(runs)-MaxRunsKept] {
+			if err := t.Delete(tableRuns, old); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
 }
 
 func validateRunMaps(params, tags map[string]string) error {

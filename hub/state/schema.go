@@ -29,6 +29,8 @@ const (
 	tableDriftSettings   = "drift_settings"
 	tableRollouts        = "rollouts"
 	tableRuns            = "runs"
+	tableRetrainPolicies = "retrain_policies"
+	tableRetrainJobs     = "retrain_jobs"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -42,6 +44,9 @@ const (
 	metaCluster = "cluster"    // *fsmv1.ClusterMeta
 	metaApplied = "applied"    // uint64: the index of the last applied command
 	metaAudit   = "auditcount" // uint64: the number of audit events kept
+	// metaRetrainDispatch is the index of the last change to what agents
+	// are asked to do for retraining jobs: desired-state watches watch it.
+	metaRetrainDispatch = "retraindispatch"
 )
 
 func schema() *memdb.DBSchema {
@@ -106,6 +111,19 @@ func schema() *memdb.DBSchema {
 			return o.(*droverv1.Rollout).GetId()
 		}), index("model", false, byString(func(o any) string {
 			return o.(*droverv1.Rollout).GetModel()
+		}))),
+		tableRetrainPolicies: table(tableRetrainPolicies, byString(func(o any) string {
+			return o.(*droverv1.RetrainPolicy).GetName()
+		})),
+		tableRetrainJobs: table(tableRetrainJobs, byString(func(o any) string {
+			return o.(*droverv1.RetrainJob).GetId()
+		}), index("policy", false, byString(func(o any) string {
+			return o.(*droverv1.RetrainJob).GetPolicy()
+		})), index("active", false, byString(func(o any) string {
+			if JobActive(o.(*droverv1.RetrainJob)) {
+				return "yes"
+			}
+			return "no"
 		}))),
 		tableAudit: table(tableAudit, byUint(func(o any) uint64 {
 			return o.(*droverv1.AuditEvent).GetIndex()
