@@ -311,8 +311,13 @@ func TestRetrainPolicyValidation(t *testing.T) {
 		{func(p *droverv1.RetrainPolicy) { p.Dataset.Target = "" }, "dataset.target: required"},
 		{func(p *droverv1.RetrainPolicy) { p.Dataset.Feedback = false }, "give a base data set"},
 		{func(p *droverv1.RetrainPolicy) { p.Triggers = &droverv1.RetrainTriggers{Schedule: "0 25 * * *"} }, "hour: 25 is out of range"},
-		{func(p *droverv1.RetrainPolicy) { p.Triggers = &droverv1.RetrainTriggers{Accuracy: &droverv1.AccuracyTrigger{}} }, "give below"},
-		{func(p *droverv1.RetrainPolicy) { b := 1.5; p.Triggers = &droverv1.RetrainTriggers{Accuracy: &droverv1.AccuracyTrigger{Below: &b}} }, "not in (0, 1]"},
+		{func(p *droverv1.RetrainPolicy) {
+			p.Triggers = &droverv1.RetrainTriggers{Accuracy: &droverv1.AccuracyTrigger{}}
+		}, "give below"},
+		{func(p *droverv1.RetrainPolicy) {
+			b := 1.5
+			p.Triggers = &droverv1.RetrainTriggers{Accuracy: &droverv1.AccuracyTrigger{Below: &b}}
+		}, "not in (0, 1]"},
 		{func(p *droverv1.RetrainPolicy) {
 			p.Triggers = &droverv1.RetrainTriggers{Drift: &droverv1.DriftTrigger{ConsecutiveWindows: 100}}
 		}, "consecutive_windows"},
