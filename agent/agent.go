@@ -18,6 +18,8 @@
 //     Protocol's /v2 endpoints on --serve-addr.
 //   - serving.go: the runtime the reconciler loads versions into, serving
 //     native models in-process.
+//   - training.go: retraining jobs' training and export tasks, run through
+//     internal/training (the code path of `drover train`).
 package agent
 
 import (
@@ -106,6 +108,12 @@ type Config struct {
 	// Serving tunes the prediction path: batching for runner plugins,
 	// draining on a version switch, shadow traffic.
 	Serving ServingOptions
+	// Trainers are the agent's exec trainers for retraining jobs: a name
+	// (what a job's runner names) and the command's words, run through
+	// package exectrain as `drover train --runner exec` runs it. The
+	// native runner is always there. The commands are the agent's
+	// configuration: a hub can choose among them, never run another.
+	Trainers map[string][]string
 	// Runtime loads verified artifacts; nil means the built-in one, which
 	// serves native models in-process and other formats through plugins.
 	Runtime reconcile.Runtime
@@ -137,6 +145,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("data dir is required")
+	}
+	if err := checkTrainers(c.Trainers); err != nil {
+		return err
 	}
 	if len(c.Hubs) == 0 {
 		return errors.New("at least one hub address is required")
@@ -178,6 +189,7 @@ type Agent struct {
 	windows  *metricWindows
 	feedback *prometheus.CounterVec
 	drift    *driftMonitor
+	retrain  *retrainer
 	gpus     *gpuMonitor
 	metrics  *metrics
 	listener net.Listener
@@ -277,6 +289,7 @@ func New(cfg Config) (*Agent, error) {
 	a.feedback = newFeedbackCounter()
 	a.metrics = newMetrics(a)
 	a.rec = reconcile.New(a.cache, a.runtime, a.onStatus, a.logger.With("component", "reconcile"), cfg.Reconcile)
+	a.retrain = a.newRetrainer()
 	a.gpus = newGPUMonitor(a)
 	ok = true
 	return a, nil
@@ -310,11 +323,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.server.Serve(a.listener) }()
 
-	// Serve the last desired state at once, hub or no hub.
+	// Serve the last desired state at once, hub or no hub, and go on with
+	// its training tasks that were not finished.
+	a.retrain.begin(ctx)
 	if d, err := a.store.Desired(); err == nil {
 		a.desiredFP = d.GetFingerprint()
 		a.rec.SetDesired(d)
-		a.logger.Info("resuming the last desired state", "assignments", len(d.GetAssignments()))
+		a.retrain.sync(d)
+		a.logger.Info("resuming the last desired state", "assignments", len(d.GetAssignments()), "training", len(d.GetTraining()))
 	}
 	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent " + buildinfo.Get().Version + " started"}}})
 	a.logger.Info("agent started", "serve", a.Addr(), "hubs", a.cfg.Hubs, "data_dir", a.cfg.DataDir, "gpus", a.gpus.count())
@@ -347,6 +363,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	_ = a.server.Shutdown(sctx)
 	wg.Wait()
+	a.retrain.wait()
 	a.flushReports(sctx)
 	a.gpus.close()
 	a.plugins.close()

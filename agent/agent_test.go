@@ -249,6 +249,10 @@ func TestHubAwayAndBack(t *testing.T) {
 	machine, _ := fake.New("dgxa100", fake.WithGPUs(1), fake.WithSeed("away"))
 	a := startAgent(t, agentConfig(t, c, join.GetSecret(), t.TempDir(), machine))
 	v := push(t, cl, "churn", []byte("model"))
+	hubtest.WaitFor(t, 10*time.Second, func() error { // enrolled
+		_, err := cl.Agents.GetAgent(ctx, &droverv1.GetAgentRequest{Agent: "gpu-1"})
+		return err
+	})
 	if _, err := cl.Agents.SetAssignment(ctx, &droverv1.SetAssignmentRequest{Agent: "gpu-1", Model: "churn", Version: v}); err != nil {
 		t.Fatal(err)
 	}

@@ -132,6 +132,11 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "a feedback request needs a model and items")
 		return
 	}
+	// A label may follow its answer within the sampler's flush interval:
+	// what it holds goes to the store first, so that it can be joined.
+	if a.samples != nil {
+		a.samples.flush()
+	}
 	resp := FeedbackResponse{Unknown: []string{}, Invalid: map[string]string{}}
 	var labelled [][]byte
 	for i, it := range req.Items {
@@ -234,32 +239,53 @@ func (a *Agent) labelledKeep() int {
 }
 
 // handleLabelled answers GET /v1/labelled?model=M: the labelled rows the
-// agent has kept, as CSV (the features, in their first row's order, then
-// label or value), for a training data set.
+// agent has kept, as CSV (see writeLabelledCSV), for a training data set.
 func (a *Agent) handleLabelled(w http.ResponseWriter, r *http.Request) {
 	model := r.URL.Query().Get("model")
 	if model == "" {
 		writeJSONError(w, http.StatusBadRequest, "model: required")
 		return
 	}
-	j, err := a.store.Journal("labelled/"+model, a.labelledKeep())
+	rows, err := readLabelled(a.store, model, a.labelledKeep(), 0)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	w.Header().Set("Content-Type", "text/csv")
+	if err := writeLabelledCSV(w, rows); err != nil {
+		a.logger.Debug("writing labelled rows", "model", model, "err", err)
+	}
+}
+
+// readLabelled returns the newest max (0: all) labelled rows kept of a
+// model, oldest first, from the journal labelled/<model> bounded by keep.
+// A record that does not decode is skipped.
+func readLabelled(st *store.Store, model string, keep, max int) ([]LabelledRow, error) {
+	j, err := st.Journal("labelled/"+model, keep)
+	if err != nil {
+		return nil, err
+	}
+	stats := j.Stats()
+	from := stats.First
+	if max > 0 && stats.Next-stats.First > uint64(max) {
+		from = stats.Next - uint64(max)
+	}
 	var rows []LabelledRow
-	err = j.Scan(j.Stats().First, 0, func(_ uint64, rec []byte) error {
+	err = j.Scan(from, 0, func(_ uint64, rec []byte) error {
 		var row LabelledRow
 		if json.Unmarshal(rec, &row) == nil {
 			rows = append(rows, row)
 		}
 		return nil
 	})
-	if err != nil {
-		writeJSONError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "text/csv")
+	return rows, err
+}
+
+// writeLabelledCSV writes labelled rows as CSV: the columns id and
+// version, the features of the first row in name order, then label (for
+// a classifier's rows) or value (a regression's), the truth. A feature a row
+// lacks is an empty cell. Package training's Assemble reads this format.
+func writeLabelledCSV(w io.Writer, rows []LabelledRow) error {
 	cw := csv.NewWriter(w)
 	var names []string
 	target := "label"
@@ -269,7 +295,9 @@ func (a *Agent) handleLabelled(w http.ResponseWriter, r *http.Request) {
 			target = "value"
 		}
 	}
-	_ = cw.Write(append(append([]string{"id", "version"}, names...), target))
+	if err := cw.Write(append(append([]string{"id", "version"}, names...), target)); err != nil {
+		return err
+	}
 	for _, row := range rows {
 		rec := []string{row.ID, row.Version}
 		for _, n := range names {
@@ -290,9 +318,12 @@ func (a *Agent) handleLabelled(w http.ResponseWriter, r *http.Request) {
 		default:
 			rec = append(rec, "")
 		}
-		_ = cw.Write(rec)
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
 	}
 	cw.Flush()
+	return cw.Error()
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {

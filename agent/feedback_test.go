@@ -47,9 +47,10 @@ func TestFeedback(t *testing.T) {
 	s.record(oip.Observation{Model: "eta", Version: "1", Status: 200, Rows: 2,
 		Request:  &oip.InferRequest{ID: "e1", Inputs: []*oip.Tensor{{Name: "x", Datatype: oip.FP64, Shape: []int64{2}, Numbers: []float64{0, 0}}}},
 		Response: &oip.InferResponse{Outputs: []*oip.Tensor{{Name: outputPrediction, Datatype: oip.FP64, Shape: []int64{2}, Numbers: []float64{10, 20}}}}})
-	s.flush()
+	// Not flushed: labels that follow their answers at once are joined
+	// all the same.
 
-	a := &Agent{store: st, windows: newMetricWindows(st, 10, 0, logging.Discard()), feedback: newFeedbackCounter(), logger: logging.Discard()}
+	a := &Agent{samples: s, store: st, windows: newMetricWindows(st, 10, 0, logging.Discard()), feedback: newFeedbackCounter(), logger: logging.Discard()}
 	srv := httptest.NewServer(http.HandlerFunc(a.handleFeedback))
 	defer srv.Close()
 	send := func(body string) (int, FeedbackResponse) {

@@ -76,8 +76,15 @@ func (g *gpuMonitor) close() {
 	}
 }
 
-// inventory describes the machine now.
+// inventory describes the machine now, and the runners it trains with.
 func (g *gpuMonitor) inventory() *droverv1.Inventory {
+	inv := g.machine()
+	inv.Trainers = trainerNames(g.a.cfg.Trainers)
+	return inv
+}
+
+// machine describes the machine now: the host and its GPUs.
+func (g *gpuMonitor) machine() *droverv1.Inventory {
 	inv := &droverv1.Inventory{Host: HostInfo()}
 	if g.client == nil {
 		inv.NvmlError = g.openErr.Error()
@@ -111,7 +118,7 @@ func InventoryProto(host *droverv1.Host, gi nvml.Inventory) *droverv1.Inventory 
 }
 
 // inventoryFingerprint digests what matters of an inventory: hardware,
-// drivers and MIG layout, not the host's memory counters.
+// drivers, MIG layout and trainers, not the host's memory counters.
 func inventoryFingerprint(inv *droverv1.Inventory) string {
 	c := proto.CloneOf(inv)
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)

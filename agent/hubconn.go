@@ -229,8 +229,10 @@ func (a *Agent) setDesired(d *droverv1.DesiredState) {
 		a.logger.Error("cannot store the desired state", "err", err)
 	}
 	a.metrics.desiredUpdates.Inc()
-	a.logger.Info("new desired state", "assignments", len(d.GetAssignments()), "draining", d.GetDraining())
+	a.logger.Info("new desired state", "assignments", len(d.GetAssignments()), "draining", d.GetDraining(),
+		"training", len(d.GetTraining()), "exports", len(d.GetExports()))
 	a.rec.SetDesired(d)
+	a.retrain.sync(d)
 }
 
 // Reports go in batches of at most this many, or this many bytes.

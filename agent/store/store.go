@@ -200,7 +200,7 @@ func (s *Store) SetDesired(d *droverv1.DesiredState) error {
 // Get reads a small value stored under a name with Put.
 func (s *Store) Get(name string) ([]byte, error) {
 	var out []byte
-	err := s.get(append(append([]byte(nil), metaPrefix...), name...), func(b []byte) error {
+	err := s.get(metaKey(name), func(b []byte) error {
 		out = append([]byte(nil), b...)
 		return nil
 	})
@@ -209,8 +209,33 @@ func (s *Store) Get(name string) ([]byte, error) {
 
 // Put stores a small value under a name.
 func (s *Store) Put(name string, val []byte) error {
-	return s.put(append(append([]byte(nil), metaPrefix...), name...), val)
+	return s.put(metaKey(name), val)
 }
+
+// Delete removes the value stored under a name, if any.
+func (s *Store) Delete(name string) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(metaKey(name)) })
+}
+
+// Names returns the names, stored with Put, that start with prefix, in
+// order.
+func (s *Store) Names(prefix string) ([]string, error) {
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = metaKey(prefix)
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out = append(out, string(it.Item().Key()[len(metaPrefix):]))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func metaKey(name string) []byte { return append(append([]byte(nil), metaPrefix...), name...) }
 
 // Artifact is a downloaded, verified artifact in the agent's cache.
 type Artifact struct {
@@ -272,10 +297,29 @@ func reportKey(seq uint64) []byte {
 // Append adds reports to the outbox, numbering and timestamping them, and
 // returns once they are on disk. A report given a time keeps it.
 func (s *Store) Append(now time.Time, reports ...*droverv1.Report) error {
+	return s.appendWith(now, nil, reports)
+}
+
+// AppendAndPut appends reports as Append does and, in the same
+// transaction, stores val under name as Put does: either both are on disk
+// or neither, so that a marker saying "this was reported" is never without
+// its report, nor the report without its marker.
+func (s *Store) AppendAndPut(now time.Time, name string, val []byte, reports ...*droverv1.Report) error {
+	return s.appendWith(now, func(txn *badger.Txn) error { return txn.Set(metaKey(name), val) }, reports)
+}
+
+// appendWith appends reports, running also (if not nil) in the same
+// transaction.
+func (s *Store) appendWith(now time.Time, also func(*badger.Txn) error, reports []*droverv1.Report) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seq := s.nextSeq
 	err := s.db.Update(func(txn *badger.Txn) error {
+		if also != nil {
+			if err := also(txn); err != nil {
+				return err
+			}
+		}
 		for _, r := range reports {
 			r = proto.CloneOf(r)
 			r.Seq = seq

@@ -245,3 +245,44 @@ func TestChildAppender(t *testing.T) {
 		fmt.Println("j", at+2)
 	}
 }
+
+// TestAppendAndPutNames checks that a report and its marker are stored
+// together and survive a reopen, and that names are listed by prefix and
+// deleted.
+func TestAppendAndPutNames(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 10)
+	final := &droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "done"}}}
+	if err := s.AppendAndPut(time.Now(), "training/job-1/1", []byte("marker"), final); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("training/job-2/1", []byte("other")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("inventory_fp", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, 10)
+	defer s.Close()
+	if v, err := s.Get("training/job-1/1"); err != nil || string(v) != "marker" {
+		t.Fatalf("marker = %q, %v", v, err)
+	}
+	pending, err := s.Pending(10, 1<<20)
+	if err != nil || len(pending) != 1 || pending[0].GetEvent().GetKind() != "done" || s.Depth() != 1 {
+		t.Fatalf("outbox = %v, %v", pending, err)
+	}
+	names, err := s.Names("training/")
+	if err != nil || len(names) != 2 || names[0] != "training/job-1/1" || names[1] != "training/job-2/1" {
+		t.Fatalf("names = %q, %v", names, err)
+	}
+	if err := s.Delete("training/job-1/1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get("training/job-1/1"); err != ErrNotFound {
+		t.Fatalf("deleted marker: %v", err)
+	}
+	if names, _ := s.Names("training/"); len(names) != 1 {
+		t.Fatalf("names after delete = %q", names)
+	}
+}

@@ -32,6 +32,7 @@ type agentFlags struct {
 	cfg        agent.Config
 	labels     []string
 	processes  []string
+	trainers   []string
 	fakeGPUs   string
 	logOpts    logging.Options
 	fromCLI    map[string]bool
@@ -48,6 +49,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PluginDir, "plugin-dir", DefaultPluginDir, "runner plugins and their SHA256SUMS; empty for none")
 	fs.StringArrayVar(&f.labels, "label", nil, "a label describing this machine, key=value (repeatable)")
 	fs.StringArrayVar(&f.processes, "process-server", nil, "FORMAT=COMMAND: serve artifacts of FORMAT with a model server process speaking the Open Inference Protocol; COMMAND's words may hold {port}, {artifact}, {name}, {model}, {format} (repeatable)")
+	fs.StringArrayVar(&f.trainers, "trainer", nil, "NAME=COMMAND: an exec trainer that retraining jobs may name as their runner, run as 'drover train --runner exec' runs its --exec-command (repeatable; native is built in)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often to heartbeat")
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 10*time.Second, "how often to sample the GPUs")
 	fs.DurationVar(&c.TelemetryWindow, "telemetry-window", time.Minute, "the span one telemetry report summarises")
@@ -103,6 +105,23 @@ func (f *agentFlags) load(fs *pflag.FlagSet) (agent.Config, error) {
 			cfg.Serving.ProcessServers = map[string]procserve.Config{}
 		}
 		cfg.Serving.ProcessServers[format] = procserve.Config{Command: words}
+	}
+	trainers, err := parseKV("trainer", f.trainers)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	for name, command := range trainers {
+		words := strings.Fields(command)
+		switch {
+		case len(words) == 0:
+			return agent.Config{}, usagef("--trainer %s: no command", name)
+		case name == "native":
+			return agent.Config{}, usagef("--trainer native: native is the built-in runner; give the exec trainer another name")
+		}
+		if cfg.Trainers == nil {
+			cfg.Trainers = map[string][]string{}
+		}
+		cfg.Trainers[name] = words
 	}
 	if f.fakeGPUs != "" {
 		seed := cfg.Name

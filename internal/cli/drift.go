@@ -14,6 +14,7 @@ import (
 
 	"github.com/droverhq/drover/internal/drift"
 	"github.com/droverhq/drover/internal/tabular"
+	"github.com/droverhq/drover/internal/validate"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -160,7 +161,7 @@ func (a *app) runDriftCompare(f driftCompareFlags) error {
 		if schema, err = readSchema(f.schema); err != nil {
 			return err
 		}
-		readOpts.Kinds = schemaKinds(schema)
+		readOpts.Kinds = validate.SchemaKinds(schema)
 	}
 	ref, err := tabular.Read(f.reference, readOpts)
 	if err != nil {
@@ -206,33 +207,6 @@ func (a *app) runDriftCompare(f driftCompareFlags) error {
 		return driftFoundError{rep.Dataset}
 	}
 	return nil
-}
-
-// schemaKinds maps a feature schema's inputs and outputs to column kinds:
-// numeric features are numbers; categorical and binary ones are text
-// (categories, even when written as numbers); a feature of unspecified
-// kind follows its datatype (BYTES and BOOL are text, the integer and
-// float types numbers, anything else is inferred).
-func schemaKinds(s *droverv1.FeatureSchema) map[string]tabular.Kind {
-	kinds := map[string]tabular.Kind{}
-	for _, f := range slices.Concat(s.GetInputs(), s.GetOutputs()) {
-		k := tabular.Inferred
-		switch f.GetKind() {
-		case droverv1.FeatureKind_FEATURE_KIND_NUMERIC:
-			k = tabular.Numeric
-		case droverv1.FeatureKind_FEATURE_KIND_CATEGORICAL, droverv1.FeatureKind_FEATURE_KIND_BINARY:
-			k = tabular.Text
-		default:
-			switch dt := strings.ToUpper(f.GetDatatype()); {
-			case dt == "BYTES" || dt == "BOOL":
-				k = tabular.Text
-			case strings.HasPrefix(dt, "INT") || strings.HasPrefix(dt, "UINT") || strings.HasPrefix(dt, "FP"):
-				k = tabular.Numeric
-			}
-		}
-		kinds[f.GetName()] = k
-	}
-	return kinds
 }
 
 // checkCompareColumns checks what the two tables hold against the flags and

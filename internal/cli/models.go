@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/droverhq/drover/internal/progress"
+	"github.com/droverhq/drover/internal/training"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -120,7 +121,7 @@ the new version and prints its number. On a terminal it shows progress.`,
 					return err
 				}
 			case dataset != "":
-				if req.ReferenceProfile, _, err = profileFromDataset(dataset, target, ignore, req.Schema, format, file); err != nil {
+				if req.ReferenceProfile, _, err = training.Profile(dataset, target, ignore, req.Schema, format, file); err != nil {
 					return err
 				}
 			}

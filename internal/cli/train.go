@@ -3,7 +3,6 @@ package cli
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +25,7 @@ import (
 	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/internal/digest"
 	"github.com/droverhq/drover/internal/progress"
-	"github.com/droverhq/drover/internal/tabular"
+	"github.com/droverhq/drover/internal/training"
 	"github.com/droverhq/drover/plugins/exectrain"
 	"github.com/droverhq/drover/plugins/native"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
@@ -36,17 +34,12 @@ import (
 
 // The built-in runners `drover train` can train with.
 const (
-	runnerNative = "native"
+	runnerNative = training.NativeRunner
 	runnerExec   = "exec"
 )
 
-// nativeArtifactFile is the native runner's artifact in the output
-// directory; the metrics file beside it is exectrain.MetricsFile, so that
-// both runners leave the same contract behind.
-const nativeArtifactFile = "model.json"
-
 // nativeFormat is the native runner's artifact format.
-const nativeFormat = "drover-native"
+const nativeFormat = training.NativeFormat
 
 // runLogInterval is how often the metric points of a tracked run are sent
 // to the hub while it trains.
@@ -82,8 +75,8 @@ and metrics file (metrics.json) into --out.
           --holdout rows are kept out of training and evaluated, split by --seed.
           Columns the --schema calls categorical or binary are read as categories.
   exec    runs --exec-command (split on spaces, no shell) with the data set,
-          --out, the target, the parameters and the schema in DROVER_*
-          variables, as the agent's exec trainer does (docs/runners.md); its
+          --out, the target, the parameters, the schema and --ignore in
+          DROVER_* variables, as the agent's exec trainer does (docs/runners.md); its
           output is streamed to stderr, its drover:progress lines drawn as a
           progress bar on a terminal.
 
@@ -198,43 +191,31 @@ func (f *trainFlags) plan(cmd *cobra.Command) (*trainPlan, error) {
 }
 
 // nativeOptions reads the native runner's parameters (task, l2,
-// max_iterations) and returns its options with the parameters it trains
-// with, defaults included, for the run and the version.
+// max_iterations; the hold-out and seed come from their flags) and returns
+// its options with the parameters it trains with, defaults included, for
+// the run and the version. Its errors are usage errors.
 func nativeOptions(params map[string]string, holdout float64, seed uint64) (native.TrainOptions, map[string]string, error) {
-	o := native.TrainOptions{Task: native.Classification, L2: 1, HoldOut: holdout, Seed: seed}
+	all := make(map[string]string, len(params)+2)
 	for k, v := range params {
 		switch k {
-		case "task":
-			o.Task = native.Task(v)
-			if o.Task != native.Classification && o.Task != native.Regression {
-				return o, nil, usagef("--param task=%s: want classification or regression", v)
-			}
-		case "l2":
-			l2, err := strconv.ParseFloat(v, 64)
-			if err != nil || !(l2 > 0) || math.IsInf(l2, 0) {
-				return o, nil, usagef("--param l2=%s: want a positive number", v)
-			}
-			o.L2 = l2
-		case "max_iterations":
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				return o, nil, usagef("--param max_iterations=%s: want a positive whole number", v)
-			}
-			o.MaxIterations = n
-		default:
-			return o, nil, usagef("the native runner has no parameter %q; it takes task, l2 and max_iterations", k)
+		case "holdout", "seed":
+			return native.TrainOptions{}, nil, usagef("--param %s=%s: give the native runner's %s with --%s", k, v, k, k)
 		}
+		all[k] = v
 	}
-	out := map[string]string{
-		"task":    string(o.Task),
-		"l2":      strconv.FormatFloat(o.L2, 'g', -1, 64),
-		"holdout": strconv.FormatFloat(holdout, 'g', -1, 64),
-		"seed":    strconv.FormatUint(seed, 10),
+	all["holdout"] = strconv.FormatFloat(holdout, 'g', -1, 64)
+	all["seed"] = strconv.FormatUint(seed, 10)
+	o, effective, err := training.NativeOptions(all)
+	var pe *training.ParamError
+	switch {
+	case errors.As(err, &pe) && pe.Want == "":
+		return o, nil, usagef("the native runner has no parameter %q; it takes task, l2 and max_iterations", pe.Name)
+	case errors.As(err, &pe):
+		return o, nil, usagef("--param %s=%s: %s", pe.Name, pe.Value, pe.Want)
+	case err != nil:
+		return o, nil, usageError{err}
 	}
-	if o.MaxIterations != 0 {
-		out["max_iterations"] = strconv.Itoa(o.MaxIterations)
-	}
-	return o, out, nil
+	return o, effective, nil
 }
 
 // trainResult is what a runner produced.
@@ -279,28 +260,16 @@ type championView struct {
 }
 
 // lowerIsBetter reports whether a smaller value of a metric is better.
-func lowerIsBetter(metric string) bool {
-	switch metric {
-	case "log_loss", "rmse", "mae":
-		return true
-	}
-	return false
-}
+func lowerIsBetter(metric string) bool { return training.LowerIsBetter(metric) }
 
 // judgeChampion compares the candidate's metrics with the champion's.
 func judgeChampion(c *championView, candidate map[string]float64) error {
-	cand, ok1 := candidate[c.Metric]
-	champ, ok2 := c.Metrics[c.Metric]
-	if !ok1 || !ok2 {
-		return fmt.Errorf("--metric %s: not among the models' metrics", c.Metric)
+	var err error
+	c.Candidate, c.Score, c.Won, err = training.Judge(c.Metric, candidate, c.Metrics, c.Margin)
+	if errors.Is(err, training.ErrNoMetric) {
+		return usageError{fmt.Errorf("--%w", err)}
 	}
-	c.Candidate, c.Score = cand, champ
-	gain := cand - champ
-	if lowerIsBetter(c.Metric) {
-		gain = -gain
-	}
-	c.Won = gain >= c.Margin
-	return nil
+	return err
 }
 
 // runTrain trains as the flags say, tracking and pushing when asked.
@@ -388,7 +357,7 @@ func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, p
 		}
 	}
 	if f.runner == runnerNative {
-		res, err = trainNative(f, plan.native, schema, champ)
+		res, err = trainNative(cmd.Context(), f, plan.native, schema, champ)
 		if err == nil && tracked != nil {
 			for _, name := range sortedKeys(res.metrics) {
 				tracked.point(name, res.metrics[name], 0)
@@ -404,13 +373,10 @@ func (a *app) trainAndPush(cmd *cobra.Command, c *client.Client, f trainFlags, p
 	if res.champion != nil {
 		res.champion.Version, res.champion.Margin, res.champion.Metric = f.champion, f.margin, f.metric
 		if res.champion.Metric == "" {
-			res.champion.Metric = "accuracy"
-			if plan.native.Task == native.Regression {
-				res.champion.Metric = "rmse"
-			}
+			res.champion.Metric = training.DefaultMetric(plan.native.Task)
 		}
 		if err := judgeChampion(res.champion, res.metrics); err != nil {
-			return nil, nil, usageError{err}
+			return nil, nil, err
 		}
 		if tracked != nil {
 			outcome := map[bool]string{true: "won", false: "lost"}[res.champion.Won]
@@ -470,81 +436,23 @@ func (a *app) fetchChampion(cmd *cobra.Command, c *client.Client, f trainFlags) 
 // trainNative trains a native linear model on the CSV data set and writes
 // its artifact and a metrics file in exectrain's format into the output
 // directory.
-func trainNative(f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSchema, champion *native.Model) (*trainResult, error) {
-	if ext := strings.ToLower(filepath.Ext(f.dataset)); ext == ".parquet" {
-		return nil, fmt.Errorf("%s: the native runner reads CSV files only", f.dataset)
-	}
-	file, err := os.Open(f.dataset)
-	if err != nil {
-		return nil, fmt.Errorf("data set: %w", err)
-	}
-	defer file.Close()
-	ds, err := native.ReadCSV(file, f.target, native.CSVOptions{
-		Task: o.Task, Ignore: f.ignore, Categorical: categoricalInputs(schema, f.target, f.ignore),
+func trainNative(ctx context.Context, f trainFlags, o native.TrainOptions, schema *droverv1.FeatureSchema, champion *native.Model) (*trainResult, error) {
+	r, err := training.TrainNative(ctx, training.NativeRequest{
+		Dataset: f.dataset, Target: f.target, Ignore: f.ignore, Schema: schema, OutputDir: f.out, Options: o, Champion: champion,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.dataset, err)
-	}
-	model, metrics, err := native.Train(ds, o)
-	if err != nil {
 		return nil, err
 	}
-	var champ *championView
-	if champion != nil {
-		rows, err := native.HoldOutRows(len(ds.Target.Strings)+len(ds.Target.Numbers), o.HoldOut, o.Seed)
-		if err != nil {
-			return nil, err
-		}
-		cm, err := champion.Evaluate(ds, rows)
-		if err != nil {
-			return nil, fmt.Errorf("scoring the champion on the hold-out: %w", err)
-		}
-		champ = &championView{Metrics: cm}
-	}
-	artifact, err := model.MarshalArtifact()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(f.out, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory: %w", err)
-	}
-	res := &trainResult{artifact: filepath.Join(f.out, nativeArtifactFile), format: nativeFormat, metrics: metrics, champion: champ}
-	if err := os.WriteFile(res.artifact, artifact, 0o644); err != nil {
-		return nil, fmt.Errorf("writing the artifact: %w", err)
-	}
-	finite, _ := finiteOnly(metrics) // JSON has no NaN
-	mf, err := json.MarshalIndent(struct {
-		Metrics  map[string]float64 `json:"metrics"`
-		Artifact string             `json:"artifact"`
-		Format   string             `json:"format"`
-	}{finite, nativeArtifactFile, nativeFormat}, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(f.out, exectrain.MetricsFile), append(mf, '\n'), 0o644); err != nil {
-		return nil, fmt.Errorf("writing the metrics file: %w", err)
+	res := &trainResult{artifact: r.Artifact, format: r.Format, metrics: r.Metrics}
+	if r.ChampionMetrics != nil {
+		res.champion = &championView{Metrics: r.ChampionMetrics}
 	}
 	return res, nil
-}
-
-// categoricalInputs returns the schema's inputs that are categories (by
-// kind or datatype), which the native runner must not read as numbers
-// even where they look like them.
-func categoricalInputs(schema *droverv1.FeatureSchema, target string, ignore []string) []string {
-	kinds := schemaKinds(&droverv1.FeatureSchema{Inputs: schema.GetInputs()})
-	var names []string
-	for _, name := range sortedKeys(kinds) {
-		if kinds[name] == tabular.Text && name != target && !slices.Contains(ignore, name) {
-			names = append(names, name)
-		}
-	}
-	return names
 }
 
 // trainExec runs the exec command through exectrain, streaming its output
 // to the terminal and its metric points to the tracked run.
 func (a *app) trainExec(ctx context.Context, f trainFlags, plan *trainPlan, schema *droverv1.FeatureSchema, tracked *trackedRun) (*trainResult, error) {
-	trainer := exectrain.New(exectrain.Config{Command: plan.command, Format: f.format}, nil)
 	console := newTrainConsole(a.stderr)
 	defer console.done()
 	if tracked != nil {
@@ -553,60 +461,29 @@ func (a *app) trainExec(ctx context.Context, f trainFlags, plan *trainPlan, sche
 		})
 		defer stopFlushing()
 	}
-	steps := map[string]int64{} // each metric's next step
-	var result *runnerv1.TrainResult
-	err := trainer.Train(ctx, &runnerv1.TrainRequest{
-		DatasetPath: f.dataset, OutputDir: f.out, Target: f.target, Params: plan.params, Schema: schema,
-	}, func(ev *runnerv1.TrainResponse) error {
-		switch ev := ev.GetEvent().(type) {
-		case *runnerv1.TrainResponse_LogLine:
-			console.log(ev.LogLine)
-		case *runnerv1.TrainResponse_Progress:
-			console.progress(ev.Progress)
-			if tracked != nil {
-				for _, name := range sortedKeys(ev.Progress.GetMetrics()) {
-					tracked.point(name, ev.Progress.GetMetrics()[name], steps[name])
-					steps[name]++
-				}
-			}
-		case *runnerv1.TrainResponse_Result:
-			result = ev.Result
-		}
-		return nil
-	})
+	obs := training.Observer{Log: console.log, Progress: console.progress}
+	if tracked != nil {
+		obs.Point = tracked.point
+	}
+	r, err := training.TrainExec(ctx, training.ExecRequest{
+		Config:  exectrain.Config{Command: plan.command, Format: f.format},
+		Dataset: f.dataset, OutputDir: f.out, Target: f.target, Params: plan.params, Schema: schema, Ignore: f.ignore,
+	}, obs)
 	if err != nil {
 		return nil, err
 	}
-	if result == nil {
-		return nil, errors.New("the exec trainer ended without a result")
-	}
-	return &trainResult{artifact: result.GetArtifactPath(), format: result.GetFormat(),
-		metrics: result.GetMetrics(), profile: result.GetReferenceProfile()}, nil
+	return &trainResult{artifact: r.Artifact, format: r.Format, metrics: r.Metrics, profile: r.ReferenceProfile}, nil
 }
 
 // finiteMetrics drops the metrics that are not finite numbers (a ROC AUC
 // over a hold-out of one class), which neither JSON nor the hub take,
 // saying so on stderr.
 func (a *app) finiteMetrics(m map[string]float64) map[string]float64 {
-	finite, dropped := finiteOnly(m)
+	finite, dropped := training.FiniteOnly(m)
 	for _, k := range dropped {
 		fmt.Fprintf(a.stderr, "warning: metric %s is %v; it is not recorded\n", k, m[k])
 	}
 	return finite
-}
-
-// finiteOnly splits metrics into the finite ones and the names of the
-// others, sorted.
-func finiteOnly(m map[string]float64) (finite map[string]float64, dropped []string) {
-	finite = make(map[string]float64, len(m))
-	for _, k := range sortedKeys(m) {
-		if v := m[k]; math.IsNaN(v) || math.IsInf(v, 0) {
-			dropped = append(dropped, k)
-			continue
-		}
-		finite[k] = m[k]
-	}
-	return finite, dropped
 }
 
 // pushTrained uploads the artifact and registers it as the model's next
@@ -623,7 +500,7 @@ func (a *app) pushTrained(cmd *cobra.Command, c *client.Client, f trainFlags, pl
 	}
 	if req.ReferenceProfile == nil {
 		var err error
-		if req.ReferenceProfile, _, err = profileFromDataset(f.dataset, f.target, f.ignore, schema, res.format, res.artifact); err != nil {
+		if req.ReferenceProfile, _, err = training.Profile(f.dataset, f.target, f.ignore, schema, res.format, res.artifact); err != nil {
 			return nil, fmt.Errorf("reference profile: %w", err)
 		}
 	}

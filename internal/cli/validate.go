@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/droverhq/drover/internal/tabular"
 	"github.com/droverhq/drover/internal/validate"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -141,7 +138,7 @@ func (a *app) runDatasetsValidate(path string, f datasetsValidateFlags) error {
 	if err != nil {
 		return err
 	}
-	t, err := readForValidation(path, schema, f.target, f.ignore)
+	t, err := validate.ReadFile(path, schema, f.target, f.ignore)
 	if err != nil {
 		return err
 	}
@@ -159,68 +156,6 @@ func (a *app) runDatasetsValidate(path string, f datasetsValidateFlags) error {
 		return validationFailedError{rep}
 	}
 	return nil
-}
-
-// readForValidation reads a data file with the column kinds the schema
-// implies, with two changes so that a problem in the values becomes a
-// failed expectation rather than an error that hides the others:
-//
-//   - A numeric input is read with its kind inferred, so that a text
-//     value in it is the input's failed type expectation, with every
-//     such value counted, rather than a read error at the first. (A
-//     target that is not in the schema is read as text: labels as
-//     written.)
-//   - A column in which every value is null, which package tabular
-//     refuses, is left out and read again, then put back as a column
-//     of nulls for the null expectations to judge.
-func readForValidation(path string, schema *droverv1.FeatureSchema, target string, ignore []string) (*tabular.Table, error) {
-	declared := schemaKinds(schema)
-	kinds := make(map[string]tabular.Kind, len(declared)+1)
-	for name, k := range declared {
-		if k == tabular.Numeric {
-			k = tabular.Inferred
-		}
-		kinds[name] = k
-	}
-	if _, ok := kinds[target]; target != "" && !ok {
-		kinds[target] = tabular.Text
-	}
-	var allNull []string
-	for {
-		t, err := tabular.Read(path, tabular.Options{Kinds: kinds, Ignore: slices.Concat(ignore, allNull)})
-		if err != nil {
-			name, ok := allNullColumn(err)
-			if !ok || slices.Contains(allNull, name) {
-				return nil, err
-			}
-			allNull = append(allNull, name)
-			continue
-		}
-		for _, name := range allNull {
-			t.Ignored = slices.DeleteFunc(t.Ignored, func(n string) bool { return n == name })
-			c := tabular.Column{Name: name, Kind: tabular.Text, Strings: make([]string, t.Rows), Nulls: t.Rows, Declared: true}
-			if declared[name] == tabular.Numeric {
-				c.Kind, c.Strings, c.Numbers = tabular.Numeric, nil, make([]float64, t.Rows)
-				for i := range c.Numbers {
-					c.Numbers[i] = math.NaN()
-				}
-			}
-			t.Columns = append(t.Columns, c)
-		}
-		return t, nil
-	}
-}
-
-// allNullColumn returns the column named by tabular's error for a column
-// in which every value is null. The error has no sentinel, so it is
-// recognised by its form and wording; TestDatasetsValidateAllNullColumn
-// fails if that changes.
-func allNullColumn(err error) (string, bool) {
-	var te *tabular.Error
-	if errors.As(err, &te) && te.Row == 0 && te.Column != "" && strings.HasPrefix(te.Msg, "every one of the ") {
-		return te.Column, true
-	}
-	return "", false
 }
 
 // writeValidationText prints the report as a table of expectations.

@@ -1,9 +1,8 @@
-package cli
+package training
 
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 
@@ -12,17 +11,19 @@ import (
 	"github.com/droverhq/drover/internal/drift"
 	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/internal/tabular"
+	"github.com/droverhq/drover/internal/validate"
 	"github.com/droverhq/drover/plugins/native"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
-// profileFromDataset builds a version's reference profile from its
-// training data: the features (the schema's inputs, in its order, or every
-// column but the target and the ignored ones), and — for a native model,
-// whose predictions the CLI can compute — the model's answers over the
-// same rows.
-func profileFromDataset(path, target string, ignore []string, schema *droverv1.FeatureSchema, format, artifact string) ([]byte, int, error) {
-	t, err := tabular.Read(path, tabular.Options{Kinds: schemaKinds(schema), Ignore: ignore})
+// Profile builds a version's reference profile (a serialised
+// drover.v1.ReferenceProfile) from its training data, a CSV or Parquet
+// file by its extension: the features — the schema's inputs, in its order,
+// or every column but the target and the ignored ones — and, for a native
+// model (format NativeFormat, artifact its path), the model's answers over
+// the same rows. It returns the profile and the data set's row count.
+func Profile(dataset, target string, ignore []string, schema *droverv1.FeatureSchema, format, artifact string) ([]byte, int, error) {
+	t, err := tabular.Read(dataset, tabular.Options{Kinds: validate.SchemaKinds(schema), Ignore: ignore})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -30,7 +31,7 @@ func profileFromDataset(path, target string, ignore []string, schema *droverv1.F
 	if len(schema.GetInputs()) > 0 {
 		for _, in := range schema.GetInputs() {
 			if t.Lookup(in.GetName()) == nil {
-				return nil, 0, fmt.Errorf("%s: the schema's input %q is not a column", path, in.GetName())
+				return nil, 0, fmt.Errorf("%s: the schema's input %q is not a column", dataset, in.GetName())
 			}
 			names = append(names, in.GetName())
 		}
@@ -42,7 +43,7 @@ func profileFromDataset(path, target string, ignore []string, schema *droverv1.F
 		}
 	}
 	if target != "" && t.Lookup(target) == nil {
-		return nil, 0, fmt.Errorf("%s: no target column %q", path, target)
+		return nil, 0, fmt.Errorf("%s: no target column %q", dataset, target)
 	}
 	cols := make([]drift.Column, len(names))
 	for i, n := range names {
@@ -55,19 +56,27 @@ func profileFromDataset(path, target string, ignore []string, schema *droverv1.F
 		cols[i] = c
 	}
 	opts := sketch.ProfileOptions{}
-	if format == "drover-native" {
+	if format == NativeFormat {
 		pred, err := nativePredictions(artifact, t)
 		if err != nil {
-			return nil, 0, fmt.Errorf("the model's predictions over %s: %w", path, err)
+			return nil, 0, fmt.Errorf("the model's predictions over %s: %w", dataset, err)
 		}
 		opts.Prediction = pred
 	}
 	p, err := sketch.BuildProfileWith(cols, opts)
 	if err != nil {
-		return nil, 0, fmt.Errorf("reference profile of %s: %w", path, err)
+		return nil, 0, fmt.Errorf("reference profile of %s: %w", dataset, err)
 	}
 	b, err := proto.Marshal(p)
 	return b, t.Rows, err
+}
+
+// driftColumnOf hands a table's column to package drift.
+func driftColumnOf(c *tabular.Column) drift.Column {
+	if c.Kind == tabular.Text {
+		return drift.Column{Name: c.Name, Categorical: true, Strings: c.Strings}
+	}
+	return drift.Column{Name: c.Name, Numbers: c.Numbers}
 }
 
 // textColumn turns a numeric column into categories.
@@ -87,11 +96,7 @@ func textColumn(c drift.Column) drift.Column {
 // nativePredictions runs a native model over a table: its labels (a
 // classifier) or its predictions (a regression), as a column.
 func nativePredictions(artifact string, t *tabular.Table) (*drift.Column, error) {
-	b, err := os.ReadFile(artifact)
-	if err != nil {
-		return nil, err
-	}
-	m, err := native.LoadArtifact(b)
+	m, err := LoadNativeArtifact(artifact)
 	if err != nil {
 		return nil, err
 	}
