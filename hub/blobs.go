@@ -50,7 +50,16 @@ func (n *Node) handleBlob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) uploadBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) {
-	if _, ok := n.authenticateHTTP(w, r, auth.Write); !ok {
+	p, err := n.authenticate(r.Context(), r.Header.Get("Authorization"))
+	if err == nil && !p.Allowed(auth.Write) {
+		// An agent uploads what a retraining job asks of it (a trained
+		// artifact, its labelled rows), and only then.
+		if id := p.Token.GetAgentId(); !p.Allowed(auth.Agent) || id == "" || !n.fsm.State().Snapshot().AgentMayUpload(id) {
+			err = permissionDenied(p, auth.Write)
+		}
+	}
+	if err != nil {
+		writeHTTPError(w, err)
 		return
 	}
 	size := r.ContentLength

@@ -67,6 +67,9 @@ type Config struct {
 	// the leader marks it down.
 	AgentTimeout time.Duration
 
+	// RetrainMaxJobs is how many retraining jobs may run at once (0: 2).
+	RetrainMaxJobs int
+
 	Logger *slog.Logger
 
 	// For tests: a Raft transport to use instead of TCP on RaftAddr, and a
@@ -129,6 +132,7 @@ func DefaultConfig() Config {
 		BlobGCInterval: 10 * time.Minute,
 		BlobMaxBytes:   64 << 30,
 		AgentTimeout:   15 * time.Second,
+		RetrainMaxJobs: 2,
 	}
 }
 

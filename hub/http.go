@@ -29,6 +29,7 @@ func (n *Node) routes() http.Handler {
 	droverv1connect.RegisterAgentControlServiceHandler(server, &agentControlService{n: n})
 	droverv1connect.RegisterDriftServiceHandler(server, &driftService{n: n})
 	droverv1connect.RegisterRolloutServiceHandler(server, &rolloutService{n: n})
+	droverv1connect.RegisterRetrainServiceHandler(server, &retrainService{n: n})
 	droverv1connect.RegisterRunServiceHandler(server, &runService{n: n})
 	grpcreflect.Register(server)
 

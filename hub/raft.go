@@ -191,6 +191,7 @@ func (n *Node) runControllers(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.watchAgents(ctx) })
 	wg.Go(func() { n.runRollouts(ctx) })
+	wg.Go(func() { n.runRetraining(ctx) })
 	wg.Wait()
 }
 

@@ -436,6 +436,10 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 			PValue: j.PValue, Samples: j.Samples, Detail: j.Limit, ConsecutiveFailures: uint32(tracker.Consecutive[j.Gate])}
 		if j.Reason != "" && j.Reason != j.Limit {
 			pj.Detail = strings.TrimSpace(j.Limit + " " + j.Reason)
+			// "x > max 1 failed: x > max 1" says it twice.
+			if rest, ok := strings.CutPrefix(j.Reason, "failed: "+j.Limit); ok && j.Limit != "" {
+				pj.Detail = j.Limit + ": failed" + rest
+			}
 		}
 		if j.HasCanary {
 			pj.Canary = proto.Float64(j.Canary)

@@ -118,6 +118,7 @@ command line wins over the environment, which wins over the file.`,
 	f.Int64Var(&cfg.BlobMaxBytes, "blob-max-bytes", cfg.BlobMaxBytes, "the largest blob an upload may send")
 	f.Int64Var(&cfg.BlobServeRate, "blob-serve-rate", 0, "cap each blob download at this many bytes a second (0: no cap)")
 	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "how long an agent may go without a heartbeat before it is marked down")
+	f.IntVar(&cfg.RetrainMaxJobs, "retrain-max-jobs", cfg.RetrainMaxJobs, "how many retraining jobs may run at once")
 	f.StringVar(&logOpts.Level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logOpts.Format, "log-format", "text", "text or json")
 	return cmd
