@@ -108,6 +108,8 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.feedbackCommand(),
 		a.trainCommand(),
 		a.runsCommand(),
+		a.retrainCommand(),
+		a.demoCommand(),
 	)
 	return root
 }
