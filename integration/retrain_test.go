@@ -1,0 +1,395 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/droverhq/drover/hub/hubtest"
+	"github.com/droverhq/drover/internal/churn"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+)
+
+// churnTraffic sends the bundled churn model predictions for generated
+// customers, each batch with an id, and the customers' true churn as
+// feedback: what an application does when it learns who left.
+type churnTraffic struct {
+	t      *testing.T
+	agents []string // serve addresses
+	schema *droverv1.FeatureSchema
+	mu     sync.Mutex
+	sent   int
+	errors []string
+}
+
+func (tr *churnTraffic) batch(seq int, agent string, customers []churn.Customer) {
+	header := churn.Header()
+	col := map[string]int{}
+	for i, h := range header {
+		col[h] = i
+	}
+	records := make([][]string, len(customers))
+	for i := range customers {
+		records[i] = customers[i].Record()
+	}
+	var inputs []string
+	for _, f := range tr.schema.GetInputs() {
+		var data []string
+		for _, r := range records {
+			v := r[col[f.GetName()]]
+			if f.GetDatatype() == "BYTES" {
+				v = strconv.Quote(v)
+			}
+			data = append(data, v)
+		}
+		inputs = append(inputs, fmt.Sprintf(`{"name":%q,"datatype":%q,"shape":[%d],"data":[%s]}`, f.GetName(), f.GetDatatype(), len(records), strings.Join(data, ",")))
+	}
+	id := fmt.Sprintf("req-%d", seq)
+	resp, err := http.Post("http://"+agent+"/v2/models/churn/infer", "application/json", strings.NewReader(`{"id":"`+id+`","inputs":[`+strings.Join(inputs, ",")+`]}`))
+	if err != nil {
+		tr.fail(fmt.Sprintf("infer: %v", err))
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		tr.fail(fmt.Sprintf("infer: %d", resp.StatusCode))
+		return
+	}
+	labels := make([]string, len(records))
+	for i, r := range records {
+		labels[i] = r[col[churn.Target]]
+	}
+	fb, _ := json.Marshal(map[string]any{"model": "churn", "items": []any{map[string]any{"id": id, "labels": labels}}})
+	resp, err = http.Post("http://"+agent+"/v1/feedback", "application/json", bytes.NewReader(fb))
+	if err != nil {
+		tr.fail(fmt.Sprintf("feedback: %v", err))
+		return
+	}
+	resp.Body.Close()
+	tr.mu.Lock()
+	tr.sent++
+	tr.mu.Unlock()
+}
+
+func (tr *churnTraffic) fail(msg string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.errors = append(tr.errors, msg)
+}
+
+// run sends drifted traffic to every agent until ctx ends.
+func (tr *churnTraffic) run(ctx context.Context, drift float64) {
+	for seq := 0; ctx.Err() == nil; seq++ {
+		customers := churn.Generate(churn.Options{Rows: 40, Seed: uint64(1000 + seq), Drift: drift})
+		tr.batch(seq, tr.agents[seq%len(tr.agents)], customers)
+		select {
+		case <-ctx.Done():
+		case <-time.After(40 * time.Millisecond):
+		}
+	}
+}
+
+// waitJob waits for a policy's newest job to satisfy ok.
+func waitJob(t *testing.T, cl retrainClient, policy string, timeout time.Duration, ok func(*droverv1.RetrainJob) error) *droverv1.RetrainJob {
+	t.Helper()
+	var job *droverv1.RetrainJob
+	hubtest.WaitFor(t, timeout, func() error {
+		resp, err := cl.ListJobs(context.Background(), &droverv1.ListJobsRequest{Policy: policy, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(resp.GetJobs()) == 0 {
+			return fmt.Errorf("no job of %s yet", policy)
+		}
+		full, err := cl.GetJob(context.Background(), &droverv1.GetJobRequest{Id: resp.GetJobs()[0].GetId()})
+		if err != nil {
+			return err
+		}
+		job = full.GetJob()
+		return ok(job)
+	})
+	return job
+}
+
+type retrainClient interface {
+	ListJobs(context.Context, *droverv1.ListJobsRequest) (*droverv1.ListJobsResponse, error)
+	GetJob(context.Context, *droverv1.GetJobRequest) (*droverv1.GetJobResponse, error)
+}
+
+func ended(j *droverv1.RetrainJob) error {
+	switch j.GetState() {
+	case droverv1.RetrainJobState_RETRAIN_JOB_STATE_SUCCEEDED, droverv1.RetrainJobState_RETRAIN_JOB_STATE_FAILED, droverv1.RetrainJobState_RETRAIN_JOB_STATE_CANCELLED:
+		return nil
+	}
+	return fmt.Errorf("job %s is %v (%s %.2f): %s", j.GetId(), j.GetState(), j.GetPhase(), j.GetProgress(), j.GetMessage())
+}
+
+// TestRetrainingLoop closes the loop with a real hub and two real agents,
+// one with (fake) GPUs and one without: drifted traffic with feedback
+// makes the fleet's drift verdict on v1 "drift"; the policy starts a job;
+// both agents hand in their labelled rows; the data set (the registry's
+// base plus those rows) is registered and validated; the job runs on the
+// GPU agent; the candidate beats v1 on the same hold-out, is registered
+// with its lineage, goes out as a canary and is promoted. The drift that
+// persists starts no second job (the cool-down). Then: a candidate that
+// does not beat the champion by the margin is recorded and not
+// registered; a data set that fails validation stops its job with the
+// report; and a job whose agent is killed mid-training is retried on the
+// other agent.
+func TestRetrainingLoop(t *testing.T) {
+	c := startCluster(t, 1, "--agent-timeout", "2s")
+	cl := c.client()
+	ctx := context.Background()
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	schema := churnSchema()
+	schemaJSON, _ := protojson.Marshal(schema)
+	schemaFile := write("schema.json", schemaJSON)
+	train := write("train.csv", churn.TrainCSV())
+	// v1 is trained on few rows, with a heavy penalty: a weak champion.
+	lines := strings.SplitAfter(string(churn.TrainCSV()), "\n")
+	small := write("small.csv", []byte(strings.Join(lines[:151], "")))
+	var v1 struct {
+		Version uint64 `json:"version"`
+	}
+	c.cli(t, &v1, "train", "--runner", "native", "--dataset", small, "--target", churn.Target, "--ignore", churn.IDColumn,
+		"--schema", schemaFile, "--param", "l2=100", "--model", "churn", "--push", "--create", "--out", filepath.Join(dir, "v1"))
+	c.cli(t, nil, "datasets", "push", "churn-train", "--file", train)
+
+	var tok struct {
+		Token string `json:"token"`
+	}
+	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "fleet")
+	slow := write("slow.sh", []byte(`#!/bin/sh
+# A slow exec trainer: it takes its time, then hands back the champion as
+# the candidate with metrics that beat it.
+set -e
+for f in 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1; do
+  echo "drover:progress $f epoch"
+  sleep 1
+done
+cp "$DROVER_CHAMPION_ARTIFACT" "$DROVER_OUTPUT_DIR/model.json"
+printf '{"metrics":{"accuracy":0.9,"champion_accuracy":0.5},"artifact":"model.json","format":"%s"}\n' "$DROVER_CHAMPION_FORMAT" > "$DROVER_OUTPUT_DIR/metrics.json"
+`))
+	common := []string{"--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms", "--sample-rate", "1",
+		"--drift-window", "1s", "--drift-evaluation", "2s", "--drift-report-interval", "1s", "--metric-window", "1s",
+		"--trainer", "slow=sh " + slow}
+	gpu := newAgent(t, dir, "gpu-1", append(common, "--fake-gpus", "dgxh100")...)
+	cpu := newAgent(t, dir, "cpu-1", common...)
+	gpu.start()
+	cpu.start()
+	hubtest.WaitFor(t, 30*time.Second, func() error {
+		if l := c.agents(t); len(l.Agents) != 2 {
+			return fmt.Errorf("%d agents enrolled", len(l.Agents))
+		}
+		return nil
+	})
+	agentIDs := map[string]string{}
+	list, err := cl.Agents.ListAgents(ctx, &droverv1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range list.GetAgents() {
+		agentIDs[a.GetName()] = a.GetId()
+	}
+	for _, name := range []string{"gpu-1", "cpu-1"} {
+		c.cli(t, nil, "agents", "assign", name, fmt.Sprintf("churn:%d", v1.Version))
+	}
+	for _, name := range []string{"gpu-1", "cpu-1"} {
+		c.waitRunning(t, name, "churn", v1.Version, 30*time.Second)
+	}
+
+	gib := uint64(1 << 30)
+	_, err = cl.Retrain.PutPolicy(ctx, &droverv1.PutPolicyRequest{Policy: &droverv1.RetrainPolicy{
+		Name: "on-drift", Model: "churn", Runner: "native", Params: map[string]string{"l2": "1"},
+		Triggers: &droverv1.RetrainTriggers{Drift: &droverv1.DriftTrigger{ConsecutiveWindows: 2}},
+		Cooldown: durationpb.New(time.Hour),
+		Dataset: &droverv1.DatasetRecipe{Base: "churn-train", Feedback: true, Target: churn.Target, Ignore: []string{churn.IDColumn},
+			MinRows: 100, CollectTimeout: durationpb.New(10 * time.Second)},
+		Placement: &droverv1.Placement{Gpus: 1, MinFreeGpuMemoryBytes: 8 * gib},
+		Promotion: &droverv1.Promotion{Metric: "accuracy", Margin: 0.01},
+		Rollout: &droverv1.RolloutTemplate{Auto: true, Steps: []*droverv1.RolloutStep{
+			{Agents: 1, Weight: 50, Bake: durationpb.New(2 * time.Second),
+				Gates: []*droverv1.Gate{{Name: "errors", Metric: "error_rate", Max: proto.Float64(0.05), MinSamples: 5}}},
+			{Percent: 100},
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Drifted traffic, with feedback, on both agents, until the test ends.
+	tr := &churnTraffic{t: t, agents: []string{gpu.serveAddr, cpu.serveAddr}, schema: schema}
+	tctx, stopTraffic := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { tr.run(tctx, 1) })
+	defer func() {
+		stopTraffic()
+		wg.Wait()
+	}()
+
+	job := waitJob(t, cl.Retrain, "on-drift", 120*time.Second, ended)
+	if job.GetState() != droverv1.RetrainJobState_RETRAIN_JOB_STATE_SUCCEEDED || job.GetOutcome() != droverv1.RetrainOutcome_RETRAIN_OUTCOME_WON {
+		t.Fatalf("the drift job ended %v (%v): %s\nlog: %s", job.GetState(), job.GetOutcome(), job.GetMessage(), strings.Join(job.GetLog(), "\n"))
+	}
+	t.Logf("drift job %s: %s", job.GetId(), job.GetMessage())
+	if job.GetTrigger() != "drift" || job.GetChampionVersion() != v1.Version {
+		t.Errorf("trigger %q (%s), champion %d", job.GetTrigger(), job.GetTriggerDetail(), job.GetChampionVersion())
+	}
+	if job.GetAgentId() != agentIDs["gpu-1"] || len(job.GetAttempts()) != 1 {
+		t.Errorf("ran on %s (%s), attempts %v; want the GPU agent", job.GetAgentName(), job.GetAgentId(), job.GetAttempts())
+	}
+	if len(job.GetExportAgents()) != 2 || !job.GetValidation().GetPassed() || job.GetDataset() != "churn-retrain" {
+		t.Errorf("data: asked %v, validation %v, data set %s:%d", job.GetExportAgents(), job.GetValidation(), job.GetDataset(), job.GetDatasetVersion())
+	}
+	baseRows := uint64(len(lines) - 2)
+	if job.GetValidation().GetRows() <= baseRows {
+		t.Errorf("the data set has %d rows; the base alone has %d: no labelled rows were added", job.GetValidation().GetRows(), baseRows)
+	}
+	if job.GetCandidateScore() < job.GetChampionScore()+0.01 {
+		t.Errorf("won with %v vs %v", job.GetCandidateScore(), job.GetChampionScore())
+	}
+	v2 := job.GetVersion()
+	mv, err := cl.Models.GetVersion(ctx, &droverv1.GetVersionRequest{Model: "churn", Selector: &droverv1.GetVersionRequest_Version{Version: v2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := mv.GetVersion().GetLineage(); l.GetParentVersion() != v1.Version || l.GetRunId() != job.GetRunId() || l.GetDataset() != "churn-retrain" || l.GetDatasetDigest() != job.GetDatasetContent().GetDigest() {
+		t.Errorf("v%d's lineage: %v", v2, l)
+	}
+	run, err := cl.Runs.GetRun(ctx, &droverv1.GetRunRequest{Id: job.GetRunId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.GetRun().GetState() != droverv1.RunState_RUN_STATE_SUCCEEDED || run.GetRun().GetVersion() != v2 || run.GetRun().GetMetrics()["champion_accuracy"] == 0 {
+		t.Errorf("run: %v", run.GetRun())
+	}
+	// The canary goes out and is promoted.
+	hubtest.WaitFor(t, 60*time.Second, func() error {
+		r, err := cl.Rollouts.GetRollout(ctx, &droverv1.GetRolloutRequest{Id: job.GetRolloutId()})
+		if err != nil {
+			return err
+		}
+		switch r.GetRollout().GetState() {
+		case droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED:
+			return nil
+		case droverv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK:
+			t.Fatalf("the winner's rollout rolled back: %s", r.GetRollout().GetReason())
+		}
+		return fmt.Errorf("rollout %s is %v at step %d", job.GetRolloutId(), r.GetRollout().GetState(), r.GetRollout().GetStep())
+	})
+	for _, name := range []string{"gpu-1", "cpu-1"} {
+		c.waitRunning(t, name, "churn", v2, 30*time.Second)
+	}
+	// The drift persists, but the cool-down holds: no second job.
+	time.Sleep(3 * time.Second)
+	if jobs, _ := cl.Retrain.ListJobs(ctx, &droverv1.ListJobsRequest{Policy: "on-drift"}); len(jobs.GetJobs()) != 1 {
+		t.Errorf("%d jobs of on-drift: a retraining storm", len(jobs.GetJobs()))
+	}
+
+	// A candidate that does not beat the champion by the margin: recorded,
+	// not registered, not rolled out.
+	manual := func(name string, mutate func(*droverv1.RetrainPolicy)) *droverv1.RetrainJob {
+		t.Helper()
+		p := &droverv1.RetrainPolicy{Name: name, Model: "churn", Runner: "native",
+			Dataset:   &droverv1.DatasetRecipe{Base: "churn-train", Target: churn.Target, Ignore: []string{churn.IDColumn}},
+			Placement: &droverv1.Placement{AllowCpu: true}, Rollout: &droverv1.RolloutTemplate{Auto: true}}
+		mutate(p)
+		if _, err := cl.Retrain.PutPolicy(ctx, &droverv1.PutPolicyRequest{Policy: p}); err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			ID string `json:"id"`
+		}
+		c.cli(t, &out, "retrain", "run", name)
+		return waitJob(t, cl.Retrain, name, 60*time.Second, ended)
+	}
+	versions := func() int {
+		resp, err := cl.Models.GetModel(ctx, &droverv1.GetModelRequest{Name: "churn"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.GetVersions())
+	}
+	before := versions()
+	j := manual("strict", func(p *droverv1.RetrainPolicy) { p.Promotion = &droverv1.Promotion{Margin: 0.5} })
+	if j.GetState() != droverv1.RetrainJobState_RETRAIN_JOB_STATE_SUCCEEDED || j.GetOutcome() != droverv1.RetrainOutcome_RETRAIN_OUTCOME_LOST ||
+		j.GetVersion() != 0 || j.GetRolloutId() != "" || j.GetChampionVersion() != v2 {
+		t.Errorf("the strict job: %v %v v%d rollout %q champion %d: %s", j.GetState(), j.GetOutcome(), j.GetVersion(), j.GetRolloutId(), j.GetChampionVersion(), j.GetMessage())
+	}
+	if versions() != before {
+		t.Error("a losing candidate was registered")
+	}
+
+	// A data set that fails validation stops the job with the report.
+	// (The schema lists the contracts there are; "weekly" is not one.)
+	bad := "customer_id,tenure_months,contract,monthly_charges,total_charges,support_calls,internet_service,payment_method,paperless_billing,senior_citizen,num_products,churn\n"
+	for i := range 60 {
+		bad += fmt.Sprintf("X%d,%d,weekly,50,100,1,dsl,credit-card,yes,0,1,%s\n", i, 100+i, []string{"yes", "no", ""}[i%3])
+	}
+	c.cli(t, nil, "datasets", "push", "churn-bad", "--file", write("bad.csv", []byte(bad)))
+	j = manual("bad-data", func(p *droverv1.RetrainPolicy) { p.Dataset.Base = "churn-bad" })
+	if j.GetState() != droverv1.RetrainJobState_RETRAIN_JOB_STATE_FAILED || j.GetValidation().GetPassed() || j.GetAgentId() != "" {
+		t.Fatalf("the bad-data job: %v on %q: %s", j.GetState(), j.GetAgentName(), j.GetMessage())
+	}
+	for _, want := range []string{"contract.categories", "target.non_null"} {
+		if !strings.Contains(j.GetMessage(), want) {
+			t.Errorf("the failure does not name %s: %s", want, j.GetMessage())
+		}
+	}
+
+	// A job whose agent is killed mid-training is retried on the other.
+	slowJob := func() *droverv1.RetrainJob {
+		p := &droverv1.RetrainPolicy{Name: "slow", Model: "churn", Runner: "slow",
+			Dataset:   &droverv1.DatasetRecipe{Base: "churn-train", Target: churn.Target, Ignore: []string{churn.IDColumn}},
+			Placement: &droverv1.Placement{AllowCpu: true}}
+		if _, err := cl.Retrain.PutPolicy(ctx, &droverv1.PutPolicyRequest{Policy: p}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cl.Retrain.TriggerRetrain(ctx, &droverv1.TriggerRetrainRequest{Policy: "slow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetJob()
+	}()
+	waitJob(t, cl.Retrain, "slow", 60*time.Second, func(j *droverv1.RetrainJob) error {
+		if j.GetState() == droverv1.RetrainJobState_RETRAIN_JOB_STATE_RUNNING && j.GetPhase() == "training" && j.GetProgress() > 0 {
+			return nil
+		}
+		return fmt.Errorf("job %s is %v on %s, %s %.2f", j.GetId(), j.GetState(), j.GetAgentName(), j.GetPhase(), j.GetProgress())
+	})
+	j = waitJob(t, cl.Retrain, "slow", time.Second, func(*droverv1.RetrainJob) error { return nil })
+	if j.GetAgentId() != agentIDs["gpu-1"] {
+		t.Fatalf("the slow job went to %s first; want the GPU agent", j.GetAgentName())
+	}
+	stopTraffic()
+	wg.Wait()
+	gpu.kill()
+	j = waitJob(t, cl.Retrain, "slow", 90*time.Second, ended)
+	if j.GetId() != slowJob.GetId() || j.GetState() != droverv1.RetrainJobState_RETRAIN_JOB_STATE_SUCCEEDED || j.GetAgentId() != agentIDs["cpu-1"] ||
+		len(j.GetAttempts()) != 2 || !strings.HasPrefix(j.GetAttempts()[0].GetOutcome(), "agent lost") || j.GetOutcome() != droverv1.RetrainOutcome_RETRAIN_OUTCOME_WON {
+		t.Fatalf("the slow job: %v on %s, attempts %v, outcome %v: %s", j.GetState(), j.GetAgentName(), j.GetAttempts(), j.GetOutcome(), j.GetMessage())
+	}
+	if len(tr.errors) > 0 {
+		t.Errorf("%d traffic errors, e.g. %s", len(tr.errors), tr.errors[0])
+	}
+}
