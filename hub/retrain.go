@@ -23,6 +23,7 @@ import (
 	"github.com/droverhq/drover/internal/cron"
 	"github.com/droverhq/drover/internal/digest"
 	"github.com/droverhq/drover/internal/sketch"
+	"github.com/droverhq/drover/internal/tabular"
 	"github.com/droverhq/drover/internal/training"
 	"github.com/droverhq/drover/internal/validate"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
@@ -509,6 +510,11 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 	}
 	val := &droverv1.DatasetValidation{Rows: uint64(rows)}
 	t, err := validate.ReadFile(tmp.Name(), schema, recipe.GetTarget(), recipe.GetIgnore())
+	if err == nil && len(schema.GetInputs()) == 0 {
+		// A champion without a schema: the data set is checked as a whole
+		// (rows, target), its columns as they are.
+		schema = schemaOf(t, recipe.GetTarget())
+	}
 	if err != nil {
 		val.Expectations = []*droverv1.DatasetExpectation{{Name: "readable", Detail: err.Error()}}
 	} else {
@@ -536,6 +542,23 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 		n.logger.Info("retraining data set made", "job", j.GetId(), "dataset", output, "rows", rows, "valid", val.GetPassed())
 	}
 	return err
+}
+
+// schemaOf is a schema that takes a table's columns (but the target) as
+// they are: numbers or text, nulls allowed.
+func schemaOf(t *tabular.Table, target string) *droverv1.FeatureSchema {
+	s := &droverv1.FeatureSchema{}
+	for _, c := range t.Columns {
+		if c.Name == target {
+			continue
+		}
+		f := &droverv1.Feature{Name: c.Name, Datatype: "BYTES", Nullable: true}
+		if c.Kind == tabular.Numeric {
+			f.Datatype, f.Kind = "FP64", droverv1.FeatureKind_FEATURE_KIND_NUMERIC
+		}
+		s.Inputs = append(s.Inputs, f)
+	}
+	return s
 }
 
 func agentName(view *state.Snapshot, id string) string {

@@ -179,17 +179,7 @@ func TestRetrainingLoop(t *testing.T) {
 		Token string `json:"token"`
 	}
 	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "fleet")
-	slow := write("slow.sh", []byte(`#!/bin/sh
-# A slow exec trainer: it takes its time, then hands back the champion as
-# the candidate with metrics that beat it.
-set -e
-for f in 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1; do
-  echo "drover:progress $f epoch"
-  sleep 1
-done
-cp "$DROVER_CHAMPION_ARTIFACT" "$DROVER_OUTPUT_DIR/model.json"
-printf '{"metrics":{"accuracy":0.9,"champion_accuracy":0.5},"artifact":"model.json","format":"%s"}\n' "$DROVER_CHAMPION_FORMAT" > "$DROVER_OUTPUT_DIR/metrics.json"
-`))
+	slow := slowTrainer(t, dir)
 	common := []string{"--hub", c.hubs[0].httpAddr, "--join-token", tok.Token, "--heartbeat-interval", "300ms", "--sample-rate", "1",
 		"--drift-window", "1s", "--drift-evaluation", "2s", "--drift-report-interval", "1s", "--metric-window", "1s",
 		"--trainer", "slow=sh " + slow}
@@ -391,5 +381,132 @@ printf '{"metrics":{"accuracy":0.9,"champion_accuracy":0.5},"artifact":"model.js
 	}
 	if len(tr.errors) > 0 {
 		t.Errorf("%d traffic errors, e.g. %s", len(tr.errors), tr.errors[0])
+	}
+}
+
+// slowTrainer writes the exec trainer the tests configure as "slow": ten
+// seconds of progress, then the champion handed back as a candidate with
+// metrics that beat it.
+func slowTrainer(t *testing.T, dir string) string {
+	p := filepath.Join(dir, "slow.sh")
+	if err := os.WriteFile(p, []byte(`#!/bin/sh
+set -e
+for f in 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1; do
+  echo "drover:progress $f epoch"
+  sleep 1
+done
+cp "$DROVER_CHAMPION_ARTIFACT" "$DROVER_OUTPUT_DIR/model.json"
+printf '{"metrics":{"accuracy":0.9,"champion_accuracy":0.5},"artifact":"model.json","format":"%s"}\n' "$DROVER_CHAMPION_FORMAT" > "$DROVER_OUTPUT_DIR/metrics.json"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRetrainJobsSurviveLeaderFailover runs two jobs on a three-node hub
+// that lets one run at a time, and kills the leader while the first
+// trains: the new leader picks both up from the replicated state, the
+// first finishes on its agent (no second attempt), the second runs after
+// it, and each winner is registered exactly once.
+func TestRetrainJobsSurviveLeaderFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a hub leader during training; skipped with -short")
+	}
+	c := startCluster(t, 3, "--agent-timeout", "3s", "--retrain-max-jobs", "1")
+	cl := c.client()
+	ctx := context.Background()
+	dir := t.TempDir()
+	train := filepath.Join(dir, "train.csv")
+	if err := os.WriteFile(train, churn.TrainCSV(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A champion without a schema: the data set is validated as a whole.
+	c.cli(t, nil, "train", "--runner", "native", "--dataset", train, "--target", churn.Target, "--ignore", churn.IDColumn,
+		"--model", "churn", "--push", "--create", "--out", filepath.Join(dir, "v1"))
+	c.cli(t, nil, "datasets", "push", "churn-train", "--file", train)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "fleet")
+	a := newAgent(t, dir, "gpu-1", "--hub", strings.Join(c.addrs(), ","), "--join-token", tok.Token, "--heartbeat-interval", "300ms",
+		"--fake-gpus", "dgxh100", "--trainer", "slow=sh "+slowTrainer(t, dir))
+	a.start()
+	hubtest.WaitFor(t, 30*time.Second, func() error {
+		if l := c.agents(t); len(l.Agents) != 1 {
+			return fmt.Errorf("%d agents enrolled", len(l.Agents))
+		}
+		return nil
+	})
+	c.cli(t, nil, "agents", "assign", "gpu-1", "churn:1")
+	c.waitRunning(t, "gpu-1", "churn", 1, 30*time.Second)
+
+	for _, name := range []string{"slow-a", "slow-b"} {
+		p := &droverv1.RetrainPolicy{Name: name, Model: "churn", Runner: "slow",
+			Dataset:   &droverv1.DatasetRecipe{Base: "churn-train", Target: churn.Target, Ignore: []string{churn.IDColumn}},
+			Placement: &droverv1.Placement{Gpus: 1}}
+		if _, err := cl.Retrain.PutPolicy(ctx, &droverv1.PutPolicyRequest{Policy: p}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Retrain.TriggerRetrain(ctx, &droverv1.TriggerRetrainRequest{Policy: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One trains, the other waits its turn.
+	var first, second string
+	hubtest.WaitFor(t, 60*time.Second, func() error {
+		resp, err := cl.Retrain.ListJobs(ctx, &droverv1.ListJobsRequest{Model: "churn"})
+		if err != nil {
+			return err
+		}
+		first, second = "", ""
+		var states []string
+		for _, j := range resp.GetJobs() {
+			states = append(states, fmt.Sprintf("%s %v %s %.1f", j.GetId(), j.GetState(), j.GetPhase(), j.GetProgress()))
+			switch j.GetState() {
+			case droverv1.RetrainJobState_RETRAIN_JOB_STATE_RUNNING:
+				if j.GetPhase() == "training" && j.GetProgress() > 0 {
+					first = j.GetId()
+				}
+			case droverv1.RetrainJobState_RETRAIN_JOB_STATE_QUEUED:
+				second = j.GetId()
+			}
+		}
+		if first == "" || second == "" {
+			return fmt.Errorf("jobs: %v", states)
+		}
+		return nil
+	})
+	leader := c.leader()
+	leader.kill()
+	t.Logf("killed the leader %s while job %s trained and %s waited", leader.name, first, second)
+
+	for _, id := range []string{first, second} {
+		var j *droverv1.RetrainJob
+		hubtest.WaitFor(t, 90*time.Second, func() error {
+			resp, err := cl.Retrain.GetJob(ctx, &droverv1.GetJobRequest{Id: id})
+			if err != nil {
+				return err
+			}
+			j = resp.GetJob()
+			return ended(j)
+		})
+		if j.GetState() != droverv1.RetrainJobState_RETRAIN_JOB_STATE_SUCCEEDED || j.GetOutcome() != droverv1.RetrainOutcome_RETRAIN_OUTCOME_WON || len(j.GetAttempts()) != 1 {
+			t.Fatalf("job %s: %v %v, attempts %v: %s", id, j.GetState(), j.GetOutcome(), j.GetAttempts(), j.GetMessage())
+		}
+	}
+	a1, _ := cl.Retrain.GetJob(ctx, &droverv1.GetJobRequest{Id: first})
+	a2, _ := cl.Retrain.GetJob(ctx, &droverv1.GetJobRequest{Id: second})
+	if end, start := a1.GetJob().GetAttempts()[0].GetEndTime().AsTime(), a2.GetJob().GetAttempts()[0].GetStartTime().AsTime(); start.Before(end) {
+		t.Errorf("the second job started at %v, before the first ended at %v: more than --retrain-max-jobs ran", start, end)
+	}
+	m, err := cl.Models.GetModel(ctx, &droverv1.GetModelRequest{Name: "churn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.GetVersions()); n != 3 {
+		t.Errorf("%d versions; want v1 and one per job", n)
+	}
+	if a1.GetJob().GetVersion() == a2.GetJob().GetVersion() {
+		t.Errorf("both jobs registered as v%d", a1.GetJob().GetVersion())
 	}
 }
