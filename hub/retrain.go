@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -445,15 +446,23 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 		if dv == nil {
 			return fail("the base data set %s has no version %d", b, recipe.GetBaseVersion())
 		}
-		if dv.GetFormat() != "" && dv.GetFormat() != "csv" {
-			return fail("the base data set %s:%d is %s; retraining reads CSV", b, dv.GetVersion(), dv.GetFormat())
-		}
 		rc, err := n.openBlob(ctx, dv.GetContent().GetDigest())
 		if err != nil {
 			return fmt.Errorf("the base data set %s:%d: %w", b, dv.GetVersion(), err)
 		}
 		defer rc.Close()
 		base, baseName = rc, fmt.Sprintf("%s:%d", b, dv.GetVersion())
+		switch dv.GetFormat() {
+		case "", "csv":
+		case "parquet":
+			csv, err := n.parquetAsCSV(rc)
+			if err != nil {
+				return fail("the base data set %s: %v", baseName, err)
+			}
+			base = csv
+		default:
+			return fail("the base data set %s is %s; retraining reads CSV and Parquet", baseName, dv.GetFormat())
+		}
 	}
 	var labelled []io.Reader
 	var handedIn []string
@@ -542,6 +551,29 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 		n.logger.Info("retraining data set made", "job", j.GetId(), "dataset", output, "rows", rows, "valid", val.GetPassed())
 	}
 	return err
+}
+
+// parquetAsCSV reads a Parquet data set and returns it as CSV, which is
+// what data sets are assembled and trained from.
+func (n *Node) parquetAsCSV(r io.Reader) (io.Reader, error) {
+	tmp, err := os.CreateTemp(n.cfg.DataDir, "base-*.parquet")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := io.Copy(tmp, r); err != nil {
+		return nil, err
+	}
+	t, err := tabular.Read(tmp.Name(), tabular.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := tabular.WriteCSV(&buf, t); err != nil {
+		return nil, err
+	}
+	return &buf, nil
 }
 
 // schemaOf is a schema that takes a table's columns (but the target) as

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/internal/churn"
@@ -423,7 +426,9 @@ func TestRetrainJobsSurviveLeaderFailover(t *testing.T) {
 	// A champion without a schema: the data set is validated as a whole.
 	c.cli(t, nil, "train", "--runner", "native", "--dataset", train, "--target", churn.Target, "--ignore", churn.IDColumn,
 		"--model", "churn", "--push", "--create", "--out", filepath.Join(dir, "v1"))
-	c.cli(t, nil, "datasets", "push", "churn-train", "--file", train)
+	// The base data set is Parquet: the hub reads it into the CSV it
+	// assembles.
+	c.cli(t, nil, "datasets", "push", "churn-train", "--file", churnParquet(t, dir))
 	var tok struct {
 		Token string `json:"token"`
 	}
@@ -509,4 +514,50 @@ func TestRetrainJobsSurviveLeaderFailover(t *testing.T) {
 	if a1.GetJob().GetVersion() == a2.GetJob().GetVersion() {
 		t.Errorf("both jobs registered as v%d", a1.GetJob().GetVersion())
 	}
+}
+
+// churnRow is a row of the bundled churn data set as Parquet stores it.
+type churnRow struct {
+	CustomerID       string  `parquet:"customer_id"`
+	TenureMonths     int64   `parquet:"tenure_months"`
+	Contract         string  `parquet:"contract"`
+	MonthlyCharges   float64 `parquet:"monthly_charges"`
+	TotalCharges     float64 `parquet:"total_charges"`
+	SupportCalls     int64   `parquet:"support_calls"`
+	InternetService  string  `parquet:"internet_service"`
+	PaymentMethod    string  `parquet:"payment_method"`
+	PaperlessBilling string  `parquet:"paperless_billing"`
+	SeniorCitizen    int64   `parquet:"senior_citizen"`
+	NumProducts      int64   `parquet:"num_products"`
+	Churn            string  `parquet:"churn"`
+}
+
+// churnParquet writes the bundled training split as a Parquet file.
+func churnParquet(t *testing.T, dir string) string {
+	t.Helper()
+	recs, err := csv.NewReader(bytes.NewReader(churn.TrainCSV())).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	num := func(s string) float64 {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	var rows []churnRow
+	for _, r := range recs[1:] {
+		rows = append(rows, churnRow{r[0], int64(num(r[1])), r[2], num(r[3]), num(r[4]), int64(num(r[5])), r[6], r[7], r[8], int64(num(r[9])), int64(num(r[10])), r[11]})
+	}
+	p := filepath.Join(dir, "train.parquet")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := parquet.Write(f, rows); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
