@@ -14,6 +14,10 @@ import (
 
 // newFailoverFleet is newRolloutFleet on a three-node hub: every agent is
 // given all three addresses, so that it fails over when its node dies.
+// failoverAgents is how many agents the fleet has: the issue's "3-node hub
+// with 5 agents".
+const failoverAgents = 5
+
 func newFailoverFleet(t *testing.T) *rolloutFleet {
 	plugins := t.TempDir()
 	_, sum, err := sdktest.BuildExample(plugins)
@@ -27,7 +31,7 @@ func newFailoverFleet(t *testing.T) *rolloutFleet {
 	}
 	f.c.cli(t, &tok, "tokens", "create", "--role", "agent", "--name", "edge")
 	hubs := strings.Join(f.c.addrs(), ",")
-	for i := range 3 {
+	for i := range failoverAgents {
 		a := newAgent(t, t.TempDir(), fmt.Sprint("edge-", i+1), "--hub", hubs, "--join-token", tok.Token,
 			"--heartbeat-interval", "300ms", "--plugin-dir", plugins, "--metric-window", "1s", "--label", "site=lab")
 		a.start()
@@ -36,7 +40,7 @@ func newFailoverFleet(t *testing.T) *rolloutFleet {
 	_ = os.WriteFile(filepath.Join(f.dir, "model.json"), []byte(`{"format":"centroid-json","features":["x"],"classes":["lo","hi"],"centroids":[[0],[10]]}`), 0o644)
 	_ = os.WriteFile(filepath.Join(f.dir, "schema.json"), []byte(`{"inputs": [{"name": "x", "datatype": "FP64"}]}`), 0o644)
 	hubtest.WaitFor(t, 20*time.Second, func() error {
-		if l := f.c.agents(t); len(l.Agents) != 3 {
+		if l := f.c.agents(t); len(l.Agents) != failoverAgents {
 			return fmt.Errorf("%d agents enrolled", len(l.Agents))
 		}
 		return nil
@@ -144,7 +148,7 @@ func (f *rolloutFleet) rolloutAudit(t *testing.T, id string, steps int) (map[str
 // request fails.
 func TestRolloutLeaderFailover(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs a three-node hub and three agents through six fail-overs")
+		t.Skip("runs a three-node hub and five agents through six fail-overs")
 	}
 	began := time.Now()
 	f := newFailoverFleet(t)

@@ -106,7 +106,7 @@ const stopBudget = 5 * time.Second
 // advanced twice, no request fails, and the replicas converge.
 func TestRollingRestartDuringRollout(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs a three-node hub and three agents through a rolling restart")
+		t.Skip("runs a three-node hub and five agents through a rolling restart")
 	}
 	began := time.Now()
 	f := newFailoverFleet(t)
