@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,7 +28,10 @@ type pluginHost struct {
 
 	mu       sync.Mutex
 	byFormat map[string]*hostedPlugin
-	all      []*hostedPlugin
+	// byTrainer holds the plugins that train (Describe's can_train), by
+	// their runner name: a retraining job's runner.
+	byTrainer map[string]*hostedPlugin
+	all       []*hostedPlugin
 }
 
 type hostedPlugin struct {
@@ -63,7 +68,7 @@ const (
 // newPluginHost scans dir and describes each verified plugin (starting it
 // to ask, and keeping it running).
 func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*pluginHost, error) {
-	h := &pluginHost{logger: logger, byFormat: map[string]*hostedPlugin{}}
+	h := &pluginHost{logger: logger, byFormat: map[string]*hostedPlugin{}, byTrainer: map[string]*hostedPlugin{}}
 	found, err := plugins.Scan(dir)
 	if err != nil {
 		return nil, fmt.Errorf("plugin directory %s: %w", dir, err)
@@ -86,6 +91,13 @@ func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*plugi
 				h.byFormat[f] = hp
 			}
 		}
+		if name := d.GetName(); d.GetCanTrain() && name != "" {
+			if other, dup := h.byTrainer[name]; dup {
+				logger.Warn("two plugins train as the same runner; the first found trains", "runner", name, "file", other.p.File, "ignored", p.File)
+			} else {
+				h.byTrainer[name] = hp
+			}
+		}
 		h.all = append(h.all, hp)
 	}
 	return h, nil
@@ -99,6 +111,26 @@ func (h *pluginHost) forFormat(format string) *hostedPlugin {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.byFormat[format]
+}
+
+// forTrainer returns the plugin that trains as the runner name, or nil.
+func (h *pluginHost) forTrainer(name string) *hostedPlugin {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byTrainer[name]
+}
+
+// trainerNames returns the runner names of the plugins that train, sorted.
+func (h *pluginHost) trainerNames() []string {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.byTrainer))
 }
 
 // close stops every plugin.
@@ -288,6 +320,44 @@ func (hp *hostedPlugin) predict(ctx context.Context, req *runnerv1.PredictReques
 		return nil, err
 	}
 	return nil, fmt.Errorf("runner plugin %s: %s", hp.p.File, status.Convert(err).Message())
+}
+
+// Train trains through the plugin's running process: a training run does
+// not wait for a plugin that is down or restarting (the supervisor starts
+// it again within its back-off), it fails at once and says why. It makes
+// hostedPlugin a training.Trainer.
+func (hp *hostedPlugin) Train(ctx context.Context, req *runnerv1.TrainRequest, send func(*runnerv1.TrainResponse) error) error {
+	hp.mu.Lock()
+	c := hp.client
+	down := ""
+	switch {
+	case hp.hung != "":
+		down = hp.hung
+	case c == nil:
+		down = fmt.Sprintf("runner plugin %s is down", hp.p.File)
+		if hp.lastErr != nil {
+			down += ": " + hp.lastErr.Error()
+		}
+	case c.Exited():
+		down = fmt.Sprintf("runner plugin %s exited; it is being restarted", hp.p.File)
+	}
+	hp.mu.Unlock()
+	if down != "" {
+		return fmt.Errorf("%s; training does not wait for it", down)
+	}
+	err := c.Train(ctx, req, send)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case status.Code(err) == codes.Unavailable:
+		return fmt.Errorf("runner plugin %s stopped answering during training: %s", hp.p.File, status.Convert(err).Message())
+	}
+	if _, ok := status.FromError(err); ok {
+		return fmt.Errorf("runner plugin %s: %s", hp.p.File, status.Convert(err).Message())
+	}
+	return err // send's, from this side
 }
 
 // alive reports whether the plugin process is running.

@@ -37,9 +37,11 @@ import (
 // stops naming it (the job was cancelled or went elsewhere), or its
 // deadline passes: it downloads the data set and the champion through the
 // verified artifact cache into a work directory (DataDir/training/<job
-// id>-<attempt>, removed at the end), trains with the native runner or one
-// of the agent's exec trainers (--trainer NAME=COMMAND) through package
-// training — the code path of `drover train` — builds the reference
+// id>-<attempt>, removed at the end), trains with the native runner, one
+// of the agent's exec trainers (--trainer NAME=COMMAND) or a runner
+// plugin that trains (by its Describe name; an exec trainer of the same
+// name wins) through package training — the code path of `drover
+// train` — builds the reference
 // profile, uploads the artifact, and reports: progress as it goes (log
 // lines and metric points batched, at most a report a second) and the
 // result or the failure at the end.
@@ -81,10 +83,35 @@ const (
 // errTaskWithdrawn stops a task the desired state no longer names.
 var errTaskWithdrawn = errors.New("the job is no longer in this agent's desired state (cancelled, or moved to another agent)")
 
-// trainerNames returns the runners an agent with these exec trainers can
-// train with: native first, then the trainers by name.
-func trainerNames(trainers map[string][]string) []string {
-	return append([]string{training.NativeRunner}, slices.Sorted(maps.Keys(trainers))...)
+// trainerNames returns the runners an agent with these exec trainers and
+// training plugins (by runner name) can train with: native first, then the
+// others by name, each once.
+func trainerNames(trainers map[string][]string, plugins []string) []string {
+	names := slices.Collect(maps.Keys(trainers))
+	for _, p := range plugins {
+		if p != training.NativeRunner {
+			names = append(names, p)
+		}
+	}
+	slices.Sort(names)
+	return append([]string{training.NativeRunner}, slices.Compact(names)...)
+}
+
+// logShadowedTrainers says, once at the agent's start, which training
+// plugins are not used for their name: native is always the built-in
+// runner, and an exec trainer of the same name wins over a plugin.
+func logShadowedTrainers(logger *slog.Logger, trainers map[string][]string, plugins *pluginHost) {
+	for _, name := range plugins.trainerNames() {
+		hp := plugins.forTrainer(name)
+		switch _, exec := trainers[name]; {
+		case name == training.NativeRunner:
+			logger.Warn("a runner plugin trains as native, the built-in runner's name; retraining jobs for native train with the built-in runner",
+				"plugin", hp.p.File)
+		case exec:
+			logger.Warn("a runner plugin trains under the name of an exec trainer (--trainer); retraining jobs for it train with the exec trainer",
+				"runner", name, "plugin", hp.p.File, "command", strings.Join(trainers[name], " "))
+		}
+	}
 }
 
 // checkTrainers checks the exec trainers' configuration.
@@ -118,6 +145,10 @@ type taskRunner struct {
 	send func(*droverv1.TrainingReport)
 	// trainers are the exec trainers by name.
 	trainers map[string][]string
+	// plugins hosts the runner plugins, the training ones among them (by
+	// runner name, after the exec trainers); nil without a plugin
+	// directory.
+	plugins *pluginHost
 	// dir holds the tasks' work directories.
 	dir        string
 	logger     *slog.Logger
@@ -176,12 +207,16 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 	}
 	runner := cmp.Or(t.GetRunner(), training.NativeRunner)
 	isNative := runner == training.NativeRunner
+	// The runner: native, else an exec trainer, else a training plugin.
 	var command []string
+	var plugin *hostedPlugin
 	if !isNative {
 		var ok bool
 		if command, ok = r.trainers[runner]; !ok {
-			return nil, fmt.Errorf("this agent has no trainer %q; it has %s (configure exec trainers with --trainer NAME=COMMAND)",
-				runner, strings.Join(trainerNames(r.trainers), ", "))
+			if plugin = r.plugins.forTrainer(runner); plugin == nil {
+				return nil, fmt.Errorf("this agent has no trainer %q; it has %s (exec trainers are configured with --trainer NAME=COMMAND, training plugins come from --plugin-dir)",
+					runner, strings.Join(trainerNames(r.trainers, r.plugins.trainerNames()), ", "))
+			}
 		}
 	}
 	var opts native.TrainOptions
@@ -194,7 +229,11 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 	}
 
 	b.setPhase(droverv1.TrainingPhase_TRAINING_PHASE_DOWNLOADING)
-	work := filepath.Join(r.dir, workDirName(t))
+	// Absolute: a plugin does not share the agent's working directory.
+	work, err := filepath.Abs(filepath.Join(r.dir, workDirName(t)))
+	if err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
 	if err := os.RemoveAll(work); err != nil { // a crashed attempt's
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
@@ -223,8 +262,13 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 	b.setPhase(droverv1.TrainingPhase_TRAINING_PHASE_TRAINING)
 	out := filepath.Join(work, "out")
 	var res *training.Result
-	var err error
-	if isNative {
+	obs := training.Observer{
+		Log:      b.log,
+		Progress: func(p *runnerv1.TrainProgress) { b.progress(p.GetFraction(), p.GetStage()) },
+		Point:    b.point,
+	}
+	switch {
+	case isNative:
 		var champ *native.Model
 		switch {
 		case champion == "":
@@ -247,7 +291,11 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 				b.point(name, res.Metrics[name], 0) // as drover train --track records them
 			}
 		}
-	} else {
+	case plugin != nil:
+		res, err = r.trainPlugin(ctx, plugin, &runnerv1.TrainRequest{
+			DatasetPath: dataset, OutputDir: out, Params: params, Schema: t.GetSchema(), Target: t.GetTarget(), Ignore: t.GetIgnore(),
+		}, champion, t.GetChampionFormat(), obs)
+	default:
 		req := training.ExecRequest{
 			Config:  exectrain.Config{Command: command, KillGrace: r.killGrace},
 			Dataset: dataset, OutputDir: out, Target: t.GetTarget(), Ignore: t.GetIgnore(), Params: params, Schema: t.GetSchema(),
@@ -256,11 +304,7 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 		if champion != "" {
 			req.ChampionArtifact, req.ChampionFormat = champion, t.GetChampionFormat()
 		}
-		res, err = training.TrainExec(ctx, req, training.Observer{
-			Log:      b.log,
-			Progress: func(p *runnerv1.TrainProgress) { b.progress(p.GetFraction(), p.GetStage()) },
-			Point:    b.point,
-		})
+		res, err = training.TrainExec(ctx, req, obs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("training: %w", err)
@@ -283,8 +327,8 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 		}
 	}
 	if !isNative {
-		// An exec command says how many rows it used, if it does, in its
-		// metrics.
+		// An exec command or a plugin says how many rows it used, if it
+		// does, in its metrics.
 		result.HoldoutRows = rowCount(res.Metrics["holdout_rows"])
 		if result.TrainRows = rowCount(res.Metrics["train_rows"]); result.TrainRows == 0 && rows > 0 && uint64(rows) > result.HoldoutRows {
 			result.TrainRows = uint64(rows) - result.HoldoutRows
@@ -296,6 +340,66 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 		return nil, fmt.Errorf("uploading the artifact: %w", err)
 	}
 	return result, nil
+}
+
+// trainPlugin trains through a training plugin, given the champion's
+// artifact (if not empty) and format to score on the same hold-out, and
+// checks that the artifact it reports is a regular file in the output
+// directory, with a format.
+func (r *taskRunner) trainPlugin(ctx context.Context, plugin *hostedPlugin, req *runnerv1.TrainRequest, champion, championFormat string,
+	obs training.Observer) (*training.Result, error) {
+	if champion != "" {
+		req.ChampionArtifactPath, req.ChampionFormat = champion, championFormat
+	}
+	// The runner protocol has the runner write into the output directory;
+	// it need not create it.
+	if err := os.MkdirAll(req.GetOutputDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	res, err := training.TrainWith(ctx, plugin, req, obs)
+	if err != nil {
+		return nil, err
+	}
+	if res.Format == "" {
+		return nil, fmt.Errorf("%s reported an artifact without a format", plugin)
+	}
+	if res.Artifact, err = artifactInside(req.GetOutputDir(), res.Artifact); err != nil {
+		return nil, fmt.Errorf("%s: %w", plugin, err)
+	}
+	return res, nil
+}
+
+// artifactInside checks that a runner's artifact, a path absolute or
+// relative to the output directory dir, is a regular file inside dir
+// (neither ".." nor a symbolic link out of it: the agent uploads it), and
+// returns its path.
+func artifactInside(dir, artifact string) (string, error) {
+	if artifact == "" {
+		return "", errors.New("it reported no artifact")
+	}
+	rel := filepath.Clean(artifact)
+	if filepath.IsAbs(artifact) {
+		var err error
+		if rel, err = filepath.Rel(dir, artifact); err != nil {
+			rel = artifact
+		}
+	}
+	if !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("its artifact %s is outside the output directory %s", artifact, dir)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return "", fmt.Errorf("output directory: %w", err)
+	}
+	defer root.Close()
+	fi, err := root.Lstat(rel)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("its artifact %s: %w", artifact, err)
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("its artifact %s is not a regular file in the output directory (%s)", artifact, fi.Mode().Type())
+	}
+	return filepath.Join(dir, rel), nil
 }
 
 // rowCount reads a row count reported as a metric: 0 unless a whole
@@ -798,9 +902,10 @@ func (a *Agent) newRetrainer() *retrainer {
 	logger := a.logger.With("component", "training")
 	dir := filepath.Join(a.cfg.DataDir, "training")
 	runner := &taskRunner{
-		fetch: a.fetchBlob, upload: a.uploadBlob, send: a.sendTrainingReport, trainers: a.cfg.Trainers,
+		fetch: a.fetchBlob, upload: a.uploadBlob, send: a.sendTrainingReport, trainers: a.cfg.Trainers, plugins: a.plugins,
 		dir: dir, logger: logger, now: a.now, flushEvery: trainingFlushInterval, killGrace: trainingKillGrace,
 	}
+	logShadowedTrainers(logger, a.cfg.Trainers, a.plugins)
 	export := func(ctx context.Context, t *droverv1.ExportTask) *droverv1.LabelledExport {
 		return exportLabelled(ctx, a.store, a.labelledKeep(), dir, a.uploadBlob, t, logger)
 	}

@@ -710,8 +710,12 @@ func TestRetrainerStops(t *testing.T) {
 }
 
 func TestTrainerNames(t *testing.T) {
-	if got := trainerNames(map[string][]string{"torch": {"x"}, "sklearn": {"y"}}); !slices.Equal(got, []string{"native", "sklearn", "torch"}) {
+	if got := trainerNames(map[string][]string{"torch": {"x"}, "sklearn": {"y"}}, nil); !slices.Equal(got, []string{"native", "sklearn", "torch"}) {
 		t.Errorf("trainerNames = %q", got)
+	}
+	// Training plugins too, each name once, native first.
+	if got := trainerNames(map[string][]string{"torch": {"x"}}, []string{"centroid", "native", "torch"}); !slices.Equal(got, []string{"native", "centroid", "torch"}) {
+		t.Errorf("trainerNames with plugins = %q", got)
 	}
 	for _, tc := range []struct {
 		trainers map[string][]string

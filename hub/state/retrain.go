@@ -119,7 +119,7 @@ func ValidateRetrainPolicy(p *droverv1.RetrainPolicy) error {
 		return err
 	}
 	if p.GetRunner() == "" {
-		return Invalidf("runner: required (%q, or the name of an exec trainer the agents are configured with)", NativeRunner)
+		return Invalidf("runner: required (%q, or the name of an exec trainer or a training plugin the agents have)", NativeRunner)
 	}
 	if err := ValidateName("runner", p.GetRunner()); err != nil {
 		return err

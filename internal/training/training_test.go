@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -272,6 +273,117 @@ printf '{"metrics": {"accuracy": 0.82, "champion_accuracy": 0.8, "champion_log_l
 	var re *exectrain.RunError
 	if !errors.As(err, &re) || re.ExitCode != 3 || !strings.Contains(err.Error(), "out of memory") {
 		t.Fatalf("failing command: %v", err)
+	}
+}
+
+// fakeTrainer is a Trainer that sends the events it was given, records
+// the request, and fails with err after them.
+type fakeTrainer struct {
+	events []*runnerv1.TrainResponse
+	err    error
+	req    *runnerv1.TrainRequest
+}
+
+func (f *fakeTrainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*runnerv1.TrainResponse) error) error {
+	f.req = req
+	for _, ev := range f.events {
+		if err := send(ev); err != nil {
+			return err
+		}
+	}
+	return f.err
+}
+
+func logEvent(line string) *runnerv1.TrainResponse {
+	return &runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_LogLine{LogLine: line}}
+}
+
+func progressEvent(f float64, stage string, metrics map[string]float64) *runnerv1.TrainResponse {
+	return &runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_Progress{Progress: &runnerv1.TrainProgress{Fraction: f, Stage: stage, Metrics: metrics}}}
+}
+
+func resultEvent(metrics map[string]float64) *runnerv1.TrainResponse {
+	return &runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_Result{Result: &runnerv1.TrainResult{
+		ArtifactPath: "/out/model.json", Format: "centroid-json", Metrics: metrics, ReferenceProfile: []byte("profile"),
+	}}}
+}
+
+// TestTrainWith runs a fake Trainer: its log lines, progress and metric
+// points reach the Observer; given a champion, its champion_<metric>
+// metrics become the champion's; without one, they stay the candidate's;
+// its error and a missing result are errors.
+func TestTrainWith(t *testing.T) {
+	var lines, progress, points []string
+	obs := Observer{
+		Log: func(l string) { lines = append(lines, l) },
+		Progress: func(p *runnerv1.TrainProgress) {
+			progress = append(progress, fmt.Sprintf("%g %s", p.GetFraction(), p.GetStage()))
+		},
+		Point: func(name string, v float64, step int64) {
+			points = append(points, fmt.Sprintf("%s@%d=%g", name, step, v))
+		},
+	}
+	ft := &fakeTrainer{events: []*runnerv1.TrainResponse{
+		logEvent("reading"),
+		progressEvent(0.25, "read", nil),
+		progressEvent(0.5, "fitting", map[string]float64{"loss": 0.9, "acc": 0.6}),
+		progressEvent(0.75, "fitting", map[string]float64{"loss": 0.5}),
+		logEvent("scored"),
+		resultEvent(map[string]float64{"accuracy": 0.9, "holdout_rows": 20, "champion_accuracy": 0.8, "champion_log_loss": 0.4, "champion_": 1}),
+	}}
+	req := &runnerv1.TrainRequest{DatasetPath: "/data.csv", OutputDir: "/out", Target: "class", Ignore: []string{"id"},
+		ChampionArtifactPath: "/champion.json", ChampionFormat: "centroid-json"}
+	res, err := TrainWith(t.Context(), ft, req, obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(ft.req, req) {
+		t.Errorf("the trainer got %v, want %v", ft.req, req)
+	}
+	wantMetrics := map[string]float64{"accuracy": 0.9, "holdout_rows": 20, "champion_": 1}
+	wantChampion := map[string]float64{"accuracy": 0.8, "log_loss": 0.4}
+	if !maps.Equal(res.Metrics, wantMetrics) || !maps.Equal(res.ChampionMetrics, wantChampion) ||
+		res.Artifact != "/out/model.json" || res.Format != "centroid-json" || string(res.ReferenceProfile) != "profile" {
+		t.Errorf("result %+v", res)
+	}
+	if got := strings.Join(lines, "|"); got != "reading|scored" {
+		t.Errorf("log lines %q", got)
+	}
+	if got := strings.Join(progress, "|"); got != "0.25 read|0.5 fitting|0.75 fitting" {
+		t.Errorf("progress %q", got)
+	}
+	if got := strings.Join(points, " "); got != "acc@0=0.6 loss@0=0.9 loss@1=0.5" {
+		t.Errorf("points %q", got)
+	}
+
+	// A champion given but not scored: said so, and no champion metrics.
+	lines = nil
+	ft = &fakeTrainer{events: []*runnerv1.TrainResponse{resultEvent(map[string]float64{"accuracy": 0.9})}}
+	res, err = TrainWith(t.Context(), ft, req, obs)
+	if err != nil || len(res.ChampionMetrics) != 0 || res.Metrics["accuracy"] != 0.9 {
+		t.Fatalf("champion not scored: %+v %v", res, err)
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "reported no champion_<metric> metrics") {
+		t.Errorf("log lines %q", lines)
+	}
+
+	// Without a champion, champion_ metrics are the runner's own; an
+	// Observer without functions is fine.
+	ft = &fakeTrainer{events: []*runnerv1.TrainResponse{logEvent("x"), progressEvent(1, "done", map[string]float64{"loss": 1}),
+		resultEvent(map[string]float64{"champion_x": 1})}}
+	res, err = TrainWith(t.Context(), ft, &runnerv1.TrainRequest{DatasetPath: "/data.csv"}, Observer{})
+	if err != nil || res.Metrics["champion_x"] != 1 || res.ChampionMetrics != nil {
+		t.Fatalf("no champion: %+v %v", res, err)
+	}
+
+	// The trainer's error as it is; no result is an error.
+	boom := errors.New("plugin exited")
+	if _, err := TrainWith(t.Context(), &fakeTrainer{events: []*runnerv1.TrainResponse{resultEvent(nil)}, err: boom}, req, obs); !errors.Is(err, boom) {
+		t.Errorf("failing trainer: %v", err)
+	}
+	if _, err := TrainWith(t.Context(), &fakeTrainer{events: []*runnerv1.TrainResponse{logEvent("x")}}, req, obs); err == nil ||
+		!strings.Contains(err.Error(), "without a result") {
+		t.Errorf("no result: %v", err)
 	}
 }
 

@@ -26,6 +26,19 @@
 //	DROVER_SCHEMA         the feature schema (drover.v1.FeatureSchema) as
 //	                      protojson; unset when the request has none
 //	DROVER_METRICS_FILE   $DROVER_OUTPUT_DIR/metrics.json, which the command writes
+//	DROVER_CHAMPION_ARTIFACT
+//	                      the champion to score on the same hold-out, an absolute
+//	                      path (TrainRequest.champion_artifact_path); unset when
+//	                      the request has none
+//	DROVER_CHAMPION_FORMAT
+//	                      the champion's artifact format (TrainRequest.champion_format),
+//	                      set with DROVER_CHAMPION_ARTIFACT
+//	DROVER_IGNORE         the columns that are not features (TrainRequest.ignore), as
+//	                      a JSON array of strings; unset when the request names none
+//
+// A command given a champion reports the champion's scores on its own
+// hold-out in its metrics file as champion_<metric> (champion_accuracy
+// beside accuracy), as every runner does in its TrainResult.
 //
 // The agent's other variables (its tokens among them) are not passed on.
 // Two parameters whose names give the same variable are refused.

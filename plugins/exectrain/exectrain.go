@@ -31,6 +31,18 @@ const DefaultKillGrace = 10 * time.Second
 // that left the group (setsid) can still hold the output open.
 const drainTimeout = 5 * time.Second
 
+// The variables that carry a request's champion and the columns that are
+// not features (TrainRequest's champion_artifact_path, champion_format and
+// ignore), each set only when the request has it.
+const (
+	// ChampionArtifactVar holds the champion's artifact, an absolute path.
+	ChampionArtifactVar = "DROVER_CHAMPION_ARTIFACT"
+	// ChampionFormatVar holds the champion's artifact format.
+	ChampionFormatVar = "DROVER_CHAMPION_FORMAT"
+	// IgnoreVar holds the columns that are not features, as a JSON array.
+	IgnoreVar = "DROVER_IGNORE"
+)
+
 // Config is the agent's configuration of an exec trainer. None of it comes
 // from the hub.
 type Config struct {
@@ -323,6 +335,20 @@ func (t *Trainer) prepare(req *runnerv1.TrainRequest) (*run, error) {
 			return nil, fmt.Errorf("schema: %w", err)
 		}
 		env = append(env, "DROVER_SCHEMA="+string(b))
+	}
+	if c := req.GetChampionArtifactPath(); c != "" {
+		champion, err := filepath.Abs(c)
+		if err != nil {
+			return nil, fmt.Errorf("the champion's artifact: %w", err)
+		}
+		env = append(env, ChampionArtifactVar+"="+champion, ChampionFormatVar+"="+req.GetChampionFormat())
+	}
+	if ignore := req.GetIgnore(); len(ignore) > 0 {
+		b, err := json.Marshal(ignore)
+		if err != nil {
+			return nil, fmt.Errorf("ignore: %w", err)
+		}
+		env = append(env, IgnoreVar+"="+string(b))
 	}
 	byVar := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(params)) {

@@ -233,6 +233,60 @@ EOF
 	}
 }
 
+// TestTrainChampionAndIgnoreVars checks the variables that carry the
+// request's champion and ignored columns: the champion's artifact as an
+// absolute path with its format, the columns as a JSON array, none of
+// them overridden by Config.Env, and all unset when the request has none.
+func TestTrainChampionAndIgnoreVars(t *testing.T) {
+	t.Parallel()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	champion := filepath.Join(t.TempDir(), "champion.json")
+	if err := os.WriteFile(champion, []byte("the champion"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	relChampion, err := filepath.Rel(wd, champion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := writeScript(t, `set -eu
+echo "champion=${DROVER_CHAMPION_ARTIFACT-unset}"
+echo "format=${DROVER_CHAMPION_FORMAT-unset}"
+echo "ignore=${DROVER_IGNORE-unset}"
+if [ -n "${DROVER_CHAMPION_ARTIFACT:-}" ]; then echo "content=$(cat "$DROVER_CHAMPION_ARTIFACT")"; fi
+`+succeed)
+	tr := New(Config{
+		Command: []string{"/bin/sh", script},
+		Env:     []string{"DROVER_CHAMPION_ARTIFACT=/not/this/one", "DROVER_IGNORE=[]"},
+		Format:  "f",
+	}, nil)
+
+	req := newRequest(t)
+	req.ChampionArtifactPath, req.ChampionFormat = relChampion, "centroid-json"
+	req.Ignore = []string{"customer_id", "signup \"date\""}
+	var rec recorder
+	if err := tr.Train(t.Context(), req, rec.send); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"champion=" + champion, "format=centroid-json", `ignore=["customer_id","signup \"date\""]`, "content=the champion"}
+	if got := rec.logLines(); !slices.Equal(got, want) {
+		t.Errorf("with a champion and ignored columns:\n got %q\nwant %q", got, want)
+	}
+
+	// Without them, the variables are unset, whatever Config.Env says.
+	tr = New(Config{Command: []string{"/bin/sh", script}, Format: "f"}, nil)
+	rec = recorder{}
+	if err := tr.Train(t.Context(), newRequest(t), rec.send); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"champion=unset", "format=unset", "ignore=unset"}
+	if got := rec.logLines(); !slices.Equal(got, want) {
+		t.Errorf("without:\n got %q\nwant %q", got, want)
+	}
+}
+
 func TestTrainFails(t *testing.T) {
 	t.Parallel()
 	outside := filepath.Join(t.TempDir(), "outside.bin")

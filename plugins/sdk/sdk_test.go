@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,7 +93,10 @@ func train(t *testing.T, c *sdk.Client) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(events, ", ") != "read, log: 6 rows, 2 classes, written" || result.GetMetrics()["train_accuracy"] != 1 || result.GetFormat() != "centroid-json" {
+	// Every 5th row is held out: here the 5th, "11,10,b".
+	want := map[string]float64{"accuracy": 1, "train_accuracy": 1, "train_rows": 5, "holdout_rows": 1}
+	if strings.Join(events, ", ") != "read, log: 6 rows (5 trained on, 1 held out), 2 classes, written" ||
+		!maps.Equal(result.GetMetrics(), want) || result.GetFormat() != "centroid-json" {
 		t.Fatalf("events %q, result %v", events, result)
 	}
 	return result.GetArtifactPath()

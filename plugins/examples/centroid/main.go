@@ -60,13 +60,9 @@ type server struct {
 }
 
 func (s *server) Load(_ context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
-	b, err := os.ReadFile(req.GetArtifactPath())
+	a, err := readArtifact(req.GetArtifactPath())
 	if err != nil {
 		return nil, err
-	}
-	var a artifact
-	if err := json.Unmarshal(b, &a); err != nil || a.Format != Format {
-		return nil, fmt.Errorf("%s is not a %s artifact", req.GetArtifactPath(), Format)
 	}
 	m := &loaded{a: a}
 	// predict_delay slows every Predict: for exercising timeouts and
@@ -135,11 +131,24 @@ func (s *server) Unload(_ context.Context, id string) error {
 
 type trainer struct{}
 
-// Train reads the CSV data set, computes each class's mean, and writes the
-// artifact; it reports progress per stage and the training accuracy.
+// holdoutEvery is the hold-out: every holdoutEvery-th row of the data set
+// (the 5th, the 10th, ...) is held out of training and the model is scored
+// on those rows, and so is the champion. Fixed, so that the candidate and
+// the champion, and one run and the next, are measured on the same rows.
+const holdoutEvery = 5
+
+// Train reads the CSV data set, computes each class's mean over the rows
+// it trains on, and writes the artifact. It reports progress per stage,
+// the accuracy on the hold-out (accuracy) and on the rows trained on
+// (train_accuracy) with the row counts, and, given a champion in the
+// request, the champion's accuracy on the same hold-out rows
+// (champion_accuracy).
 func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*runnerv1.TrainResponse) error) error {
 	progress := func(f float64, stage string) error {
 		return send(&runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_Progress{Progress: &runnerv1.TrainProgress{Fraction: f, Stage: stage}}})
+	}
+	logf := func(format string, args ...any) error {
+		return send(&runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_LogLine{LogLine: fmt.Sprintf(format, args...)}})
 	}
 	f, err := os.Open(req.GetDatasetPath())
 	if err != nil {
@@ -156,41 +165,46 @@ func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*r
 	if err := progress(0.3, "read"); err != nil {
 		return err
 	}
-	header := records[0]
+	header, rows := records[0], records[1:]
 	target := slices.Index(header, req.GetTarget())
 	if target < 0 {
 		return fmt.Errorf("data set: no column %q", req.GetTarget())
 	}
+	// The features: every column but the target and the ignored ones.
 	a := artifact{Format: Format}
+	var columns []int
 	for i, h := range header {
-		if i != target {
+		if i != target && !slices.Contains(req.GetIgnore(), h) {
 			a.Features = append(a.Features, h)
+			columns = append(columns, i)
 		}
 	}
+	x := make([][]float64, len(rows))
+	for r, rec := range rows {
+		if x[r], err = numbers(header, rec, columns, r); err != nil {
+			return err
+		}
+	}
+	var fit, holdout []int
+	for r := range rows {
+		if (r+1)%holdoutEvery == 0 {
+			holdout = append(holdout, r)
+		} else {
+			fit = append(fit, r)
+		}
+	}
+
 	sums := map[string][]float64{}
 	counts := map[string]float64{}
-	x := make([][]float64, 0, len(records)-1)
-	for line, rec := range records[1:] {
-		row := make([]float64, 0, len(a.Features))
-		for i, v := range rec {
-			if i == target {
-				continue
-			}
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return fmt.Errorf("data set line %d, column %s: %q is not a number", line+2, header[i], v)
-			}
-			row = append(row, n)
-		}
-		label := rec[target]
+	for _, r := range fit {
+		label := rows[r][target]
 		if sums[label] == nil {
-			sums[label] = make([]float64, len(row))
+			sums[label] = make([]float64, len(columns))
 		}
-		for i, v := range row {
+		for i, v := range x[r] {
 			sums[label][i] += v
 		}
 		counts[label]++
-		x = append(x, row)
 	}
 	for label := range sums {
 		a.Classes = append(a.Classes, label)
@@ -203,18 +217,35 @@ func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*r
 		}
 		a.Centroids = append(a.Centroids, c)
 	}
-	if err := send(&runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_LogLine{LogLine: fmt.Sprintf("%d rows, %d classes", len(x), len(a.Classes))}}); err != nil {
+	if err := logf("%d rows (%d trained on, %d held out), %d classes", len(rows), len(fit), len(holdout), len(a.Classes)); err != nil {
 		return err
 	}
-	// Training accuracy, to report something; a real runner holds rows out.
-	right := 0
-	for r, row := range x {
-		if a.Classes[nearest(a.Centroids, row)] == records[r+1][target] {
-			right++
+	labels := make([]string, len(rows))
+	for r, rec := range rows {
+		labels[r] = rec[target]
+	}
+	metrics := map[string]float64{
+		"train_accuracy": accuracy(a, x, labels, fit),
+		"train_rows":     float64(len(fit)),
+		"holdout_rows":   float64(len(holdout)),
+	}
+	if len(holdout) > 0 {
+		metrics["accuracy"] = accuracy(a, x, labels, holdout)
+	} else if err := logf("fewer than %d rows: nothing is held out, so no accuracy is reported", holdoutEvery); err != nil {
+		return err
+	}
+
+	if champ := req.GetChampionArtifactPath(); champ != "" {
+		if err := scoreChampion(champ, req.GetChampionFormat(), header, rows, labels, holdout, metrics, logf); err != nil {
+			return err
 		}
 	}
+
 	b, err := json.Marshal(a)
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(req.GetOutputDir(), 0o755); err != nil {
 		return err
 	}
 	path := filepath.Join(req.GetOutputDir(), "model.json")
@@ -225,8 +256,86 @@ func (trainer) Train(_ context.Context, req *runnerv1.TrainRequest, send func(*r
 		return err
 	}
 	return send(&runnerv1.TrainResponse{Event: &runnerv1.TrainResponse_Result{Result: &runnerv1.TrainResult{
-		ArtifactPath: path, Format: Format, Metrics: map[string]float64{"train_accuracy": float64(right) / float64(len(x))},
+		ArtifactPath: path, Format: Format, Metrics: metrics,
 	}}})
+}
+
+// scoreChampion scores the champion's artifact (path, of the format
+// named) on the hold-out rows and adds its accuracy to metrics as
+// champion_accuracy; a champion of another format, or no hold-out, is
+// only said in the log. The champion's features are found by name: it may
+// have been trained on other columns.
+func scoreChampion(path, format string, header []string, rows [][]string, labels []string, holdout []int,
+	metrics map[string]float64, logf func(string, ...any) error) error {
+	switch {
+	case format != "" && format != Format:
+		return logf("the champion is %s, not %s: it is not scored", format, Format)
+	case len(holdout) == 0:
+		return logf("no hold-out: the champion is not scored")
+	}
+	c, err := readArtifact(path)
+	if err != nil {
+		return fmt.Errorf("the champion: %w", err)
+	}
+	cols := make([]int, len(c.Features))
+	for i, name := range c.Features {
+		if cols[i] = slices.Index(header, name); cols[i] < 0 {
+			return fmt.Errorf("the champion: its feature %q is not a column of the data set", name)
+		}
+	}
+	x := make([][]float64, len(rows))
+	for _, r := range holdout {
+		if x[r], err = numbers(header, rows[r], cols, r); err != nil {
+			return fmt.Errorf("the champion: %w", err)
+		}
+	}
+	metrics["champion_accuracy"] = accuracy(c, x, labels, holdout)
+	return logf("the champion on the same %d hold-out rows: accuracy %.4g (the candidate: %.4g)",
+		len(holdout), metrics["champion_accuracy"], metrics["accuracy"])
+}
+
+// accuracy is the share of the rows rs (indices into x and labels) whose
+// label the model predicts.
+func accuracy(m artifact, x [][]float64, labels []string, rs []int) float64 {
+	right := 0
+	for _, r := range rs {
+		if m.Classes[nearest(m.Centroids, x[r])] == labels[r] {
+			right++
+		}
+	}
+	return float64(right) / float64(len(rs))
+}
+
+// numbers reads the columns of a data row (row r, 0-based, of the data
+// set) as numbers.
+func numbers(header, rec []string, columns []int, r int) ([]float64, error) {
+	out := make([]float64, len(columns))
+	for i, c := range columns {
+		n, err := strconv.ParseFloat(rec[c], 64)
+		if err != nil {
+			return nil, fmt.Errorf("data set line %d, column %s: %q is not a number", r+2, header[c], rec[c])
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// readArtifact reads a centroid artifact.
+func readArtifact(path string) (artifact, error) {
+	var a artifact
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal(b, &a); err != nil || a.Format != Format || len(a.Classes) == 0 || len(a.Classes) != len(a.Centroids) {
+		return a, fmt.Errorf("%s is not a %s artifact", path, Format)
+	}
+	for _, c := range a.Centroids {
+		if len(c) != len(a.Features) {
+			return a, fmt.Errorf("%s is not a %s artifact: a centroid has %d values for %d features", path, Format, len(c), len(a.Features))
+		}
+	}
+	return a, nil
 }
 
 // nearest returns the index of the centroid closest to row (Euclidean).

@@ -605,7 +605,21 @@ type TrainRequest struct {
 	Params    map[string]string `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Schema    *v1.FeatureSchema `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
 	// The column to predict.
-	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	// The champion to score on the same hold-out as the candidate, if set:
+	// the path of its artifact on the agent's disk (absolute). A runner that
+	// scores it reports its metrics in its TrainResult's metrics under the
+	// candidate's names prefixed with "champion_" (champion_accuracy is the
+	// champion's accuracy on the rows the candidate's accuracy was measured
+	// on); one that cannot score it reports none of them. Unset when the
+	// model has no champion, and ignored by runners built before it existed.
+	ChampionArtifactPath string `protobuf:"bytes,6,opt,name=champion_artifact_path,json=championArtifactPath,proto3" json:"champion_artifact_path,omitempty"`
+	// The champion's artifact format, e.g. "centroid-json"; set with
+	// champion_artifact_path.
+	ChampionFormat string `protobuf:"bytes,7,opt,name=champion_format,json=championFormat,proto3" json:"champion_format,omitempty"`
+	// The columns of the data set that are not features (an id, a
+	// timestamp): neither the target nor inputs to the model.
+	Ignore        []string `protobuf:"bytes,8,rep,name=ignore,proto3" json:"ignore,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +687,27 @@ func (x *TrainRequest) GetTarget() string {
 		return x.Target
 	}
 	return ""
+}
+
+func (x *TrainRequest) GetChampionArtifactPath() string {
+	if x != nil {
+		return x.ChampionArtifactPath
+	}
+	return ""
+}
+
+func (x *TrainRequest) GetChampionFormat() string {
+	if x != nil {
+		return x.ChampionFormat
+	}
+	return ""
+}
+
+func (x *TrainRequest) GetIgnore() []string {
+	if x != nil {
+		return x.Ignore
+	}
+	return nil
 }
 
 // TrainResponse is one event of a training run.
@@ -951,14 +986,17 @@ const file_drover_runner_v1_runner_proto_rawDesc = "" +
 	"\aoutputs\x18\x01 \x03(\v2\x18.drover.runner.v1.TensorR\aoutputs\"\x1f\n" +
 	"\rUnloadRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x10\n" +
-	"\x0eUnloadResponse\"\x99\x02\n" +
+	"\x0eUnloadResponse\"\x90\x03\n" +
 	"\fTrainRequest\x12!\n" +
 	"\fdataset_path\x18\x01 \x01(\tR\vdatasetPath\x12\x1d\n" +
 	"\n" +
 	"output_dir\x18\x02 \x01(\tR\toutputDir\x12B\n" +
 	"\x06params\x18\x03 \x03(\v2*.drover.runner.v1.TrainRequest.ParamsEntryR\x06params\x120\n" +
 	"\x06schema\x18\x04 \x01(\v2\x18.drover.v1.FeatureSchemaR\x06schema\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\x1a9\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x124\n" +
+	"\x16champion_artifact_path\x18\x06 \x01(\tR\x14championArtifactPath\x12'\n" +
+	"\x0fchampion_format\x18\a \x01(\tR\x0echampionFormat\x12\x16\n" +
+	"\x06ignore\x18\b \x03(\tR\x06ignore\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
