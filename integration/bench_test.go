@@ -107,7 +107,7 @@ func (h *hubProc) pid() int {
 // heartbeat round-trip latency the agents see and what the hub spends.
 // Everything, the simulated fleet included, shares this machine's cores.
 func BenchmarkFleet(b *testing.B) {
-	for _, n := range []int{1000, 5000} {
+	for _, n := range []int{1000, 5000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			c := startCluster(b, 3)
 			var tok struct {

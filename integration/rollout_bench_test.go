@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"connectrpc.com/connect/v2"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,10 +74,19 @@ func benchRolloutFleet(b *testing.B, n int) {
 	for range 32 {
 		wg.Go(func() {
 			for name := range names {
-				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := cl.Agents.SetAssignment(actx, &droverv1.SetAssignmentRequest{Agent: name, Model: "bench", Version: v,
-					Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY})
-				acancel()
+				// An assignment is idempotent: one that may or may not have
+				// been applied (a leader overloaded by the enrolling fleet on
+				// these two cores stepped down) is simply made again.
+				var err error
+				for range 5 {
+					actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+					_, err = cl.Agents.SetAssignment(actx, &droverv1.SetAssignmentRequest{Agent: name, Model: "bench", Version: v,
+						Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY})
+					acancel()
+					if connect.CodeOf(err) != connect.CodeUnavailable {
+						break
+					}
+				}
 				if err != nil {
 					errOnce.Do(func() { assignErr = fmt.Errorf("%s: %w", name, err) })
 				}
@@ -100,6 +110,7 @@ func benchRolloutFleet(b *testing.B, n int) {
 	var waitReady, waitAdvance time.Duration // summed over the steps of every iteration
 	var lastReport time.Duration             // the last step's start to its last agent's report, summed
 	var cpu0, cpu1 time.Duration
+	var rollbacks []time.Duration // ActOnRollout to every agent ready with v again
 	for b.Loop() {
 		b.StopTimer()
 		next := c.pushArtifact(b, "bench", 1024)
@@ -173,6 +184,15 @@ func benchRolloutFleet(b *testing.B, n int) {
 			after.Reports-before.Reports, after.ReportBatches-before.ReportBatches, after.ReportFailures-before.ReportFailures,
 			after.LastReport.Sub(last).Round(time.Millisecond))
 		lastReport += after.LastReport.Sub(last)
+
+		// Rolled back by hand: every agent back on v, ready.
+		rbStart := time.Now()
+		if _, err := cl.Rollouts.ActOnRollout(ctx, &droverv1.ActOnRolloutRequest{Id: id, Action: droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK}); err != nil {
+			b.Fatal(err)
+		}
+		waitFleetReady(b, cl, selector, n, "bench", v)
+		rollbacks = append(rollbacks, time.Since(rbStart))
+		b.Logf("rolled back: every agent ready with v%d again %s later", v, rollbacks[len(rollbacks)-1].Round(time.Millisecond))
 		b.StartTimer()
 	}
 	var sum time.Duration
@@ -186,6 +206,11 @@ func benchRolloutFleet(b *testing.B, n int) {
 	b.ReportMetric(waitAdvance.Seconds()/it, "ready-to-advance-s")
 	b.ReportMetric(lastReport.Seconds()/it, "last-step-reports-s")
 	b.ReportMetric((cpu1-cpu0).Seconds()/sum.Seconds(), "hub-cpu-cores")
+	var rb time.Duration
+	for _, d := range rollbacks {
+		rb += d
+	}
+	b.ReportMetric(rb.Seconds()/it, "rollback-s")
 }
 
 // waitFleetReady waits until n agents matching selector report version v

@@ -1,12 +1,14 @@
 package fsm
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -337,4 +339,29 @@ func TestRetrainPolicyValidation(t *testing.T) {
 	}
 	h := newHarness(t)
 	h.refused(&fsmv1.RetrainPolicyPut{Header: header(1), Policy: ok()}, state.KindNotFound) // no such model
+}
+
+// TestDesiredStateWatchIsQuiet: an agent's desired-state watch fires when
+// its work changes, not on every command (which, at 10,000 agents, would
+// recompute every desired state on every write).
+func TestDesiredStateWatchIsQuiet(t *testing.T) {
+	h := retrainFixture(t)
+	fired := func(ws memdb.WatchSet) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		return ws.WatchCtx(ctx) == nil
+	}
+	ws := memdb.NewWatchSet()
+	if _, err := h.f.State().Snapshot().DesiredState("a1", ws); err != nil {
+		t.Fatal(err)
+	}
+	h.mustApply(&fsmv1.ModelCreate{Header: header(5), Name: "other"})
+	h.mustApply(&fsmv1.VersionCreate{Header: header(5), Version: &droverv1.ModelVersion{Model: "other", Artifact: blob("o1"), Format: "onnx"}})
+	if fired(ws) {
+		t.Fatal("a1's desired-state watch fired on writes that do not concern it")
+	}
+	h.mustApply(&fsmv1.RetrainJobCreate{Header: header(6), Job: &droverv1.RetrainJob{Id: "job-q", Policy: "nightly", Trigger: "manual", ChampionVersion: 1}})
+	if !fired(ws) {
+		t.Fatal("a1's desired-state watch did not fire when jobs changed")
+	}
 }

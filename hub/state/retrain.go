@@ -234,7 +234,7 @@ func putJob(t *txn, j *droverv1.RetrainJob, dispatch bool) error {
 		return err
 	}
 	if dispatch {
-		return t.Insert(tableMeta, &metaRow{Key: metaRetrainDispatch, Value: t.c.Index})
+		return t.Insert(tableRetrainDispatch, &metaRow{Key: "dispatch", Value: t.c.Index})
 	}
 	return nil
 }
@@ -873,7 +873,7 @@ func (v *Snapshot) jobBlobs() []*droverv1.BlobRef {
 // desiredWork adds an agent's training and export tasks to its desired
 // state, and the dispatch row to ws.
 func (v *Snapshot) desiredWork(d *droverv1.DesiredState, agentID string, ws interface{ Add(<-chan struct{}) }) error {
-	ch, _, err := v.txn.FirstWatch(tableMeta, "id", metaRetrainDispatch)
+	ch, _, err := v.txn.FirstWatch(tableRetrainDispatch, "id", "dispatch")
 	if err != nil {
 		return err
 	}

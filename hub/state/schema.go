@@ -31,6 +31,12 @@ const (
 	tableRuns            = "runs"
 	tableRetrainPolicies = "retrain_policies"
 	tableRetrainJobs     = "retrain_jobs"
+	// tableRetrainDispatch holds one row, the index of the last change to
+	// what agents are asked to do for retraining jobs, which desired-state
+	// watches watch. It is a table of its own because a watch on a row
+	// that does not exist yet fires on any change near it: in the meta
+	// table, on every command. It is derived state, not in snapshots.
+	tableRetrainDispatch = "retrain_dispatch"
 )
 
 // metaRow is a singleton value in the meta table.
@@ -44,9 +50,6 @@ const (
 	metaCluster = "cluster"    // *fsmv1.ClusterMeta
 	metaApplied = "applied"    // uint64: the index of the last applied command
 	metaAudit   = "auditcount" // uint64: the number of audit events kept
-	// metaRetrainDispatch is the index of the last change to what agents
-	// are asked to do for retraining jobs: desired-state watches watch it.
-	metaRetrainDispatch = "retraindispatch"
 )
 
 func schema() *memdb.DBSchema {
@@ -112,6 +115,7 @@ func schema() *memdb.DBSchema {
 		}), index("model", false, byString(func(o any) string {
 			return o.(*droverv1.Rollout).GetModel()
 		}))),
+		tableRetrainDispatch: table(tableRetrainDispatch, byString(func(o any) string { return o.(*metaRow).Key })),
 		tableRetrainPolicies: table(tableRetrainPolicies, byString(func(o any) string {
 			return o.(*droverv1.RetrainPolicy).GetName()
 		})),
