@@ -143,13 +143,32 @@ func (n *Node) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 // proxyBlob serves a blob this node does not have (yet) from a peer that
 // does, passing Range and conditional headers through.
 func (n *Node) proxyBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) {
+	if resp := n.peerBlob(r.Context(), r.Method, d, r.Header); resp != nil {
+		for _, k := range []string{"Content-Length", "Content-Range", "Content-Type", "ETag", "Accept-Ranges", "Cache-Control", client.DigestHeader} {
+			if v := resp.Header.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		sent, _ := io.Copy(w, resp.Body)
+		resp.Body.Close()
+		n.metrics.blobBytes.WithLabelValues("out").Add(float64(sent))
+		return
+	}
+	writeHTTPError(w, connect.NewError(connect.CodeUnavailable, fmt.Sprintf("blob %s is referenced but no reachable node holds it yet", d)))
+}
+
+// peerBlob asks the other nodes, one after another, for a blob only they
+// hold (passing on Range and conditional headers from h), and returns the
+// first answer that is not "not found", or nil.
+func (n *Node) peerBlob(ctx context.Context, method string, d digest.Digest, h http.Header) *http.Response {
 	for _, addr := range n.peerHTTPAddrs() {
-		req, err := http.NewRequestWithContext(r.Context(), r.Method, client.BaseURL(addr)+"/v1/blobs/"+d.String(), nil)
+		req, err := http.NewRequestWithContext(ctx, method, client.BaseURL(addr)+"/v1/blobs/"+d.String(), nil)
 		if err != nil {
 			continue
 		}
 		for _, k := range []string{"Range", "If-Range", "If-None-Match"} {
-			if v := r.Header.Get(k); v != "" {
+			if v := h.Get(k); v != "" {
 				req.Header.Set(k, v)
 			}
 		}
@@ -163,18 +182,9 @@ func (n *Node) proxyBlob(w http.ResponseWriter, r *http.Request, d digest.Digest
 			resp.Body.Close()
 			continue
 		}
-		for _, k := range []string{"Content-Length", "Content-Range", "Content-Type", "ETag", "Accept-Ranges", "Cache-Control", client.DigestHeader} {
-			if v := resp.Header.Get(k); v != "" {
-				w.Header().Set(k, v)
-			}
-		}
-		w.WriteHeader(resp.StatusCode)
-		sent, _ := io.Copy(w, resp.Body)
-		resp.Body.Close()
-		n.metrics.blobBytes.WithLabelValues("out").Add(float64(sent))
-		return
+		return resp
 	}
-	writeHTTPError(w, connect.NewError(connect.CodeUnavailable, fmt.Sprintf("blob %s is referenced but no reachable node holds it yet", d)))
+	return nil
 }
 
 // peerHTTPAddrs returns the HTTP addresses of every other known node.

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/blob"
-	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/hub/gates"
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/cron"
@@ -614,24 +613,15 @@ func (n *Node) openBlob(ctx context.Context, dg string) (io.ReadCloser, error) {
 	if !errors.Is(err, blob.ErrNotFound) {
 		return nil, err
 	}
-	for _, addr := range n.peerHTTPAddrs() {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, client.BaseURL(addr)+"/v1/blobs/"+d.String(), nil)
-		if err != nil {
-			continue
-		}
-		req.Header.Set("Authorization", "Bearer "+n.peerSecret())
-		req.Header.Set(client.LocalOnlyHeader, "1")
-		resp, err := n.peers.http.Do(req)
-		if err != nil {
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			continue
-		}
-		return resp.Body, nil
+	resp := n.peerBlob(ctx, http.MethodGet, d, nil)
+	if resp == nil {
+		return nil, fmt.Errorf("blob %s: no reachable node holds it", d)
 	}
-	return nil, fmt.Errorf("blob %s: no reachable node holds it", d)
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s: a peer answered %s", d, resp.Status)
+	}
+	return resp.Body, nil
 }
 
 // placeJob puts a queued job on the best agent for it, if there is one.
