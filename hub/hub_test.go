@@ -2,10 +2,13 @@ package hub_test
 
 import (
 	"bytes"
+	"net"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect/v2"
 
+	"github.com/droverhq/drover/hub"
 	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/internal/digest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -110,5 +113,30 @@ func TestClientFailsOver(t *testing.T) {
 	_, err := cl.Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "m"})
 	if connect.CodeOf(err) != connect.CodeAlreadyExists {
 		t.Fatalf("duplicate: %v", err)
+	}
+}
+
+// A node that fails to start part-way (here: its Raft port is taken) returns
+// the error and releases what it had opened, so that a second try with a
+// free port starts on the same data dir.
+func TestNewFailsCleanlyPartWay(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := hubtest.Config(t, "hub-1")
+	cfg.Bootstrap = true
+	cfg.RaftAddr = taken.Addr().String()
+	if n, err := hub.New(cfg); err == nil {
+		n.Shutdown(t.Context())
+		t.Fatal("New succeeded on a Raft address in use")
+	} else if !strings.Contains(err.Error(), "listen for raft") {
+		t.Fatalf("New: %v, want the Raft listen error", err)
+	}
+	cfg.RaftAddr = "127.0.0.1:0"
+	n := hubtest.Start(t, cfg)
+	if n.HTTPAddr() == "" {
+		t.Fatal("no HTTP address")
 	}
 }

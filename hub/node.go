@@ -90,12 +90,14 @@ type Node struct {
 // New starts a hub node: it opens the data directory, starts Raft,
 // bootstraps or joins a cluster as configured, and serves HTTP. Call
 // Shutdown to stop it.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeName), now: time.Now, ctx: ctx, cancel: cancel}
+	// n is not the named result: a failure returns nil, and the deferred
+	// clean-up below must still see what was opened.
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.NodeName), now: time.Now, ctx: ctx, cancel: cancel}
 	n.streams, n.cancelStreams = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {

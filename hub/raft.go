@@ -51,9 +51,13 @@ func (n *Node) startRaft() error {
 				return fmt.Errorf("advertise raft address: %w", err)
 			}
 		}
-		if n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, adv, 5, 10*time.Second, hclog); err != nil {
+		tcp, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, adv, 5, 10*time.Second, hclog)
+		if err != nil {
+			// Not assigned on failure: a nil *NetworkTransport in the
+			// interface would look like one to close.
 			return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftAddr, err)
 		}
+		n.trans = tcp
 	}
 	n.raftAddr = string(n.trans.LocalAddr())
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/droverhq/drover/internal/freeport"
 )
 
 // stopGrace is how long a child may take to stop after SIGTERM before it
@@ -252,14 +253,7 @@ type childExit struct {
 func (e *childExit) Error() string { return fmt.Sprintf("%s exited unexpectedly: %v", e.name, e.err) }
 
 // freeAddr returns a loopback address that was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func freeAddr() (string, error) { return freeport.Loopback() }
 
 // httpOK reports whether GET url answers 200.
 func httpOK(ctx context.Context, url string) bool {
