@@ -46,7 +46,6 @@ import (
 	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/internal/digest"
-	"github.com/droverhq/drover/internal/kvstore"
 	"github.com/droverhq/drover/nvml"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -222,7 +221,18 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{MaxReports: cfg.OutboxMaxReports}, a.logger.With("component", "store"))
+	storeLog := a.logger.With("component", "store")
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{
+		MaxReports: cfg.OutboxMaxReports,
+		OnSpace: func(low bool, free uint64) {
+			if low {
+				storeLog.Warn("the data directory's file system is nearly full: the store refuses writes, and reports wait in memory until space is freed",
+					"free_bytes", free)
+			} else {
+				storeLog.Info("space freed under the store: writing again", "free_bytes", free)
+			}
+		},
+	}, storeLog)
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +359,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	run(a.windows.run)
 	run(a.drift.run)
-	run(func(ctx context.Context) { kvstore.CollectGarbage(ctx, a.store.DB(), 10*time.Minute, a.logger) })
+	run(func(ctx context.Context) { a.store.CollectGarbage(ctx, 10*time.Minute) })
 
 	var err error
 	select {

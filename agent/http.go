@@ -76,11 +76,19 @@ type Status struct {
 	Fingerprint string   `json:"desired_fingerprint"`
 	Assignments []string `json:"assignments"`
 	GPUs        any      `json:"gpus"`
+	// StoreLowSpace is true while the store refuses writes for want of
+	// space; StoreFreeBytes is what its file system has free.
+	StoreLowSpace  bool   `json:"store_low_space"`
+	StoreFreeBytes uint64 `json:"store_free_bytes"`
+	// HeldReports wait in memory for the store to have room.
+	HeldReports int `json:"held_reports"`
 }
 
 func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	_, verdicts, _ := a.gpus.snapshot()
-	st := Status{AgentID: a.ID(), Name: a.cfg.Name, Connected: a.connected.Load(), OutboxDepth: a.store.Depth(), LastReport: a.store.NextSeq() - 1, GPUs: verdicts, Assignments: []string{}}
+	sp := a.store.Space()
+	st := Status{AgentID: a.ID(), Name: a.cfg.Name, Connected: a.connected.Load(), OutboxDepth: a.store.Depth(), LastReport: a.store.NextSeq() - 1, GPUs: verdicts, Assignments: []string{},
+		StoreLowSpace: sp.Low, StoreFreeBytes: sp.FreeBytes, HeldReports: sp.HeldReports}
 	a.mu.Lock()
 	st.Fingerprint = a.desiredFP
 	a.mu.Unlock()

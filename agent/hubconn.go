@@ -247,7 +247,20 @@ func (a *Agent) sendReports(ctx context.Context) {
 	b := backoff{min: time.Second, max: 30 * time.Second}
 	batch := reportBatch
 	for ctx.Err() == nil {
-		if err := a.store.TakeLosses(a.now()); err != nil {
+		if !a.store.Synced() {
+			// Where the hub stands first: see store.Sync.
+			if err := a.syncReports(ctx); err != nil {
+				wait := b.next()
+				a.logger.Debug("cannot ask the hub for its last report yet", "err", err, "retry_in", wait.Round(time.Millisecond))
+				if connect.CodeOf(err) == connect.CodeUnauthenticated {
+					a.reenrol(ctx)
+				} else if !sleep(ctx, wait) {
+					return
+				}
+				continue
+			}
+		}
+		if err := a.store.TakeLosses(a.now()); err != nil && !errors.Is(err, store.ErrNoSpace) {
 			a.logger.Error("cannot record dropped reports", "err", err)
 		}
 		pending, err := a.store.Pending(batch, reportBatchBytes)
@@ -287,6 +300,19 @@ func (a *Agent) sendReports(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// syncReports asks the hub for the last report it has from this agent (a
+// report request with none in it) and tells the store.
+func (a *Agent) syncReports(ctx context.Context) error {
+	c, id := a.hub.Load(), a.ident.Load()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := c.AgentControl.Report(cctx, &droverv1.ReportRequest{AgentId: id.AgentID})
+	if err != nil {
+		return err
+	}
+	return a.store.Sync(resp.GetAckedSeq())
 }
 
 func (a *Agent) deliver(ctx context.Context, reports []*droverv1.Report) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
+	"github.com/droverhq/drover/agent/store"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/nvml"
 )
@@ -84,6 +85,7 @@ func newMetrics(a *Agent) *metrics {
 		}, func() float64 { return 1 }),
 		&assignmentCollector{m: m},
 		&gpuCollector{a: a},
+		&storeCollector{st: a.store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
@@ -250,4 +252,38 @@ func (m *metrics) initInference() {
 		Name: "drover_agent_inference_duration_seconds", Help: "Time to answer an inference request, from its first byte read to its last written.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18), // 50 µs to ~6.5 s
 	}, []string{"model", "version"})
+}
+
+// storeCollector reports the space under the agent's store, checked at
+// each scrape.
+type storeCollector struct{ st *store.Store }
+
+var (
+	storeFreeDesc = prometheus.NewDesc("drover_agent_store_free_bytes",
+		"Bytes free on the file system under the agent's store.", nil, nil)
+	storeLowDesc = prometheus.NewDesc("drover_agent_store_low_space",
+		"1 while the store refuses writes because its file system has less than its reserve free.", nil, nil)
+	storeRefusedDesc = prometheus.NewDesc("drover_agent_store_writes_refused_total",
+		"Writes the store refused for want of space.", nil, nil)
+	storeHeldDesc = prometheus.NewDesc("drover_agent_outbox_held_reports",
+		"Reports held in memory until the store has room to write them.", nil, nil)
+)
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- storeFreeDesc
+	ch <- storeLowDesc
+	ch <- storeRefusedDesc
+	ch <- storeHeldDesc
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	sp := c.st.Space()
+	low := 0.0
+	if sp.Low {
+		low = 1
+	}
+	ch <- prometheus.MustNewConstMetric(storeFreeDesc, prometheus.GaugeValue, float64(sp.FreeBytes))
+	ch <- prometheus.MustNewConstMetric(storeLowDesc, prometheus.GaugeValue, low)
+	ch <- prometheus.MustNewConstMetric(storeRefusedDesc, prometheus.CounterValue, float64(sp.Refused))
+	ch <- prometheus.MustNewConstMetric(storeHeldDesc, prometheus.GaugeValue, float64(sp.HeldReports))
 }

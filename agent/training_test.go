@@ -492,6 +492,9 @@ func openStore(t *testing.T, dir string) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.Sync(0); err != nil { // no hub: nothing delivered yet
+		t.Fatal(err)
+	}
 	return st
 }
 

@@ -146,7 +146,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.goFunc(n.collectBlobs)
 	n.goFunc(n.forwardHeartbeats)
 	n.goFunc(func() {
-		kvstore.CollectGarbage(n.ctx, n.logStore.DB(), 5*time.Minute, n.logger.With("component", "raftlog"))
+		kvstore.CollectGarbage(n.ctx, n.logStore.DB(), 5*time.Minute, n.logger.With("component", "raftlog"), nil)
 	})
 	n.logger.Info("hub node started", "http", n.httpAddr, "raft", n.raftAddr, "data_dir", cfg.DataDir)
 	return n, nil

@@ -121,7 +121,7 @@ func (j *Journal) Append(recs ...[]byte) (uint64, error) {
 	}
 	first, next := j.first, j.next+uint64(len(recs))
 	drop := int(next-first) - j.max
-	err := j.s.db.Update(func(txn *badger.Txn) error {
+	err := j.s.update(func(txn *badger.Txn) error {
 		for i, r := range recs {
 			if err := txn.Set(j.key(j.next+uint64(i)), r); err != nil {
 				return err
@@ -177,7 +177,7 @@ func (j *Journal) TrimBefore(seq uint64) error {
 	seq = min(seq, j.next)
 	for j.first < seq {
 		end := min(seq, j.first+1000) // bounded transactions
-		err := j.s.db.Update(func(txn *badger.Txn) error {
+		err := j.s.update(func(txn *badger.Txn) error {
 			for s := j.first; s < end; s++ {
 				if err := txn.Delete(j.key(s)); err != nil {
 					return err

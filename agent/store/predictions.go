@@ -21,6 +21,9 @@ func predKey(model, id string) []byte {
 // PutPredictions stores logged predictions, by model and request id, each
 // for ttl, in one synced transaction.
 func (s *Store) PutPredictions(model string, byID map[string][]byte, ttl time.Duration) error {
+	if err := s.space.check(); err != nil {
+		return err
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for id, v := range byID {
@@ -36,7 +39,7 @@ func (s *Store) PutPredictions(model string, byID map[string][]byte, ttl time.Du
 // ErrNotFound when there is none (never logged, expired, or taken).
 func (s *Store) TakePrediction(model, id string) ([]byte, error) {
 	var out []byte
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		item, err := txn.Get(predKey(model, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound

@@ -25,6 +25,9 @@ func open(t testing.TB, dir string, max int) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Sync(0); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

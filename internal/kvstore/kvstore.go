@@ -28,6 +28,10 @@ type Options struct {
 	ValueLogFileBytes int64
 }
 
+// DefaultMemTableBytes is the size of a memtable unless Options say
+// otherwise.
+const DefaultMemTableBytes = 16 << 20
+
 // Open opens (creating if needed) the database in dir with synced writes.
 func Open(dir string, o Options, logger *slog.Logger) (*badger.DB, error) {
 	def := func(v *int64, d int64) {
@@ -35,7 +39,7 @@ func Open(dir string, o Options, logger *slog.Logger) (*badger.DB, error) {
 			*v = d
 		}
 	}
-	def(&o.MemTableBytes, 16<<20)
+	def(&o.MemTableBytes, DefaultMemTableBytes)
 	def(&o.BlockCacheBytes, 16<<20)
 	def(&o.IndexCacheBytes, 8<<20)
 	def(&o.ValueLogFileBytes, 64<<20)
@@ -62,9 +66,10 @@ func Open(dir string, o Options, logger *slog.Logger) (*badger.DB, error) {
 }
 
 // CollectGarbage runs value-log garbage collection on db every interval
-// until ctx ends, rewriting each value-log file of which at least half is
+// until ctx ends (skipping a round when paused, if not nil, says so),
+// rewriting each value-log file of which at least half is
 // garbage, as many as there are.
-func CollectGarbage(ctx context.Context, db *badger.DB, interval time.Duration, logger *slog.Logger) {
+func CollectGarbage(ctx context.Context, db *badger.DB, interval time.Duration, logger *slog.Logger, paused func() bool) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -72,6 +77,9 @@ func CollectGarbage(ctx context.Context, db *badger.DB, interval time.Duration, 
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if paused != nil && paused() {
+			continue
 		}
 		for ctx.Err() == nil {
 			err := db.RunValueLogGC(0.5)
