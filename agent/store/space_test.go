@@ -65,8 +65,14 @@ func TestNearlyFullDiskHoldsReports(t *testing.T) {
 	}
 
 	d.free.Store(999)
+	<-s.Changed()
 	if err := s.Append(t0, event("held-1"), event("held-2")); err != nil {
 		t.Fatalf("Append with the disk full: %v, want the reports held", err)
+	}
+	select {
+	case <-s.Changed(): // the sender wakes for held reports too
+	default:
+		t.Error("holding reports did not signal Changed")
 	}
 	if got := s.Depth(); got != 3 {
 		t.Errorf("Depth = %d, want 3 (one on disk, two held)", got)

@@ -415,6 +415,7 @@ func (s *Store) appendWith(now time.Time, also func(*badger.Txn) error, committe
 		}
 	case errors.Is(err, ErrNoSpace) && also == nil:
 		s.holdLocked(now, reports)
+		s.signal()
 		return nil
 	default:
 		return fmt.Errorf("store: append reports: %w", err)
