@@ -158,9 +158,9 @@ type Result struct {
 // TrainNative trains a native linear model on the CSV data set and writes
 // its artifact and a metrics file in exectrain's format into the output
 // directory; given a champion, it scores it on the same hold-out rows.
-// Training itself cannot be interrupted: when ctx ends first, TrainNative
-// returns at once with ctx's cause and the abandoned computation's result
-// is dropped, nothing written.
+// When ctx ends first, training stops (the optimiser looks at ctx after
+// every evaluation of its objective) and TrainNative returns ctx's cause,
+// nothing written.
 func TrainNative(ctx context.Context, req NativeRequest) (*Result, error) {
 	logf := func(format string, args ...any) {
 		if req.Log != nil {
@@ -185,30 +185,15 @@ func TrainNative(ctx context.Context, req NativeRequest) (*Result, error) {
 	rows := len(ds.Target.Strings) + len(ds.Target.Numbers)
 	logf("read %d rows, %d features from %s", rows, len(ds.Features), filepath.Base(req.Dataset))
 
-	type trained struct {
-		model   *native.Model
-		metrics native.Metrics
-		err     error
-	}
 	started := time.Now()
-	done := make(chan trained, 1)
-	go func() {
-		m, metrics, err := native.Train(ds, o)
-		done <- trained{m, metrics, err}
-	}()
-	var t trained
-	select {
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	case t = <-done:
+	model, metrics, err := native.TrainContext(ctx, ds, o)
+	if err != nil {
+		return nil, err
 	}
-	if t.err != nil {
-		return nil, t.err
-	}
-	logf("trained in %s: %s", time.Since(started).Round(time.Millisecond), summary(t.metrics))
+	logf("trained in %s: %s", time.Since(started).Round(time.Millisecond), summary(metrics))
 	res := &Result{
-		Artifact: filepath.Join(req.OutputDir, NativeArtifactFile), Format: NativeFormat, Metrics: t.metrics,
-		HoldoutRows: int(t.metrics["holdout_rows"]),
+		Artifact: filepath.Join(req.OutputDir, NativeArtifactFile), Format: NativeFormat, Metrics: metrics,
+		HoldoutRows: int(metrics["holdout_rows"]),
 	}
 	res.TrainRows = rows - res.HoldoutRows
 	if req.Champion != nil {
@@ -226,7 +211,7 @@ func TrainNative(ctx context.Context, req NativeRequest) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	artifact, err := t.model.MarshalArtifact()
+	artifact, err := model.MarshalArtifact()
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +221,7 @@ func TrainNative(ctx context.Context, req NativeRequest) (*Result, error) {
 	if err := os.WriteFile(res.Artifact, artifact, 0o644); err != nil {
 		return nil, fmt.Errorf("writing the artifact: %w", err)
 	}
-	finite, _ := FiniteOnly(t.metrics) // JSON has no NaN
+	finite, _ := FiniteOnly(metrics) // JSON has no NaN
 	mf, err := json.MarshalIndent(struct {
 		Metrics  map[string]float64 `json:"metrics"`
 		Artifact string             `json:"artifact"`

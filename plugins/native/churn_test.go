@@ -2,6 +2,8 @@ package native
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"encoding/json"
 	"math"
 	"os"
@@ -66,7 +68,7 @@ func TestChurnMatchesScikitLearn(t *testing.T) {
 	for i := range all {
 		all[i] = i
 	}
-	m, _, _, err := fit(train, all, TrainOptions{Task: Classification, L2: 1, MaxIterations: 1000})
+	m, _, _, err := fit(t.Context(), train, all, TrainOptions{Task: Classification, L2: 1, MaxIterations: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,4 +147,44 @@ func TestEvaluateOnHoldOut(t *testing.T) {
 	if _, err := m.Evaluate(&Dataset{Features: ds.Features[:1], Target: ds.Target}, rows); err == nil {
 		t.Error("a data set missing features was scored")
 	}
+}
+
+// stopAfter is a context that ends after its Err has been asked n times:
+// a cancellation arriving at a known point in the middle of training.
+type stopAfter struct {
+	context.Context
+	n, asked int
+	done     chan struct{}
+}
+
+func (c *stopAfter) Done() <-chan struct{} { return c.done }
+
+func (c *stopAfter) Err() error {
+	c.asked++
+	if c.asked > c.n {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestTrainContextStopsMidFit cancels training part-way: the optimiser
+// stops at the next evaluation instead of finishing the fit.
+func TestTrainContextStopsMidFit(t *testing.T) {
+	ds := readChurn(t, churn.TrainCSV())
+	full := &stopAfter{Context: context.Background(), n: 1 << 30, done: make(chan struct{})}
+	if _, _, err := TrainContext(full, ds, TrainOptions{Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if full.asked < 20 {
+		t.Fatalf("a whole fit asked its context only %d times", full.asked)
+	}
+	stop := &stopAfter{Context: context.Background(), n: 5, done: make(chan struct{})}
+	m, metrics, err := TrainContext(stop, ds, TrainOptions{Seed: 1})
+	if !errors.Is(err, context.Canceled) || m != nil || metrics != nil {
+		t.Fatalf("cancelled training: %v, %v, %v; want context.Canceled and nothing else", m, metrics, err)
+	}
+	if stop.asked > 8 {
+		t.Errorf("training went on for %d more evaluations after it was cancelled", stop.asked-6)
+	}
+	t.Logf("a whole fit: %d evaluations; cancelled after 5: stopped at %d", full.asked, stop.asked)
 }

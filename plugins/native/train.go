@@ -1,6 +1,7 @@
 package native
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -164,6 +165,12 @@ type Metrics map[string]float64
 
 // Train fits a model to the data set and evaluates it on a hold-out.
 func Train(ds *Dataset, o TrainOptions) (*Model, Metrics, error) {
+	return TrainContext(context.Background(), ds, o)
+}
+
+// TrainContext is Train, stopped with ctx's cause when ctx ends: the
+// optimiser looks at ctx after every evaluation of the objective.
+func TrainContext(ctx context.Context, ds *Dataset, o TrainOptions) (*Model, Metrics, error) {
 	if o.Task == "" {
 		o.Task = Classification
 	}
@@ -202,7 +209,7 @@ func Train(ds *Dataset, o TrainOptions) (*Model, Metrics, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	m, x, y, err := fit(ds, trainRows, o)
+	m, x, y, err := fit(ctx, ds, trainRows, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -276,7 +283,7 @@ func (m *Model) Evaluate(ds *Dataset, rows []int) (Metrics, error) {
 
 // fit trains a model on the given rows of the data set and returns it with
 // every row encoded (x) and its class index or target value (y).
-func fit(ds *Dataset, trainRows []int, o TrainOptions) (*Model, [][]float64, []float64, error) {
+func fit(ctx context.Context, ds *Dataset, trainRows []int, o TrainOptions) (*Model, [][]float64, []float64, error) {
 	n := ds.Target.len()
 	m := &Model{Format: FormatVersion, Task: o.Task, Encoder: fitEncoder(ds.Features, trainRows)}
 	width := m.Encoder.Width()
@@ -316,10 +323,15 @@ func fit(ds *Dataset, trainRows []int, o TrainOptions) (*Model, [][]float64, []f
 	}
 
 	obj := objective{x: x, y: y, rows: trainRows, width: width, outputs: outputs, l2: o.L2, task: o.Task}
+	settings := &optimize.Settings{GradientThreshold: 1e-6, MajorIterations: o.MaxIterations}
+	if ctx.Done() != nil {
+		settings.Recorder = ctxRecorder{ctx}
+	}
 	res, err := optimize.Minimize(optimize.Problem{Func: obj.value, Grad: obj.grad},
-		make([]float64, (width+1)*outputs),
-		&optimize.Settings{GradientThreshold: 1e-6, MajorIterations: o.MaxIterations},
-		&optimize.LBFGS{})
+		make([]float64, (width+1)*outputs), settings, &optimize.LBFGS{})
+	if ctx.Err() != nil {
+		return nil, nil, nil, context.Cause(ctx)
+	}
 	if err != nil && res == nil {
 		return nil, nil, nil, fmt.Errorf("native: training: %w", err)
 	}
@@ -329,6 +341,16 @@ func fit(ds *Dataset, trainRows []int, o TrainOptions) (*Model, [][]float64, []f
 		m.Intercepts = append(m.Intercepts, w[width])
 	}
 	return m, x, y, nil
+}
+
+// ctxRecorder stops the optimiser when its context ends: a Recorder's
+// error ends Minimize.
+type ctxRecorder struct{ ctx context.Context }
+
+func (r ctxRecorder) Init() error { return r.ctx.Err() }
+
+func (r ctxRecorder) Record(*optimize.Location, optimize.Operation, *optimize.Stats) error {
+	return r.ctx.Err()
 }
 
 // objective is the penalised negative log-likelihood (classification) or

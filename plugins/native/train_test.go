@@ -67,7 +67,7 @@ func TestFitMatchesScikitLearn(t *testing.T) {
 		{"ridge", Column{Numbers: g.Regression}, Regression, g.RegFit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m, x, y, err := fit(&Dataset{Features: cols, Target: c.target}, all, TrainOptions{Task: c.task, L2: 1, MaxIterations: 10000})
+			m, x, y, err := fit(t.Context(), &Dataset{Features: cols, Target: c.target}, all, TrainOptions{Task: c.task, L2: 1, MaxIterations: 10000})
 			if err != nil {
 				t.Fatal(err)
 			}
