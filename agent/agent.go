@@ -27,10 +27,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,6 +203,7 @@ type Agent struct {
 
 	mu        sync.Mutex
 	labels    map[string]string
+	trainers  map[string][]string // the exec trainers, reloaded on SIGHUP
 	desiredFP string
 	rewatch   chan struct{}
 
@@ -216,7 +219,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, rewatch: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, trainers: cfg.Trainers, rewatch: make(chan struct{}, 1),
 		health: map[reconcile.Key]reportedHealth{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -386,14 +389,35 @@ func (a *Agent) Run(ctx context.Context) error {
 // Reload applies a new configuration's changeable parts: labels and
 // intervals. The rest needs a restart.
 func (a *Agent) Reload(cfg Config) {
+	trainersErr := checkTrainers(cfg.Trainers)
 	a.mu.Lock()
 	changed := !equalMaps(a.labels, cfg.Labels)
 	a.labels = cfg.Labels
+	trainersChanged := trainersErr == nil && !maps.EqualFunc(a.trainers, cfg.Trainers, slices.Equal)
+	if trainersChanged {
+		a.trainers = cfg.Trainers
+	}
 	a.mu.Unlock()
 	if changed {
 		a.report(&droverv1.Report{Body: &droverv1.Report_Labels{Labels: &droverv1.LabelsReport{Labels: cfg.Labels}}})
 		a.logger.Info("labels changed", "labels", cfg.Labels)
 	}
+	switch {
+	case trainersErr != nil:
+		a.logger.Error("trainers not reloaded; keeping the running ones", "err", trainersErr)
+	case trainersChanged:
+		// Tasks already running keep their command; the hub places new
+		// ones by the inventory, which now names the new set.
+		a.logger.Info("trainers changed", "trainers", trainerNames(cfg.Trainers, nil))
+		a.gpus.checkInventory()
+	}
+}
+
+// trainersNow returns the exec trainers as configured now.
+func (a *Agent) trainersNow() map[string][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.trainers
 }
 
 func equalMaps(a, b map[string]string) bool {

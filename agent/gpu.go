@@ -79,7 +79,7 @@ func (g *gpuMonitor) close() {
 // inventory describes the machine now, and the runners it trains with.
 func (g *gpuMonitor) inventory() *droverv1.Inventory {
 	inv := g.machine()
-	inv.Trainers = trainerNames(g.a.cfg.Trainers, g.a.plugins.trainerNames())
+	inv.Trainers = trainerNames(g.a.trainersNow(), g.a.plugins.trainerNames())
 	return inv
 }
 

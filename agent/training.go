@@ -143,8 +143,8 @@ type taskRunner struct {
 	upload uploadFunc
 	// send takes a progress report (not the final one, which run returns).
 	send func(*droverv1.TrainingReport)
-	// trainers are the exec trainers by name.
-	trainers map[string][]string
+	// trainers returns the exec trainers by name, as configured now.
+	trainers func() map[string][]string
 	// plugins hosts the runner plugins, the training ones among them (by
 	// runner name, after the exec trainers); nil without a plugin
 	// directory.
@@ -212,10 +212,11 @@ func (r *taskRunner) train(ctx context.Context, t *droverv1.TrainingTask, b *rep
 	var plugin *hostedPlugin
 	if !isNative {
 		var ok bool
-		if command, ok = r.trainers[runner]; !ok {
+		trainers := r.trainers()
+		if command, ok = trainers[runner]; !ok {
 			if plugin = r.plugins.forTrainer(runner); plugin == nil {
 				return nil, fmt.Errorf("this agent has no trainer %q; it has %s (exec trainers are configured with --trainer NAME=COMMAND, training plugins come from --plugin-dir)",
-					runner, strings.Join(trainerNames(r.trainers, r.plugins.trainerNames()), ", "))
+					runner, strings.Join(trainerNames(trainers, r.plugins.trainerNames()), ", "))
 			}
 		}
 	}
@@ -902,7 +903,7 @@ func (a *Agent) newRetrainer() *retrainer {
 	logger := a.logger.With("component", "training")
 	dir := filepath.Join(a.cfg.DataDir, "training")
 	runner := &taskRunner{
-		fetch: a.fetchBlob, upload: a.uploadBlob, send: a.sendTrainingReport, trainers: a.cfg.Trainers, plugins: a.plugins,
+		fetch: a.fetchBlob, upload: a.uploadBlob, send: a.sendTrainingReport, trainers: a.trainersNow, plugins: a.plugins,
 		dir: dir, logger: logger, now: a.now, flushEvery: trainingFlushInterval, killGrace: trainingKillGrace,
 	}
 	logShadowedTrainers(logger, a.cfg.Trainers, a.plugins)

@@ -130,7 +130,7 @@ func logLines(reports []*droverv1.TrainingReport) string {
 
 func newTestRunner(t *testing.T, blobs *fakeBlobs, sent *sentReports, trainers map[string][]string) *taskRunner {
 	return &taskRunner{
-		fetch: blobs.fetch, upload: blobs.upload, send: sent.send, trainers: trainers,
+		fetch: blobs.fetch, upload: blobs.upload, send: sent.send, trainers: func() map[string][]string { return trainers },
 		dir: filepath.Join(t.TempDir(), "training"), logger: hubtest.Logger(t, "training"), now: time.Now,
 		flushEvery: 20 * time.Millisecond, killGrace: time.Second,
 	}
@@ -580,7 +580,7 @@ func finals(reports []*droverv1.TrainingReport) []*droverv1.TrainingReport {
 func newTestRetrainer(t *testing.T, st *store.Store, blobs *fakeBlobs, trainers map[string][]string, dir string) *retrainer {
 	logger := hubtest.Logger(t, "training")
 	runner := &taskRunner{
-		fetch: blobs.fetch, upload: blobs.upload, trainers: trainers, dir: dir, logger: logger, now: time.Now,
+		fetch: blobs.fetch, upload: blobs.upload, trainers: func() map[string][]string { return trainers }, dir: dir, logger: logger, now: time.Now,
 		flushEvery: 20 * time.Millisecond, killGrace: time.Second,
 		send: func(r *droverv1.TrainingReport) {
 			_ = st.Append(time.Now(), &droverv1.Report{Body: &droverv1.Report_Training{Training: r}})
@@ -834,4 +834,50 @@ func TestRetrainingThroughHub(t *testing.T) {
 		res.GetTrainRows() != 3200 || res.GetParams()["l2"] != "0.5" || len(res.GetReferenceProfile()) == 0 {
 		t.Fatalf("job %s: result %v", id, res)
 	}
+}
+
+// TestReloadTrainers changes the exec trainers as SIGHUP does: the hub's
+// inventory names the new set, a set that does not check out is refused
+// whole, and a task asks for trainers as they are at its start.
+func TestReloadTrainers(t *testing.T) {
+	c := hubtest.StartCluster(t, 1, hubtest.Options{})
+	cl := c.Client()
+	ctx := t.Context()
+	join, err := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agentConfig(t, c, join.GetSecret(), t.TempDir(), nil)
+	cfg.Trainers = map[string][]string{"sklearn": {"/bin/false"}}
+	a := startAgent(t, cfg)
+	hubTrainers := func(want ...string) {
+		t.Helper()
+		hubtest.WaitFor(t, 10*time.Second, func() error {
+			r, err := cl.Agents.GetAgent(ctx, &droverv1.GetAgentRequest{Agent: "gpu-1"})
+			if err != nil {
+				return err
+			}
+			if got := r.GetAgent().GetInventory().GetTrainers(); !slices.Equal(got, want) {
+				return fmt.Errorf("trainers %q, want %q", got, want)
+			}
+			return nil
+		})
+	}
+	hubTrainers("native", "sklearn")
+
+	next := cfg
+	next.Trainers = map[string][]string{"sklearn": {"/bin/false"}, "xgb": {"/bin/true", "--fit"}}
+	a.Reload(next)
+	hubTrainers("native", "sklearn", "xgb")
+	if got := a.trainersNow()["xgb"]; !slices.Equal(got, []string{"/bin/true", "--fit"}) {
+		t.Errorf("xgb's command %q", got)
+	}
+
+	bad := cfg
+	bad.Trainers = map[string][]string{"native": {"/bin/true"}, "lgbm": {"/bin/true"}}
+	a.Reload(bad)
+	if _, ok := a.trainersNow()["lgbm"]; ok {
+		t.Error("a trainer set with a bad entry was applied in part")
+	}
+	hubTrainers("native", "sklearn", "xgb")
 }

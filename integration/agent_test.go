@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -364,8 +365,9 @@ func TestAgentsEndToEnd(t *testing.T) {
 		return fmt.Errorf("the hub has not taken report %d yet", made)
 	})
 
-	// SIGHUP re-reads the config file: new labels reach the hub.
-	if err := os.WriteFile(cfgFile, []byte("label: [rack=r9, tier=gold]\n"), 0o600); err != nil {
+	// SIGHUP re-reads the config file: new labels and trainers reach the
+	// hub.
+	if err := os.WriteFile(cfgFile, []byte("label: [rack=r9, tier=gold]\ntrainer: [\"fit=/bin/true --quick\"]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	gpu.signal(syscall.SIGHUP)
@@ -379,6 +381,15 @@ func TestAgentsEndToEnd(t *testing.T) {
 		c.cli(t, &l, "agents", "list", "--selector", "tier=gold")
 		if len(l.Agents) != 1 || l.Agents[0].Labels["rack"] != "r9" {
 			return fmt.Errorf("labels not reloaded: %+v", l)
+		}
+		var show struct {
+			Inventory struct {
+				Trainers []string `json:"trainers"`
+			} `json:"inventory"`
+		}
+		c.cli(t, &show, "agents", "show", "gpu-1")
+		if !slices.Equal(show.Inventory.Trainers, []string{"fit", "native"}) {
+			return fmt.Errorf("trainers not reloaded: %q", show.Inventory.Trainers)
 		}
 		return nil
 	})

@@ -421,7 +421,11 @@ func (s *Store) appendWith(now time.Time, also func(*badger.Txn) error, committe
 		return fmt.Errorf("store: append reports: %w", err)
 	}
 	for s.depth > s.max {
-		if err := s.shrink(); err != nil {
+		err := s.shrink()
+		if errors.Is(err, ErrNoSpace) {
+			break // over the bound until there is room again; the append stands
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -149,7 +149,7 @@ It keeps serving its last desired state while the hub is away.
 
 Every flag can also be set in the YAML file given by --config (keys are flag
 names) or by an environment variable DROVER_<FLAG>. SIGHUP re-reads the file and
-applies the labels; SIGTERM stops the agent cleanly. Under systemd (Type=notify)
+applies the labels, the trainers and the log level; SIGTERM stops the agent cleanly. Under systemd (Type=notify)
 it reports readiness and pets the watchdog.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
