@@ -191,12 +191,12 @@ func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error
 	// Refuse a download that would not fit, or would leave the agent's
 	// store (when it shares the file system) without room: a full disk
 	// under the store is worse than a version not loaded.
-	if free, ok := freeBytes(filepath.Dir(path)); ok {
+	if free, err := store.FreeBytes(filepath.Dir(path)); err == nil {
 		keep := int64(0)
 		if c.KeepFreeFor != "" && sameFileSystem(filepath.Dir(path), c.KeepFreeFor) {
 			keep = MinFreeBytes
 		}
-		if size-have+keep > free {
+		if size-have+keep > int64(free) {
 			return fmt.Errorf("download %s: no space: need %d bytes and %d kept free for the agent's store, %d free", d, size-have, keep, free)
 		}
 	}
@@ -226,16 +226,6 @@ func sameFileSystem(a, b string) bool {
 		return false
 	}
 	return sa.Dev == sb.Dev
-}
-
-// freeBytes returns the space free to an unprivileged writer on dir's file
-// system, or false where it cannot be told.
-func freeBytes(dir string) (int64, bool) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, false
-	}
-	return int64(st.Bavail) * int64(st.Bsize), true
 }
 
 func (c *Cache) touch(dg string) {

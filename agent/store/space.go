@@ -43,9 +43,9 @@ type space struct {
 	changed func(low bool, free uint64)
 }
 
-// statfsFree returns the bytes free to an unprivileged writer on dir's
+// FreeBytes returns the bytes free to an unprivileged writer on dir's
 // file system.
-func statfsFree(dir string) (uint64, error) {
+func FreeBytes(dir string) (uint64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err

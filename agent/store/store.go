@@ -125,7 +125,7 @@ func Open(dir string, o Options, logger *slog.Logger) (*Store, error) {
 		o.MinFreeBytes = 2 * mem
 	}
 	if o.freeBytes == nil {
-		o.freeBytes = statfsFree
+		o.freeBytes = FreeBytes
 	}
 	sp := &space{dir: dir, min: uint64(max(o.MinFreeBytes, 0)), free: o.freeBytes, changed: o.OnSpace}
 	// Badger writes as it opens; on a nearly full file system that may be
