@@ -134,7 +134,7 @@ func Open(dir string, o Options, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if sp.probe() {
-		return nil, fmt.Errorf("store: %s has %d bytes free, less than the %d kept in reserve: free some space (or set a smaller reserve) and start again: %w",
+		return nil, fmt.Errorf("store: %s has %d bytes free, less than the %d it keeps in reserve: free some space and start again: %w",
 			dir, sp.last.Load(), sp.min, ErrNoSpace)
 	}
 	db, err := kvstore.Open(dir, o.DB, logger)
@@ -716,10 +716,8 @@ func (s *Store) Sync(hubSeq uint64) error {
 		if err := s.renumberLocked(hubSeq + 1 - s.openNext); err != nil {
 			return fmt.Errorf("store: renumber reports: %w", err)
 		}
-		if s.logger != nil {
-			s.logger.Warn("the hub has reports this agent numbered before a restart and lost (held in memory on a full disk); later reports renumbered after them",
-				"hub_seq", hubSeq, "renumbered_from", s.openNext)
-		}
+		s.logger.Warn("the hub has reports this agent numbered before a restart and lost (held in memory on a full disk); later reports renumbered after them",
+			"hub_seq", hubSeq, "renumbered_from", s.openNext)
 	}
 	s.synced = true
 	return s.ackLocked(hubSeq)
