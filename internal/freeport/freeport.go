@@ -17,18 +17,37 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // floor is the lowest port handed out: below it live the well-known and
 // commonly configured services.
 const floor = 20000
 
+// next is the port Loopback tries next: ports are handed out in turn from
+// a random start, so that one process never hands out a port twice before
+// it has gone round the whole range (two random picks can coincide, and
+// two children then race for one port), and processes doing the same
+// start far apart.
+var (
+	mu   sync.Mutex
+	next int
+)
+
 // Loopback returns a 127.0.0.1 address that was free a moment ago and that
 // the kernel will not pick for an outgoing connection.
 func Loopback() (string, error) {
 	if lo, ok := ephemeralLow(); ok && lo-floor >= 1000 {
+		mu.Lock()
+		defer mu.Unlock()
+		if next < floor || next >= lo {
+			next = floor + rand.IntN(lo-floor)
+		}
 		for range 64 {
-			port := floor + rand.IntN(lo-floor)
+			port := next
+			if next++; next >= lo {
+				next = floor
+			}
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			if l, err := net.Listen("tcp", addr); err == nil {
 				l.Close()
