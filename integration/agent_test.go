@@ -388,7 +388,7 @@ func TestAgentsEndToEnd(t *testing.T) {
 			} `json:"inventory"`
 		}
 		c.cli(t, &show, "agents", "show", "gpu-1")
-		if !slices.Equal(show.Inventory.Trainers, []string{"fit", "native"}) {
+		if !slices.Equal(show.Inventory.Trainers, []string{"native", "fit"}) {
 			return fmt.Errorf("trainers not reloaded: %q", show.Inventory.Trainers)
 		}
 		return nil
