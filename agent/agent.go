@@ -386,8 +386,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// Reload applies a new configuration's changeable parts: labels and
-// intervals. The rest needs a restart.
+// Reload applies a new configuration's changeable parts: the labels and
+// the exec trainers. The rest needs a restart.
 func (a *Agent) Reload(cfg Config) {
 	trainersErr := checkTrainers(cfg.Trainers)
 	a.mu.Lock()
