@@ -3,8 +3,8 @@ package native
 import (
 	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"slices"
