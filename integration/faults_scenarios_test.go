@@ -700,6 +700,32 @@ func agentDiskFull(t *testing.T, sub, size string) {
 	if sub == "" && during["store_low_space"] != true {
 		t.Errorf("with the store's own file system full, the agent says its store is not low on space: %v", during)
 	}
+	// storeEvents returns the agent's store_space events as the hub has them.
+	storeEvents := func() []string {
+		var show struct {
+			Events []struct {
+				Kind    string `json:"kind"`
+				Message string `json:"message"`
+			} `json:"events"`
+		}
+		c.cli(t, &show, "agents", "show", a.name)
+		var out []string
+		for _, e := range show.Events {
+			if e.Kind == "store_space" {
+				out = append(out, e.Message)
+			}
+		}
+		return out
+	}
+	if sub == "" {
+		// The hub hears it, from the reports held in memory.
+		hubtest.WaitFor(t, 20*time.Second, func() error {
+			if evs := storeEvents(); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "nearly full") {
+				return fmt.Errorf("the hub's store_space events: %q", evs)
+			}
+			return nil
+		})
+	}
 
 	// Free the space: v2 comes by itself.
 	if err := os.Remove(filler); err != nil {
@@ -717,6 +743,14 @@ func agentDiskFull(t *testing.T, sub, size string) {
 	})
 	if err := healthz(); err != nil {
 		t.Error(err)
+	}
+	if sub == "" {
+		hubtest.WaitFor(t, 20*time.Second, func() error {
+			if evs := storeEvents(); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "space freed") {
+				return fmt.Errorf("the hub's store_space events: %q", evs)
+			}
+			return nil
+		})
 	}
 
 	// No report was lost: every report the agent numbered reaches the hub,

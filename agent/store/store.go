@@ -72,7 +72,9 @@ type Options struct {
 	// counted.
 	MaxHeldReports int
 	// OnSpace, if set, is called when the store starts refusing writes for
-	// want of space (low) and when it stops, with the bytes then free.
+	// want of space (low) and when it stops, with the bytes then free. It
+	// may be called in the middle of a write, with the store's locks
+	// held: it must not call the store.
 	OnSpace func(low bool, freeBytes uint64)
 	// freeBytes replaces statfs in tests.
 	freeBytes func(dir string) (uint64, error)
