@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +13,8 @@ import (
 // syscall.ENOSPC with errors.Is.
 var ErrNoSpace = fmt.Errorf("store: the file system under it is nearly full: %w", syscall.ENOSPC)
 
+// space keeps the store off the last of its file system's space.
+//
 // Badger writes its memtables, value log and tables through memory-mapped
 // files that it extends sparsely: the blocks behind a page are allocated
 // when the page is first written, and when the file system has none left
@@ -29,8 +30,6 @@ var ErrNoSpace = fmt.Errorf("store: the file system under it is nearly full: %w"
 // the check and Badger's write can still crash the agent; keep the data
 // directory on a file system of its own (or under a quota) where that
 // matters.
-
-// space watches the free space of the file system under the store.
 type space struct {
 	dir     string
 	min     uint64
@@ -95,7 +94,7 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 type SpaceStatus struct {
 	// Low is true while writes are refused for want of space.
 	Low bool
-	// FreeBytes is what was free at the last write (or check).
+	// FreeBytes is what is free now.
 	FreeBytes uint64
 	// MinFreeBytes is the reserve below which writes are refused.
 	MinFreeBytes uint64
@@ -108,15 +107,15 @@ type SpaceStatus struct {
 // Space checks the free space now and returns where the store stands.
 func (s *Store) Space() SpaceStatus {
 	low := s.space.probe()
+	free := s.space.last.Load()
+	if s.space.min == 0 { // no reserve: probe does not look
+		free, _ = s.space.free(s.space.dir)
+	}
 	s.mu.Lock()
 	held := len(s.held)
 	s.mu.Unlock()
 	return SpaceStatus{
-		Low: low, FreeBytes: s.space.last.Load(), MinFreeBytes: s.space.min,
+		Low: low, FreeBytes: free, MinFreeBytes: s.space.min,
 		Refused: s.space.refused.Load(), HeldReports: held,
 	}
 }
-
-// isNoSpace reports whether err is the store's refusal or the file
-// system's own.
-func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }
