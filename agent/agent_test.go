@@ -96,6 +96,16 @@ func push(t testing.TB, cl *client.Client, model string, content []byte) uint64 
 	return v.GetVersion().GetVersion()
 }
 
+// joinToken creates a token agents enrol with.
+func joinToken(t testing.TB, cl *client.Client) string {
+	t.Helper()
+	join, err := cl.Tokens.CreateToken(t.Context(), &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return join.GetSecret()
+}
+
 func getAgent(t *testing.T, cl *client.Client, name string) *droverv1.GetAgentResponse {
 	t.Helper()
 	r, err := cl.Agents.GetAgent(t.Context(), &droverv1.GetAgentRequest{Agent: name})
@@ -125,16 +135,13 @@ func TestAgentConvergesAndReports(t *testing.T) {
 	c := hubtest.StartCluster(t, 1, hubtest.Options{})
 	cl := c.Client()
 	ctx := t.Context()
-	join, err := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
-	if err != nil {
-		t.Fatal(err)
-	}
+	join := joinToken(t, cl)
 	machine, err := fake.New("dgxh100", fake.WithGPUs(2), fake.WithSeed("gpu-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	a := startAgent(t, agentConfig(t, c, join.GetSecret(), dataDir, machine))
+	a := startAgent(t, agentConfig(t, c, join, dataDir, machine))
 
 	// Enrolled, with its inventory.
 	hubtest.WaitFor(t, 10*time.Second, func() error {
@@ -209,7 +216,7 @@ func TestAgentConvergesAndReports(t *testing.T) {
 	a.stop(t)
 
 	// Restarted on its data directory: the same agent, no new download.
-	a2 := startAgent(t, agentConfig(t, c, join.GetSecret(), dataDir, machine))
+	a2 := startAgent(t, agentConfig(t, c, join, dataDir, machine))
 	hubtest.WaitFor(t, 10*time.Second, func() error {
 		if !a2.rec.Converged() || len(a2.rec.Statuses()) == 0 {
 			return fmt.Errorf("not converged after restart")
@@ -226,7 +233,7 @@ func TestAgentConvergesAndReports(t *testing.T) {
 	if err := os.WriteFile(path, bytes.Repeat([]byte("X"), len(art)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a3 := startAgent(t, agentConfig(t, c, join.GetSecret(), dataDir, machine))
+	a3 := startAgent(t, agentConfig(t, c, join, dataDir, machine))
 	hubtest.WaitFor(t, 20*time.Second, func() error {
 		if !a3.rec.Converged() || len(a3.rec.Statuses()) == 0 {
 			return fmt.Errorf("not converged")
@@ -245,9 +252,9 @@ func TestHubAwayAndBack(t *testing.T) {
 	c := hubtest.StartCluster(t, 1, hubtest.Options{Configure: func(_ int, cfg *hub.Config) { cfg.AgentTimeout = 2 * time.Second }})
 	cl := c.Client()
 	ctx := t.Context()
-	join, _ := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
+	join := joinToken(t, cl)
 	machine, _ := fake.New("dgxa100", fake.WithGPUs(1), fake.WithSeed("away"))
-	a := startAgent(t, agentConfig(t, c, join.GetSecret(), t.TempDir(), machine))
+	a := startAgent(t, agentConfig(t, c, join, t.TempDir(), machine))
 	v := push(t, cl, "churn", []byte("model"))
 	hubtest.WaitFor(t, 10*time.Second, func() error { // enrolled
 		_, err := cl.Agents.GetAgent(ctx, &droverv1.GetAgentRequest{Agent: "gpu-1"})

@@ -22,10 +22,7 @@ func BenchmarkDesiredStateLatency(b *testing.B) {
 	c := hubtest.StartCluster(b, 3, hubtest.Options{})
 	cl := c.Client()
 	ctx := b.Context()
-	join, err := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
-	if err != nil {
-		b.Fatal(err)
-	}
+	join := joinToken(b, cl)
 	var versions []uint64
 	for i := range 2 {
 		versions = append(versions, push(b, cl, "churn", []byte{byte(i)}))
@@ -34,7 +31,7 @@ func BenchmarkDesiredStateLatency(b *testing.B) {
 	got := make(chan uint64, 16)
 	machine, _ := fake.New("dgxh100", fake.WithGPUs(1))
 	a, err := New(Config{
-		Name: "bench", Hubs: []string{follower}, JoinToken: join.GetSecret(), DataDir: b.TempDir(), ServeAddr: "127.0.0.1:0",
+		Name: "bench", Hubs: []string{follower}, JoinToken: join, DataDir: b.TempDir(), ServeAddr: "127.0.0.1:0",
 		GPUs: func() gonvml.Interface { return machine }, Logger: hubtest.Logger(b, "agent"),
 		OnDesired: func(d *droverv1.DesiredState) {
 			for _, as := range d.GetAssignments() {

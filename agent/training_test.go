@@ -758,11 +758,8 @@ func TestRetrainingThroughHub(t *testing.T) {
 	c := hubtest.StartCluster(t, 1, hubtest.Options{})
 	cl := c.Client()
 	ctx := t.Context()
-	join, err := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := agentConfig(t, c, join.GetSecret(), t.TempDir(), nil)
+	join := joinToken(t, cl)
+	cfg := agentConfig(t, c, join, t.TempDir(), nil)
 	cfg.Trainers = map[string][]string{"sklearn": {"/bin/false"}}
 	startAgent(t, cfg)
 	hubtest.WaitFor(t, 10*time.Second, func() error {
@@ -843,11 +840,8 @@ func TestReloadTrainers(t *testing.T) {
 	c := hubtest.StartCluster(t, 1, hubtest.Options{})
 	cl := c.Client()
 	ctx := t.Context()
-	join, err := cl.Tokens.CreateToken(ctx, &droverv1.CreateTokenRequest{Role: droverv1.Role_ROLE_AGENT})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := agentConfig(t, c, join.GetSecret(), t.TempDir(), nil)
+	join := joinToken(t, cl)
+	cfg := agentConfig(t, c, join, t.TempDir(), nil)
 	cfg.Trainers = map[string][]string{"sklearn": {"/bin/false"}}
 	a := startAgent(t, cfg)
 	hubTrainers := func(want ...string) {
