@@ -425,7 +425,7 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		units = append(units, path)
-		for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "ExecReload=", "NoNewPrivileges=yes", "ProtectSystem=strict"} {
+		for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "StartLimitIntervalSec=0", "ExecReload=", "NoNewPrivileges=yes", "ProtectSystem=strict"} {
 			if !bytes.Contains(b, []byte(want)) {
 				t.Errorf("%s lacks %s", name, want)
 			}
