@@ -48,7 +48,6 @@ import (
 	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/internal/digest"
-	"github.com/droverhq/drover/internal/progress"
 	"github.com/droverhq/drover/nvml"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -228,19 +227,18 @@ func New(cfg Config) (*Agent, error) {
 	storeLog := a.logger.With("component", "store")
 	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{
 		MaxReports: cfg.OutboxMaxReports,
-		OnSpace: func(low bool, free uint64) {
-			ev := &droverv1.AgentEvent{Kind: "store_space"}
+		OnSpace: func(low bool, free, reserve uint64) {
 			if low {
 				storeLog.Warn("the data directory's file system is nearly full: the store refuses writes, and reports wait in memory until space is freed",
 					"free_bytes", free)
-				ev.Message = fmt.Sprintf("the data directory's file system is nearly full (%s free): samples and windows are not kept, reports wait in memory", progress.Bytes(int64(free)))
 			} else {
 				storeLog.Info("space freed under the store: writing again", "free_bytes", free)
-				ev.Message = fmt.Sprintf("space freed under the store (%s free): writing again", progress.Bytes(int64(free)))
 			}
-			// The store calls this in the middle of a write: the event
+			// The store calls this in the middle of a write: the report
 			// goes in from outside it.
-			go a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: ev}})
+			go a.report(&droverv1.Report{Body: &droverv1.Report_StoreSpace{StoreSpace: &droverv1.StoreSpaceReport{
+				Low: low, FreeBytes: free, MinFreeBytes: reserve,
+			}}})
 		},
 	}, storeLog)
 	if err != nil {

@@ -648,7 +648,7 @@ type gpuCapacity struct {
 }
 
 // chooseAgent picks the agent for a job: among the live, undrained agents
-// matching the placement's selector that can train with the runner and
+// not under disk pressure matching the placement's selector that can train with the runner and
 // that the job was not lost on, those with the GPUs and free GPU memory
 // asked for (or, with allow_cpu and none of those free, those with no
 // GPU), the one running fewest jobs, then with the most free GPU memory,
@@ -673,7 +673,9 @@ func (n *Node) chooseAgent(view *state.Snapshot, j *droverv1.RetrainJob) (string
 	var gpu, cpu []cand
 	considered := 0
 	for _, a := range view.Agents(pl.GetSelector()) {
-		if a.GetStatus() != droverv1.AgentStatus_AGENT_STATUS_READY || a.GetDraining() || slices.Contains(j.GetExcludedAgents(), a.GetId()) {
+		// An agent under disk pressure could not keep the data set, the
+		// champion or the candidate.
+		if a.GetStatus() != droverv1.AgentStatus_AGENT_STATUS_READY || a.GetDraining() || a.GetDiskPressure() || slices.Contains(j.GetExcludedAgents(), a.GetId()) {
 			continue
 		}
 		if tr := a.GetInventory().GetTrainers(); !slices.Contains(tr, spec.GetRunner()) && !(len(tr) == 0 && spec.GetRunner() == state.NativeRunner) {

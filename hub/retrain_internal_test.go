@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/gates"
+	"github.com/droverhq/drover/hub/state"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -108,5 +109,41 @@ func TestChooseAgentCapacity(t *testing.T) {
 	}
 	if c := n.gpuCapacity(agent("cpu", nil, nil)); c.anyGPUs || c.healthy != 0 {
 		t.Fatalf("cpu: %+v", c)
+	}
+}
+
+// TestChooseAgentSkipsDiskPressure: an agent whose store refuses writes
+// could not keep the data set or the candidate, so a job goes elsewhere,
+// or waits, naming why.
+func TestChooseAgentSkipsDiskPressure(t *testing.T) {
+	gib := uint64(1 << 30)
+	st := state.New()
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for i, name := range []string{"full", "roomy"} {
+		a := &droverv1.Agent{Id: name, Name: name, Inventory: &droverv1.Inventory{
+			Trainers: []string{"native"}, Gpus: []*droverv1.Gpu{{Index: 0, MemoryBytes: 80 * gib}},
+		}}
+		if _, err := st.EnrollAgent(state.Change{Index: uint64(i + 1), Time: at}, a, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(index uint64, agent string, low bool) {
+		t.Helper()
+		if _, err := st.ApplyAgentReports(state.Change{Index: index, Time: at}, agent, []*droverv1.Report{{Seq: index,
+			Body: &droverv1.Report_StoreSpace{StoreSpace: &droverv1.StoreSpaceReport{Low: low}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := &Node{telemetry: newTelemetryStore()}
+	job := &droverv1.RetrainJob{Spec: &droverv1.RetrainPolicy{Model: "churn", Runner: "native", Placement: &droverv1.Placement{Gpus: 1}}}
+
+	report(3, "roomy", true)
+	report(4, "full", true)
+	if got, why := n.chooseAgent(st.Snapshot(), job); got != "" {
+		t.Fatalf("both under disk pressure: chose %q (%s)", got, why)
+	}
+	report(5, "roomy", false)
+	if got, why := n.chooseAgent(st.Snapshot(), job); got != "roomy" {
+		t.Fatalf("chose %q (%s), want roomy, the one not under disk pressure", got, why)
 	}
 }

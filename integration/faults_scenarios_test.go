@@ -700,10 +700,12 @@ func agentDiskFull(t *testing.T, sub, size string) {
 	if sub == "" && during["store_low_space"] != true {
 		t.Errorf("with the store's own file system full, the agent says its store is not low on space: %v", during)
 	}
-	// storeEvents returns the agent's store_space events as the hub has them.
-	storeEvents := func() []string {
+	// diskPressure returns whether the hub says the agent is under disk
+	// pressure, and its store_space events.
+	diskPressure := func() (bool, []string) {
 		var show struct {
-			Events []struct {
+			DiskPressure bool `json:"disk_pressure"`
+			Events       []struct {
 				Kind    string `json:"kind"`
 				Message string `json:"message"`
 			} `json:"events"`
@@ -715,13 +717,13 @@ func agentDiskFull(t *testing.T, sub, size string) {
 				out = append(out, e.Message)
 			}
 		}
-		return out
+		return show.DiskPressure, out
 	}
 	if sub == "" {
 		// The hub hears it, from the reports held in memory.
 		hubtest.WaitFor(t, 20*time.Second, func() error {
-			if evs := storeEvents(); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "nearly full") {
-				return fmt.Errorf("the hub's store_space events: %q", evs)
+			if on, evs := diskPressure(); !on || len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "refuses writes") {
+				return fmt.Errorf("the hub says disk pressure %v, store_space events %q", on, evs)
 			}
 			return nil
 		})
@@ -746,8 +748,8 @@ func agentDiskFull(t *testing.T, sub, size string) {
 	}
 	if sub == "" {
 		hubtest.WaitFor(t, 20*time.Second, func() error {
-			if evs := storeEvents(); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "space freed") {
-				return fmt.Errorf("the hub's store_space events: %q", evs)
+			if on, evs := diskPressure(); on || len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "disk pressure over") {
+				return fmt.Errorf("the hub says disk pressure %v, store_space events %q", on, evs)
 			}
 			return nil
 		})

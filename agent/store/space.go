@@ -38,8 +38,8 @@ type space struct {
 	last    atomic.Uint64 // bytes free at the last check
 	refused atomic.Uint64
 	// changed, if set, is called when the store goes low on space or
-	// recovers, with the bytes free.
-	changed func(low bool, free uint64)
+	// recovers, with the bytes free and the reserve.
+	changed func(low bool, free, min uint64)
 }
 
 // FreeBytes returns the bytes free to an unprivileged writer on dir's
@@ -66,7 +66,7 @@ func (sp *space) probe() (low bool) {
 	sp.last.Store(free)
 	low = free < sp.min
 	if sp.low.Swap(low) != low && sp.changed != nil {
-		sp.changed(low, free)
+		sp.changed(low, free, sp.min)
 	}
 	return low
 }

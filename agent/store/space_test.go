@@ -29,7 +29,7 @@ func (d *disk) open(t testing.TB, dir string, o Options) (*Store, error) {
 	t.Helper()
 	o.MinFreeBytes = 1000
 	o.freeBytes = func(string) (uint64, error) { return d.free.Load(), nil }
-	o.OnSpace = func(low bool, free uint64) {
+	o.OnSpace = func(low bool, free, _ uint64) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.changes = append(d.changes, fmt.Sprintf("low=%v free=%d", low, free))
@@ -258,6 +258,9 @@ func TestOpenAndCloseOnANearlyFullDisk(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := d.open(t, dir, Options{}); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Open on a full disk: %v, want ENOSPC", err)
+	}
+	if len(d.changes) != 0 {
+		t.Errorf("a store that did not open called OnSpace: %v", d.changes)
 	}
 	d.free.Store(1 << 30)
 	s, err := d.open(t, dir, Options{})

@@ -72,10 +72,10 @@ type Options struct {
 	// counted.
 	MaxHeldReports int
 	// OnSpace, if set, is called when the store starts refusing writes for
-	// want of space (low) and when it stops, with the bytes then free. It
-	// may be called in the middle of a write, with the store's locks
-	// held: it must not call the store.
-	OnSpace func(low bool, freeBytes uint64)
+	// want of space (low) and when it stops, with the bytes then free and
+	// the reserve. It may be called in the middle of a write, with the
+	// store's locks held: it must not call the store.
+	OnSpace func(low bool, freeBytes, minFreeBytes uint64)
 	// freeBytes replaces statfs in tests.
 	freeBytes func(dir string) (uint64, error)
 }
@@ -129,7 +129,7 @@ func Open(dir string, o Options, logger *slog.Logger) (*Store, error) {
 	if o.freeBytes == nil {
 		o.freeBytes = FreeBytes
 	}
-	sp := &space{dir: dir, min: uint64(max(o.MinFreeBytes, 0)), free: o.freeBytes, changed: o.OnSpace}
+	sp := &space{dir: dir, min: uint64(max(o.MinFreeBytes, 0)), free: o.freeBytes}
 	// Badger writes as it opens; on a nearly full file system that may be
 	// the write that kills the process.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -139,6 +139,7 @@ func Open(dir string, o Options, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: %s has %d bytes free, less than the %d it keeps in reserve: free some space and start again: %w",
 			dir, sp.last.Load(), sp.min, ErrNoSpace)
 	}
+	sp.changed = o.OnSpace // from here on, a change is news
 	db, err := kvstore.Open(dir, o.DB, logger)
 	if err != nil {
 		return nil, err

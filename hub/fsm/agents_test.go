@@ -131,6 +131,30 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	h.mustApply(&fsmv1.AssignmentDelete{Header: header(17), AgentId: "a1", Model: "churn", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY})
 	h.refused(&fsmv1.AssignmentDelete{Header: header(18), AgentId: "a1", Model: "churn", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY}, state.KindNotFound)
+
+	// Disk pressure: on with the agent's report that its store refuses
+	// writes, off with the one that it writes again; each an event.
+	space := func(seq uint64, low bool, free uint64) *droverv1.Report {
+		return &droverv1.Report{Seq: seq, Body: &droverv1.Report_StoreSpace{StoreSpace: &droverv1.StoreSpaceReport{Low: low, FreeBytes: free, MinFreeBytes: 32 << 20}}}
+	}
+	h.mustApply(&fsmv1.AgentReports{Header: header(19), AgentId: "a1", Reports: []*droverv1.Report{space(6, true, 1<<20)}})
+	if !h.f.State().Snapshot().Agent("a1").GetDiskPressure() {
+		t.Fatal("no disk pressure after the agent said its store refuses writes")
+	}
+	h.mustApply(&fsmv1.AgentReports{Header: header(20), AgentId: "a1", Reports: []*droverv1.Report{space(7, false, 1<<30)}})
+	view = h.f.State().Snapshot()
+	if view.Agent("a1").GetDiskPressure() {
+		t.Fatal("disk pressure after the agent said it writes again")
+	}
+	var msgs []string
+	for _, e := range view.AgentEvents("a1", 100) {
+		if e.GetKind() == "store_space" {
+			msgs = append(msgs, e.GetMessage())
+		}
+	}
+	if want := []string{"disk pressure: the store refuses writes, 1.0 MiB free of the 32.0 MiB it keeps in reserve", "disk pressure over: 1.0 GiB free"}; !equalStrings(msgs, want) {
+		t.Fatalf("store_space events %q, want %q", msgs, want)
+	}
 }
 
 func equalStrings(a, b []string) bool {

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/droverhq/drover/internal/progress"
 	fsmv1 "github.com/droverhq/drover/proto/gen/drover/fsm/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -344,6 +345,15 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 				ev.Message = fmt.Sprintf("%d reports dropped and %d telemetry windows merged while the hub was away", b.Dropped.GetDropped(), b.Dropped.GetSummarised())
 			case *droverv1.Report_Event:
 				ev.Kind, ev.Message = b.Event.GetKind(), b.Event.GetMessage()
+			case *droverv1.Report_StoreSpace:
+				a.DiskPressure = b.StoreSpace.GetLow()
+				ev.Kind = "store_space"
+				if a.DiskPressure {
+					ev.Message = fmt.Sprintf("disk pressure: the store refuses writes, %s free of the %s it keeps in reserve",
+						progress.Bytes(int64(b.StoreSpace.GetFreeBytes())), progress.Bytes(int64(b.StoreSpace.GetMinFreeBytes())))
+				} else {
+					ev.Message = fmt.Sprintf("disk pressure over: %s free", progress.Bytes(int64(b.StoreSpace.GetFreeBytes())))
+				}
 			case *droverv1.Report_Drift:
 				de, err := addDriftWindow(t, a, b.Drift)
 				if err != nil {

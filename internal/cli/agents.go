@@ -52,6 +52,7 @@ type agentView struct {
 	Status         string            `json:"status"`
 	StatusTime     *time.Time        `json:"status_time"`
 	Draining       bool              `json:"draining"`
+	DiskPressure   bool              `json:"disk_pressure"`
 	Labels         map[string]string `json:"labels"`
 	Version        string            `json:"version"`
 	GPUs           int               `json:"gpus"`
@@ -67,7 +68,7 @@ type agentView struct {
 func agentOf(ag *droverv1.Agent, full bool) agentView {
 	v := agentView{
 		ID: ag.GetId(), Name: ag.GetName(), Status: enumName(ag.GetStatus().String(), "AGENT_STATUS_"), StatusTime: ts(ag.GetStatusTime()),
-		Draining: ag.GetDraining(), Labels: ag.GetLabels(), Version: ag.GetVersion(), GPUs: len(ag.GetInventory().GetGpus()),
+		Draining: ag.GetDraining(), DiskPressure: ag.GetDiskPressure(), Labels: ag.GetLabels(), Version: ag.GetVersion(), GPUs: len(ag.GetInventory().GetGpus()),
 		GPUHealth: map[string]int{}, Assignments: []assignmentView{}, LastReportSeq: ag.GetLastReportSeq(),
 		ReportsDropped: ag.GetReportsDropped(), EnrollTime: ts(ag.GetEnrollTime()),
 	}
@@ -141,6 +142,9 @@ func (a *app) agentsList() *cobra.Command {
 					if v.Draining {
 						status += ",draining"
 					}
+					if v.DiskPressure {
+						status += ",disk-pressure"
+					}
 					var as []string
 					for _, x := range v.Assignments {
 						as = append(as, fmt.Sprintf("%s:%d %s", x.Model, x.Running, x.phaseText()))
@@ -191,7 +195,8 @@ func (a *app) agentsShow() *cobra.Command {
 				inv := ag.GetInventory()
 				t := newTable(w)
 				fmt.Fprintf(t, "Agent:\t%s (%s)\n", v.Name, v.ID)
-				fmt.Fprintf(t, "Status:\t%s since %s%s\n", v.Status, fmtTimeP(v.StatusTime), map[bool]string{true: ", draining"}[v.Draining])
+				fmt.Fprintf(t, "Status:\t%s since %s%s%s\n", v.Status, fmtTimeP(v.StatusTime), map[bool]string{true: ", draining"}[v.Draining],
+					map[bool]string{true: ", disk pressure (its store refuses writes)"}[v.DiskPressure])
 				fmt.Fprintf(t, "Labels:\t%s\n", dash(kvString(v.Labels)))
 				fmt.Fprintf(t, "Version:\t%s, enrolled %s\n", v.Version, fmtTimeP(v.EnrollTime))
 				fmt.Fprintf(t, "Host:\t%s, %s/%s, %d CPUs (%s), %s\n", inv.GetHost().GetHostname(), inv.GetHost().GetOs(), inv.GetHost().GetArch(),

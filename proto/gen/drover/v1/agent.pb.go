@@ -1623,8 +1623,11 @@ type Agent struct {
 	ReportsDropped uint64 `protobuf:"varint,16,opt,name=reports_dropped,json=reportsDropped,proto3" json:"reports_dropped,omitempty"`
 	CreateIndex    uint64 `protobuf:"varint,17,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex    uint64 `protobuf:"varint,18,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// True while the agent's store refuses writes because the file system
+	// under it has less than its reserve free (its last store_space report).
+	DiskPressure  bool `protobuf:"varint,19,opt,name=disk_pressure,json=diskPressure,proto3" json:"disk_pressure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -1781,6 +1784,13 @@ func (x *Agent) GetModifyIndex() uint64 {
 		return x.ModifyIndex
 	}
 	return 0
+}
+
+func (x *Agent) GetDiskPressure() bool {
+	if x != nil {
+		return x.DiskPressure
+	}
+	return false
 }
 
 type ListAgentsRequest struct {
@@ -2996,6 +3006,7 @@ type Report struct {
 	//	*Report_Metrics
 	//	*Report_Training
 	//	*Report_Export
+	//	*Report_StoreSpace
 	Body          isReport_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3151,6 +3162,15 @@ func (x *Report) GetExport() *LabelledExport {
 	return nil
 }
 
+func (x *Report) GetStoreSpace() *StoreSpaceReport {
+	if x != nil {
+		if x, ok := x.Body.(*Report_StoreSpace); ok {
+			return x.StoreSpace
+		}
+	}
+	return nil
+}
+
 type isReport_Body interface {
 	isReport_Body()
 }
@@ -3203,6 +3223,12 @@ type Report_Export struct {
 	Export *LabelledExport `protobuf:"bytes,13,opt,name=export,proto3,oneof"`
 }
 
+type Report_StoreSpace struct {
+	// The agent's store started or stopped refusing writes for want of
+	// space.
+	StoreSpace *StoreSpaceReport `protobuf:"bytes,14,opt,name=store_space,json=storeSpace,proto3,oneof"`
+}
+
 func (*Report_Assignment) isReport_Body() {}
 
 func (*Report_GpuHealth) isReport_Body() {}
@@ -3224,6 +3250,8 @@ func (*Report_Metrics) isReport_Body() {}
 func (*Report_Training) isReport_Body() {}
 
 func (*Report_Export) isReport_Body() {}
+
+func (*Report_StoreSpace) isReport_Body() {}
 
 // MetricWindow is one model version's requests on one agent over a window:
 // what rollout gates judge. It is kept in the leader's memory, not
@@ -3481,6 +3509,70 @@ func (x *GpuHealthReport) GetGpus() []*GpuHealth {
 	return nil
 }
 
+// StoreSpaceReport says the agent's store started refusing writes because
+// the file system under it is nearly full (low), or stopped.
+type StoreSpaceReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Low   bool                   `protobuf:"varint,1,opt,name=low,proto3" json:"low,omitempty"`
+	// Bytes free on the file system when it changed.
+	FreeBytes uint64 `protobuf:"varint,2,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	// The reserve below which the store refuses writes.
+	MinFreeBytes  uint64 `protobuf:"varint,3,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreSpaceReport) Reset() {
+	*x = StoreSpaceReport{}
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreSpaceReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreSpaceReport) ProtoMessage() {}
+
+func (x *StoreSpaceReport) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreSpaceReport.ProtoReflect.Descriptor instead.
+func (*StoreSpaceReport) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *StoreSpaceReport) GetLow() bool {
+	if x != nil {
+		return x.Low
+	}
+	return false
+}
+
+func (x *StoreSpaceReport) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *StoreSpaceReport) GetMinFreeBytes() uint64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
+}
+
 // ReportsDropped says the outbox overflowed while the hub was away.
 type ReportsDropped struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3494,7 +3586,7 @@ type ReportsDropped struct {
 
 func (x *ReportsDropped) Reset() {
 	*x = ReportsDropped{}
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3598,7 @@ func (x *ReportsDropped) String() string {
 func (*ReportsDropped) ProtoMessage() {}
 
 func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3611,7 @@ func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportsDropped.ProtoReflect.Descriptor instead.
 func (*ReportsDropped) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReportsDropped) GetDropped() uint64 {
@@ -3546,7 +3638,7 @@ type LabelsReport struct {
 
 func (x *LabelsReport) Reset() {
 	*x = LabelsReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[38]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3558,7 +3650,7 @@ func (x *LabelsReport) String() string {
 func (*LabelsReport) ProtoMessage() {}
 
 func (x *LabelsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[38]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3571,7 +3663,7 @@ func (x *LabelsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelsReport.ProtoReflect.Descriptor instead.
 func (*LabelsReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LabelsReport) GetLabels() map[string]string {
@@ -3591,7 +3683,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[39]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3603,7 +3695,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[39]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3616,7 +3708,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportRequest) GetAgentId() string {
@@ -3643,7 +3735,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[40]
+	mi := &file_drover_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +3747,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[40]
+	mi := &file_drover_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +3760,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReportResponse) GetAckedSeq() uint64 {
@@ -3809,7 +3901,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x19\n" +
-	"\bagent_id\x18\x05 \x01(\tR\aagentId\"\xa7\b\n" +
+	"\bagent_id\x18\x05 \x01(\tR\aagentId\"\xcc\b\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
@@ -3832,7 +3924,8 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x0flast_report_seq\x18\x0f \x01(\x04R\rlastReportSeq\x12'\n" +
 	"\x0freports_dropped\x18\x10 \x01(\x04R\x0ereportsDropped\x12!\n" +
 	"\fcreate_index\x18\x11 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x12 \x01(\x04R\vmodifyIndex\x1a9\n" +
+	"\fmodify_index\x18\x12 \x01(\x04R\vmodifyIndex\x12#\n" +
+	"\rdisk_pressure\x18\x13 \x01(\bR\fdiskPressure\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
@@ -3928,7 +4021,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x15gpu_util_percent_mean\x18\x06 \x01(\x01R\x12gpuUtilPercentMean\x121\n" +
 	"\x15memory_used_bytes_max\x18\a \x01(\x01R\x12memoryUsedBytesMax\x12\x1d\n" +
 	"\n" +
-	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xac\x05\n" +
+	"xid_errors\x18\b \x01(\x04R\txidErrors\"\xec\x05\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12=\n" +
@@ -3946,7 +4039,9 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	" \x01(\v2\x16.drover.v1.DriftWindowH\x00R\x05drift\x123\n" +
 	"\ametrics\x18\v \x01(\v2\x17.drover.v1.MetricWindowH\x00R\ametrics\x127\n" +
 	"\btraining\x18\f \x01(\v2\x19.drover.v1.TrainingReportH\x00R\btraining\x123\n" +
-	"\x06export\x18\r \x01(\v2\x19.drover.v1.LabelledExportH\x00R\x06exportB\x06\n" +
+	"\x06export\x18\r \x01(\v2\x19.drover.v1.LabelledExportH\x00R\x06export\x12>\n" +
+	"\vstore_space\x18\x0e \x01(\v2\x1b.drover.v1.StoreSpaceReportH\x00R\n" +
+	"storeSpaceB\x06\n" +
 	"\x04body\"\xbe\x06\n" +
 	"\fMetricWindow\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
@@ -3976,7 +4071,12 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
 	"\x0fGpuHealthReport\x12(\n" +
-	"\x04gpus\x18\x01 \x03(\v2\x14.drover.v1.GpuHealthR\x04gpus\"J\n" +
+	"\x04gpus\x18\x01 \x03(\v2\x14.drover.v1.GpuHealthR\x04gpus\"i\n" +
+	"\x10StoreSpaceReport\x12\x10\n" +
+	"\x03low\x18\x01 \x01(\bR\x03low\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x02 \x01(\x04R\tfreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x03 \x01(\x04R\fminFreeBytes\"J\n" +
 	"\x0eReportsDropped\x12\x18\n" +
 	"\adropped\x18\x01 \x01(\x04R\adropped\x12\x1e\n" +
 	"\n" +
@@ -4049,7 +4149,7 @@ func file_drover_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_drover_v1_agent_proto_goTypes = []any{
 	(AgentStatus)(0),                 // 0: drover.v1.AgentStatus
 	(AssignmentRole)(0),              // 1: drover.v1.AssignmentRole
@@ -4093,136 +4193,138 @@ var file_drover_v1_agent_proto_goTypes = []any{
 	(*Report)(nil),                   // 39: drover.v1.Report
 	(*MetricWindow)(nil),             // 40: drover.v1.MetricWindow
 	(*GpuHealthReport)(nil),          // 41: drover.v1.GpuHealthReport
-	(*ReportsDropped)(nil),           // 42: drover.v1.ReportsDropped
-	(*LabelsReport)(nil),             // 43: drover.v1.LabelsReport
-	(*ReportRequest)(nil),            // 44: drover.v1.ReportRequest
-	(*ReportResponse)(nil),           // 45: drover.v1.ReportResponse
-	nil,                              // 46: drover.v1.DesiredAssignment.ParamsEntry
-	nil,                              // 47: drover.v1.TrainingTask.ParamsEntry
-	nil,                              // 48: drover.v1.Agent.LabelsEntry
-	nil,                              // 49: drover.v1.Agent.ReportedLabelsEntry
-	nil,                              // 50: drover.v1.Agent.OperatorLabelsEntry
-	nil,                              // 51: drover.v1.ListAgentsRequest.SelectorEntry
-	nil,                              // 52: drover.v1.SetAgentLabelsRequest.SetEntry
-	nil,                              // 53: drover.v1.EnrollRequest.LabelsEntry
-	nil,                              // 54: drover.v1.MetricWindow.LatencyEntry
-	nil,                              // 55: drover.v1.LabelsReport.LabelsEntry
-	(*Actor)(nil),                    // 56: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil),    // 57: google.protobuf.Timestamp
-	(*BlobRef)(nil),                  // 58: drover.v1.BlobRef
-	(*FeatureSchema)(nil),            // 59: drover.v1.FeatureSchema
-	(*MetricPoint)(nil),              // 60: drover.v1.MetricPoint
-	(*TrainingResult)(nil),           // 61: drover.v1.TrainingResult
-	(*ReadOptions)(nil),              // 62: drover.v1.ReadOptions
-	(*ReadMeta)(nil),                 // 63: drover.v1.ReadMeta
-	(*DriftWindow)(nil),              // 64: drover.v1.DriftWindow
-	(*LabelledExport)(nil),           // 65: drover.v1.LabelledExport
-	(*durationpb.Duration)(nil),      // 66: google.protobuf.Duration
+	(*StoreSpaceReport)(nil),         // 42: drover.v1.StoreSpaceReport
+	(*ReportsDropped)(nil),           // 43: drover.v1.ReportsDropped
+	(*LabelsReport)(nil),             // 44: drover.v1.LabelsReport
+	(*ReportRequest)(nil),            // 45: drover.v1.ReportRequest
+	(*ReportResponse)(nil),           // 46: drover.v1.ReportResponse
+	nil,                              // 47: drover.v1.DesiredAssignment.ParamsEntry
+	nil,                              // 48: drover.v1.TrainingTask.ParamsEntry
+	nil,                              // 49: drover.v1.Agent.LabelsEntry
+	nil,                              // 50: drover.v1.Agent.ReportedLabelsEntry
+	nil,                              // 51: drover.v1.Agent.OperatorLabelsEntry
+	nil,                              // 52: drover.v1.ListAgentsRequest.SelectorEntry
+	nil,                              // 53: drover.v1.SetAgentLabelsRequest.SetEntry
+	nil,                              // 54: drover.v1.EnrollRequest.LabelsEntry
+	nil,                              // 55: drover.v1.MetricWindow.LatencyEntry
+	nil,                              // 56: drover.v1.LabelsReport.LabelsEntry
+	(*Actor)(nil),                    // 57: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil),    // 58: google.protobuf.Timestamp
+	(*BlobRef)(nil),                  // 59: drover.v1.BlobRef
+	(*FeatureSchema)(nil),            // 60: drover.v1.FeatureSchema
+	(*MetricPoint)(nil),              // 61: drover.v1.MetricPoint
+	(*TrainingResult)(nil),           // 62: drover.v1.TrainingResult
+	(*ReadOptions)(nil),              // 63: drover.v1.ReadOptions
+	(*ReadMeta)(nil),                 // 64: drover.v1.ReadMeta
+	(*DriftWindow)(nil),              // 65: drover.v1.DriftWindow
+	(*LabelledExport)(nil),           // 66: drover.v1.LabelledExport
+	(*durationpb.Duration)(nil),      // 67: google.protobuf.Duration
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
 	5,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
 	7,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
 	1,  // 3: drover.v1.Assignment.role:type_name -> drover.v1.AssignmentRole
-	56, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
-	57, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
+	57, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
+	58, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: drover.v1.DesiredAssignment.role:type_name -> drover.v1.AssignmentRole
-	58, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
-	59, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
-	46, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
+	59, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
+	60, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
+	47, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
 	11, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
 	13, // 11: drover.v1.DesiredState.training:type_name -> drover.v1.TrainingTask
 	14, // 12: drover.v1.DesiredState.exports:type_name -> drover.v1.ExportTask
-	47, // 13: drover.v1.TrainingTask.params:type_name -> drover.v1.TrainingTask.ParamsEntry
-	58, // 14: drover.v1.TrainingTask.dataset:type_name -> drover.v1.BlobRef
-	59, // 15: drover.v1.TrainingTask.schema:type_name -> drover.v1.FeatureSchema
-	58, // 16: drover.v1.TrainingTask.champion_artifact:type_name -> drover.v1.BlobRef
-	57, // 17: drover.v1.TrainingTask.deadline:type_name -> google.protobuf.Timestamp
+	48, // 13: drover.v1.TrainingTask.params:type_name -> drover.v1.TrainingTask.ParamsEntry
+	59, // 14: drover.v1.TrainingTask.dataset:type_name -> drover.v1.BlobRef
+	60, // 15: drover.v1.TrainingTask.schema:type_name -> drover.v1.FeatureSchema
+	59, // 16: drover.v1.TrainingTask.champion_artifact:type_name -> drover.v1.BlobRef
+	58, // 17: drover.v1.TrainingTask.deadline:type_name -> google.protobuf.Timestamp
 	3,  // 18: drover.v1.TrainingReport.phase:type_name -> drover.v1.TrainingPhase
-	60, // 19: drover.v1.TrainingReport.points:type_name -> drover.v1.MetricPoint
-	61, // 20: drover.v1.TrainingReport.result:type_name -> drover.v1.TrainingResult
+	61, // 19: drover.v1.TrainingReport.points:type_name -> drover.v1.MetricPoint
+	62, // 20: drover.v1.TrainingReport.result:type_name -> drover.v1.TrainingResult
 	1,  // 21: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
 	2,  // 22: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
-	57, // 23: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
+	58, // 23: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
 	4,  // 24: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
-	57, // 25: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
-	48, // 26: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
-	49, // 27: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
-	50, // 28: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
+	58, // 25: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
+	49, // 26: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
+	50, // 27: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
+	51, // 28: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
 	0,  // 29: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
-	57, // 30: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
+	58, // 30: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
 	8,  // 31: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
-	57, // 32: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
+	58, // 32: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
 	10, // 33: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
 	16, // 34: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
 	9,  // 35: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
-	62, // 36: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
-	51, // 37: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
+	63, // 36: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
+	52, // 37: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
 	18, // 38: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
-	63, // 39: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
-	62, // 40: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
+	64, // 39: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
+	63, // 40: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
 	18, // 41: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
 	17, // 42: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
 	12, // 43: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
-	63, // 44: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
+	64, // 44: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
 	37, // 45: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
-	52, // 46: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
+	53, // 46: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
 	18, // 47: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
 	18, // 48: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
 	1,  // 49: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
 	18, // 50: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
 	1,  // 51: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
 	18, // 52: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
-	53, // 53: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
+	54, // 53: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
 	8,  // 54: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
 	12, // 55: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
-	63, // 56: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
-	57, // 57: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
-	57, // 58: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
+	64, // 56: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
+	58, // 57: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
+	58, // 58: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
 	38, // 59: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
-	57, // 60: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
+	58, // 60: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
 	16, // 61: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
 	41, // 62: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
 	8,  // 63: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
 	17, // 64: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
 	37, // 65: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
-	42, // 66: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
-	43, // 67: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	64, // 68: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
+	43, // 66: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
+	44, // 67: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
+	65, // 68: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
 	40, // 69: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
 	15, // 70: drover.v1.Report.training:type_name -> drover.v1.TrainingReport
-	65, // 71: drover.v1.Report.export:type_name -> drover.v1.LabelledExport
-	57, // 72: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
-	66, // 73: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
-	54, // 74: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
-	9,  // 75: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	55, // 76: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	39, // 77: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	19, // 78: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	21, // 79: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	23, // 80: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	25, // 81: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	27, // 82: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	29, // 83: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	31, // 84: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	33, // 85: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	35, // 86: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	44, // 87: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	20, // 88: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	22, // 89: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	24, // 90: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	26, // 91: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	28, // 92: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	30, // 93: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	32, // 94: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	34, // 95: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	36, // 96: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	45, // 97: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	88, // [88:98] is the sub-list for method output_type
-	78, // [78:88] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	66, // 71: drover.v1.Report.export:type_name -> drover.v1.LabelledExport
+	42, // 72: drover.v1.Report.store_space:type_name -> drover.v1.StoreSpaceReport
+	58, // 73: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
+	67, // 74: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
+	55, // 75: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
+	9,  // 76: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	56, // 77: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	39, // 78: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	19, // 79: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	21, // 80: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	23, // 81: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	25, // 82: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	27, // 83: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	29, // 84: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	31, // 85: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	33, // 86: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	35, // 87: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	45, // 88: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	20, // 89: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	22, // 90: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	24, // 91: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	26, // 92: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	28, // 93: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	30, // 94: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	32, // 95: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	34, // 96: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	36, // 97: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	46, // 98: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	89, // [89:99] is the sub-list for method output_type
+	79, // [79:89] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -4247,6 +4349,7 @@ func file_drover_v1_agent_proto_init() {
 		(*Report_Metrics)(nil),
 		(*Report_Training)(nil),
 		(*Report_Export)(nil),
+		(*Report_StoreSpace)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4254,7 +4357,7 @@ func file_drover_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_agent_proto_rawDesc), len(file_drover_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
