@@ -99,6 +99,10 @@ func (a *Agent) enrol(ctx context.Context) bool {
 			a.setIdentity(id)
 			a.gpus.inventoryReported(inv)
 			a.logger.Info("enrolled with the hub", "agent_id", id.AgentID)
+			// What changed while the request was out (trainers reloaded,
+			// say) was not in it, and the checks before had no identity
+			// to report it with.
+			a.gpus.checkInventory()
 			return true
 		}
 		wait := b.next()
