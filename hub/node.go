@@ -152,6 +152,21 @@ func New(cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// awaitChange waits, in a server stream, until ch (a state watch) fires or
+// every has passed. It returns the error that ends the stream when the
+// caller goes away or the node starts shutting down.
+func (n *Node) awaitChange(ctx context.Context, ch <-chan struct{}, every time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.streams.Done():
+		return unavailable("the node is shutting down")
+	case <-ch:
+	case <-time.After(every):
+	}
+	return nil
+}
+
 func (n *Node) goFunc(f func()) {
 	n.wg.Add(1)
 	go func() {

@@ -1,10 +1,13 @@
 package hub
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect/v2"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -145,5 +148,30 @@ func TestChooseAgentSkipsDiskPressure(t *testing.T) {
 	report(5, "roomy", false)
 	if got, why := n.chooseAgent(st.Snapshot(), job); got != "roomy" {
 		t.Fatalf("chose %q (%s), want roomy, the one not under disk pressure", got, why)
+	}
+}
+
+// TestAwaitChange: a server stream's wait ends on a state change or its
+// interval with nil, and with the right error when the caller goes away
+// or the node starts shutting down.
+func TestAwaitChange(t *testing.T) {
+	streams, stop := context.WithCancel(context.Background())
+	n := &Node{streams: streams}
+	ch := make(chan struct{})
+	close(ch)
+	if err := n.awaitChange(t.Context(), ch, time.Hour); err != nil {
+		t.Fatalf("on a change: %v", err)
+	}
+	if err := n.awaitChange(t.Context(), nil, time.Millisecond); err != nil {
+		t.Fatalf("after the interval: %v", err)
+	}
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := n.awaitChange(gone, nil, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller gone: %v", err)
+	}
+	stop()
+	if err := n.awaitChange(t.Context(), nil, time.Hour); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("the node shutting down: %v, want unavailable", err)
 	}
 }

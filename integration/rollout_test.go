@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -172,10 +175,30 @@ func TestRolloutGates(t *testing.T) {
 		return r.ID
 	}
 
-	// A good version goes everywhere, with nothing failing on the way.
+	// A good version goes everywhere, with nothing failing on the way,
+	// followed live with `drover rollouts watch` (the hub's server stream).
 	v2 := f.push(t)
 	stop := f.load(t)
-	r := f.waitRollout(t, start(v2), 60*time.Second)
+	id := start(v2)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	out, err := exec.CommandContext(ctx, droverBin, "--addr", strings.Join(f.c.addrs(), ","), "--token", f.c.token, "--json",
+		"rollouts", "watch", id).Output()
+	cancel()
+	if err != nil {
+		t.Fatalf("rollouts watch %s: %v\n%s", id, err, out)
+	}
+	var watched []rolloutJSON
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var w rolloutJSON
+		if err := json.Unmarshal([]byte(line), &w); err != nil {
+			t.Fatalf("rollouts watch printed %q: %v", line, err)
+		}
+		watched = append(watched, w)
+	}
+	if len(watched) < 2 || watched[len(watched)-1].State != "succeeded" {
+		t.Errorf("rollouts watch saw %d changes, the last %+v; want several, ending succeeded", len(watched), watched[len(watched)-1])
+	}
+	r := f.waitRollout(t, id, 60*time.Second)
 	ok, failed := stop()
 	if r.State != "succeeded" {
 		t.Fatalf("the good version: %+v", r)

@@ -60,7 +60,7 @@ events about that model and everything beneath it (its versions and aliases).
 					req.AfterIndex = v.Index
 					switch {
 					case a.json && follow:
-						if err := a.printJSON(v); err != nil {
+						if err := a.printJSONLine(v); err != nil {
 							return err
 						}
 					case a.json:

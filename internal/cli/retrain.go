@@ -1238,7 +1238,6 @@ func (a *app) watchRetrainJob(cmd *cobra.Command, id string) error {
 	if !a.json {
 		con = newJobConsole(a.stdout)
 	}
-	enc := json.NewEncoder(a.stdout)
 	var last *droverv1.RetrainJob
 	for failures := 0; ; {
 		stream, err := c.Retrain.WatchJob(ctx, &droverv1.WatchJobRequest{Id: id})
@@ -1252,7 +1251,7 @@ func (a *app) watchRetrainJob(cmd *cobra.Command, id string) error {
 				failures = 0
 				last = msg.GetJob()
 				if a.json {
-					if err := enc.Encode(retrainJobOf(last)); err != nil {
+					if err := a.printJSONLine(retrainJobOf(last)); err != nil {
 						_ = stream.Close()
 						return err
 					}

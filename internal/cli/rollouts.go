@@ -468,7 +468,7 @@ func (a *app) watchRollout(cmd *cobra.Command, id string) error {
 		r := msg.GetRollout()
 		last = r
 		if a.json {
-			if err := a.printJSON(rolloutOf(r)); err != nil {
+			if err := a.printJSONLine(rolloutOf(r)); err != nil {
 				return err
 			}
 			continue

@@ -163,6 +163,12 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// printJSONLine prints v as one line of JSON: what a command that follows
+// something prints per change, so that a reader can take it line by line.
+func (a *app) printJSONLine(v any) error {
+	return json.NewEncoder(a.stdout).Encode(v)
+}
+
 // emit prints v as JSON with --json, and calls text otherwise.
 func (a *app) emit(v any, text func(w io.Writer)) error {
 	if a.json {
