@@ -396,7 +396,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) Reload(cfg Config) {
 	trainersErr := checkTrainers(cfg.Trainers)
 	a.mu.Lock()
-	changed := !equalMaps(a.labels, cfg.Labels)
+	changed := !maps.Equal(a.labels, cfg.Labels)
 	a.labels = cfg.Labels
 	trainersChanged := trainersErr == nil && !maps.EqualFunc(a.trainers, cfg.Trainers, slices.Equal)
 	if trainersChanged {
@@ -423,18 +423,6 @@ func (a *Agent) trainersNow() map[string][]string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.trainers
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // report appends reports to the outbox; a failure is logged, since there

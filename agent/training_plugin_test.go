@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,11 +92,11 @@ func TestTrainingThroughPlugin(t *testing.T) {
 	}
 	res := final.GetResult()
 	wantMetrics := map[string]float64{"accuracy": 1, "train_accuracy": 1, "train_rows": 16, "holdout_rows": 4}
-	if res.GetFormat() != "centroid-json" || !equalFloats(res.GetMetrics(), wantMetrics) ||
-		!equalFloats(res.GetChampionMetrics(), map[string]float64{"accuracy": 0.5}) {
+	if res.GetFormat() != "centroid-json" || !maps.Equal(res.GetMetrics(), wantMetrics) ||
+		!maps.Equal(res.GetChampionMetrics(), map[string]float64{"accuracy": 0.5}) {
 		t.Fatalf("result: format %s, metrics %v, champion %v", res.GetFormat(), res.GetMetrics(), res.GetChampionMetrics())
 	}
-	if res.GetTrainRows() != 16 || res.GetHoldoutRows() != 4 || !equalMaps(res.GetParams(), map[string]string{"k": "v"}) {
+	if res.GetTrainRows() != 16 || res.GetHoldoutRows() != 4 || !maps.Equal(res.GetParams(), map[string]string{"k": "v"}) {
 		t.Fatalf("rows %d/%d, params %v", res.GetTrainRows(), res.GetHoldoutRows(), res.GetParams())
 	}
 	var a struct {
@@ -193,19 +194,6 @@ printf '{"metrics": {"accuracy": 0.7, "champion_accuracy": 0.6}, "artifact": "m.
 		!strings.Contains(final.GetMessage(), "training: runner plugin centroid exited; it is being restarted") {
 		t.Errorf("plugin down: %v %q", final.GetPhase(), final.GetMessage())
 	}
-}
-
-// equalFloats reports whether two metric maps are equal.
-func equalFloats(a, b map[string]float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestShadowedTrainers checks the warnings at the agent's start about

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,7 +190,7 @@ func TestTrainingNativeWithChampion(t *testing.T) {
 		t.Fatalf("champion %v on the candidate's hold-out, %v at its training", res.GetChampionMetrics(), champMetrics)
 	}
 	want := map[string]string{"task": "classification", "l2": "0.5", "holdout": "0.2", "seed": "1"}
-	if !equalMaps(res.GetParams(), want) {
+	if !maps.Equal(res.GetParams(), want) {
 		t.Fatalf("params %v, want %v", res.GetParams(), want)
 	}
 	uploaded, ok := blobs.uploads[res.GetArtifact().GetDigest()]
@@ -260,7 +261,7 @@ printf '{"metrics": {"accuracy": 0.83, "holdout_rows": 1000, "champion_accuracy"
 		res.GetChampionMetrics()["accuracy"] != 0.81 || res.GetMetrics()["champion_accuracy"] != 0 {
 		t.Fatalf("result %v", res)
 	}
-	if res.GetHoldoutRows() != 1000 || res.GetTrainRows() != 3000 || !equalMaps(res.GetParams(), map[string]string{"depth": "3"}) {
+	if res.GetHoldoutRows() != 1000 || res.GetTrainRows() != 3000 || !maps.Equal(res.GetParams(), map[string]string{"depth": "3"}) {
 		t.Fatalf("rows %d/%d, params %v", res.GetTrainRows(), res.GetHoldoutRows(), res.GetParams())
 	}
 	if !bytes.Equal(blobs.uploads[res.GetArtifact().GetDigest()], []byte("new model\n")) {
