@@ -48,6 +48,7 @@ import (
 	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/internal/buildinfo"
 	"github.com/droverhq/drover/internal/digest"
+	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/nvml"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -448,8 +449,9 @@ func (a *Agent) onStatus(s reconcile.Status) {
 	a.report(&droverv1.Report{Body: &droverv1.Report_Assignment{Assignment: st}})
 }
 
-// referenceProfile is a loaded version's reference profile, or nil.
-func (a *Agent) referenceProfile(model string, version uint64) *droverv1.ReferenceProfile {
+// referenceProfile is a loaded version's prepared reference profile, or
+// nil.
+func (a *Agent) referenceProfile(model string, version uint64) *sketch.Reference {
 	if rt, ok := a.runtime.(*servingRuntime); ok {
 		return rt.profile(model, version)
 	}

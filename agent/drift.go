@@ -81,7 +81,7 @@ type driftMonitor struct {
 	st      *store.Store
 	logger  *slog.Logger
 	now     func() time.Time
-	profile func(model string, version uint64) *droverv1.ReferenceProfile
+	profile func(model string, version uint64) *sketch.Reference
 	send    func(*droverv1.Report)
 
 	mu      sync.Mutex
@@ -107,7 +107,7 @@ type liveDrift struct {
 	closed bool // the minute is over: the window is no longer written
 }
 
-func newDriftMonitor(st *store.Store, opts DriftOptions, logger *slog.Logger, profile func(string, uint64) *droverv1.ReferenceProfile, send func(*droverv1.Report)) *driftMonitor {
+func newDriftMonitor(st *store.Store, opts DriftOptions, logger *slog.Logger, profile func(string, uint64) *sketch.Reference, send func(*droverv1.Report)) *driftMonitor {
 	opts.setDefaults()
 	return &driftMonitor{opts: opts, st: st, logger: logger, now: time.Now, profile: profile, send: send,
 		open: map[driftKey]*liveDrift{}, history: map[driftKey][]*sketch.Window{}, pending: map[driftKey][]*sketch.Window{},
@@ -225,13 +225,13 @@ func (d *driftMonitor) window(k driftKey) *liveDrift {
 		d.open[k] = nil // remembered: no profile, nothing to do
 		return nil
 	}
-	w, err := sketch.NewWindow(p, k.model, k.version, d.minute, d.opts.Window)
+	w, err := sketch.NewWindow(p.Profile(), k.model, k.version, d.minute, d.opts.Window)
 	if err != nil {
 		d.logger.Warn("no drift window for this version", "model", k.model, "version", k.version, "err", err)
 		d.open[k] = nil
 		return nil
 	}
-	ld := &liveDrift{w: w, inputs: len(p.GetFeatures())}
+	ld := &liveDrift{w: w, inputs: len(p.Profile().GetFeatures())}
 	d.open[k] = ld
 	return ld
 }
@@ -355,7 +355,7 @@ func (d *driftMonitor) judge(k driftKey, merged *droverv1.DriftWindow) {
 	if p == nil {
 		return
 	}
-	rep := sketch.Evaluate(p, merged, d.opts.Settings)
+	rep := p.Evaluate(merged, d.opts.Settings)
 	labels := []string{k.model, strconv.FormatUint(k.version, 10)}
 	d.share.WithLabelValues(labels...).Set(rep.Dataset.DriftShare)
 	d.drifted.WithLabelValues(labels...).Set(map[bool]float64{true: 1}[rep.Dataset.Drifted])

@@ -66,9 +66,9 @@ func TestDriftMonitor(t *testing.T) {
 	var mu sync.Mutex
 	var sent []*droverv1.DriftWindow
 	d := newDriftMonitor(st, DriftOptions{Evaluation: time.Minute, Report: 2 * time.Minute}, logging.Discard(),
-		func(model string, version uint64) *droverv1.ReferenceProfile {
+		func(model string, version uint64) *sketch.Reference {
 			if model == "churn" && version == 1 {
-				return profile
+				return sketch.NewReference(profile)
 			}
 			return nil
 		},

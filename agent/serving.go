@@ -19,6 +19,7 @@ import (
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/buildinfo"
+	"github.com/droverhq/drover/internal/sketch"
 	"github.com/droverhq/drover/plugins/native"
 	"github.com/droverhq/drover/plugins/procserve"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
@@ -114,8 +115,9 @@ type servedVersion struct {
 	path    string
 	schema  *oip.Schema
 	native  *native.Model // for the native format
-	// profile is the version's reference profile, for drift; nil without.
-	profile *droverv1.ReferenceProfile
+	// profile is the version's reference profile made ready to judge
+	// drift against; nil without.
+	profile *sketch.Reference
 
 	runner   modelRunner // for a format a plugin or process server serves
 	runnerID string      // the runner's name for the loaded version
@@ -221,7 +223,7 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 			// Served all the same; drift is not watched.
 			r.logger.Warn("the version's reference profile does not parse; its drift is not watched", "model", v.model, "version", v.version, "err", err)
 		} else {
-			v.profile = p
+			v.profile = sketch.NewReference(p)
 		}
 	}
 	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
@@ -312,8 +314,8 @@ func (r *servingRuntime) classes(model, version string) []string {
 	return nil
 }
 
-// profile is a loaded version's reference profile, or nil.
-func (r *servingRuntime) profile(model string, version uint64) *droverv1.ReferenceProfile {
+// profile is a loaded version's prepared reference profile, or nil.
+func (r *servingRuntime) profile(model string, version uint64) *sketch.Reference {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, v := range r.loaded {

@@ -48,16 +48,14 @@ func (s *driftService) GetDrift(ctx context.Context, req *droverv1.GetDriftReque
 			return nil, state.NotFoundf("no agent has reported drift windows for %s yet", req.GetModel())
 		}
 	}
-	mv := view.Version(req.GetModel(), version)
-	if mv == nil {
-		return nil, state.NotFoundf("model %s has no version %d", req.GetModel(), version)
-	}
-	if len(mv.GetReferenceProfile()) == 0 {
+	ref, err := view.DriftReference(req.GetModel(), version)
+	switch {
+	case err != nil:
+		return nil, err
+	case ref == nil && view.VersionExists(req.GetModel(), version):
 		return nil, state.Preconditionf("%s:%d has no reference profile to judge drift against; push it with one (drover models push --profile or --dataset)", req.GetModel(), version)
-	}
-	ref := &droverv1.ReferenceProfile{}
-	if err := proto.Unmarshal(mv.GetReferenceProfile(), ref); err != nil {
-		return nil, state.Preconditionf("%s:%d's reference profile is not one this hub reads: %v", req.GetModel(), version, err)
+	case ref == nil:
+		return nil, state.NotFoundf("model %s has no version %d", req.GetModel(), version)
 	}
 	var agents []string // nil: every agent
 	switch {
@@ -80,7 +78,7 @@ func (s *driftService) GetDrift(ctx context.Context, req *droverv1.GetDriftReque
 	}
 	parts := make([]*droverv1.DriftWindow, len(windows))
 	seen := map[string]bool{}
-	resp := &droverv1.GetDriftResponse{Model: req.GetModel(), Version: version, Reference: ref, Meta: meta}
+	resp := &droverv1.GetDriftResponse{Model: req.GetModel(), Version: version, Reference: ref.Profile(), Meta: meta}
 	for i, w := range windows {
 		parts[i] = w.GetWindow()
 		if !seen[w.GetAgentId()] {
@@ -101,7 +99,7 @@ func (s *driftService) GetDrift(ctx context.Context, req *droverv1.GetDriftReque
 	resp.From = first.GetStart()
 	resp.To = timestamppb.New(last.GetStart().AsTime().Add(last.GetLength().AsDuration()))
 	resp.Settings = view.DriftSettings(req.GetModel())
-	rep := sketch.Evaluate(ref, merged, state.DriftOptions(resp.Settings))
+	rep := ref.Evaluate(merged, state.DriftOptions(resp.Settings))
 	resp.Dataset = &droverv1.DatasetDrift{DriftShare: rep.Dataset.DriftShare, Drifted: rep.Dataset.Drifted,
 		DriftedFeatures: uint32(rep.Dataset.DriftedFeatures), Features: uint32(rep.Dataset.Features)}
 	for _, f := range rep.Features {

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/blob"
@@ -55,10 +54,9 @@ import (
 const retrainTick = 500 * time.Millisecond
 
 // retrainMemory is what the controller remembers between ticks: verdicts
-// of merged drift windows it has judged, and reference profiles.
+// of merged drift windows it has judged.
 type retrainMemory struct {
-	verdicts map[string]string // by model/version/start/agents
-	profiles map[string]*droverv1.ReferenceProfile
+	verdicts map[string]string    // by model/version/start/agents
 	seen     map[string]time.Time // when a collecting job was first seen
 	warned   map[string]string    // the last warning logged per job or policy
 }
@@ -66,7 +64,7 @@ type retrainMemory struct {
 func (n *Node) runRetraining(ctx context.Context) {
 	tick := time.NewTicker(retrainTick)
 	defer tick.Stop()
-	m := &retrainMemory{verdicts: map[string]string{}, profiles: map[string]*droverv1.ReferenceProfile{},
+	m := &retrainMemory{verdicts: map[string]string{},
 		seen: map[string]time.Time{}, warned: map[string]string{}}
 	for {
 		select {
@@ -306,19 +304,11 @@ func decideTrigger(p *droverv1.RetrainPolicy, in triggerInputs, now time.Time) (
 // merged across the agents that reported one for that period, newest
 // first.
 func (n *Node) fleetDriftVerdicts(view *state.Snapshot, model string, version uint64, want int, m *retrainMemory) []string {
-	mv := view.Version(model, version)
-	if mv == nil || len(mv.GetReferenceProfile()) == 0 {
+	ref, _ := view.DriftReference(model, version)
+	if ref == nil {
 		return nil
 	}
 	pkey := fmt.Sprintf("%s/%d", model, version)
-	ref := m.profiles[pkey]
-	if ref == nil {
-		ref = &droverv1.ReferenceProfile{}
-		if err := proto.Unmarshal(mv.GetReferenceProfile(), ref); err != nil {
-			return nil
-		}
-		m.profiles[pkey] = ref
-	}
 	byStart := map[int64][]*droverv1.DriftWindow{}
 	for _, w := range view.DriftWindows(model, version, nil, time.Time{}) {
 		k := w.GetWindow().GetStart().AsTime().UnixNano()
@@ -340,7 +330,7 @@ func (n *Node) fleetDriftVerdicts(view *state.Snapshot, model string, version ui
 			if err != nil {
 				return nil
 			}
-			rep := sketch.Evaluate(ref, merged, opts)
+			rep := ref.Evaluate(merged, opts)
 			judged := false
 			for _, f := range rep.Features {
 				judged = judged || f.Verdict != "insufficient_data"

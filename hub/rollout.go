@@ -115,7 +115,7 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 func (n *Node) runRollouts(ctx context.Context) {
 	tick := time.NewTicker(rolloutTick)
 	defer tick.Stop()
-	c := &rolloutMemory{judged: map[string]time.Time{}, unhealthy: map[string]time.Time{}, profiles: map[string]*droverv1.ReferenceProfile{}}
+	c := &rolloutMemory{judged: map[string]time.Time{}, unhealthy: map[string]time.Time{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,11 +143,6 @@ func (m *rolloutMemory) forget(active map[string]bool) {
 			delete(m.judged, id)
 		}
 	}
-	for id := range m.profiles {
-		if !active[id] {
-			delete(m.profiles, id)
-		}
-	}
 	for key := range m.unhealthy {
 		if id, _, _ := strings.Cut(key, "/"); !active[id] {
 			delete(m.unhealthy, key)
@@ -162,25 +157,6 @@ func (m *rolloutMemory) forget(active map[string]bool) {
 type rolloutMemory struct {
 	judged    map[string]time.Time // by rollout
 	unhealthy map[string]time.Time // by rollout/agent
-	// profiles holds each rollout's target's decoded reference profile
-	// (nil: it has none), decoded once rather than at every judgement.
-	profiles map[string]*droverv1.ReferenceProfile
-}
-
-// profile returns a rollout's target's reference profile, or nil.
-func (m *rolloutMemory) profile(view *state.Snapshot, r *droverv1.Rollout) *droverv1.ReferenceProfile {
-	if p, ok := m.profiles[r.GetId()]; ok {
-		return p
-	}
-	var p *droverv1.ReferenceProfile
-	if mv := view.Version(r.GetModel(), r.GetToVersion()); len(mv.GetReferenceProfile()) > 0 {
-		p = &droverv1.ReferenceProfile{}
-		if proto.Unmarshal(mv.GetReferenceProfile(), p) != nil {
-			p = nil
-		}
-	}
-	m.profiles[r.GetId()] = p
-	return p
 }
 
 // stepRole is the role the new version has on a step's agents.
@@ -337,7 +313,7 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		mem.judged[r.GetId()] = at
 	}
 	since := r.GetStepReadyTime().AsTime()
-	verdict, js := n.judgeStep(view, r, step, stepAgents, since, mem.profile(view, r))
+	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
 	if changed(r, js) {
 		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Judgements: js}); err != nil {
 			return err
@@ -388,8 +364,7 @@ func changed(r *droverv1.Rollout, js []*droverv1.Judgement) bool {
 // judgeStep measures the step's agents (the canary group) and the agents
 // still on the old version, and the old version's traffic on the step's
 // agents (the baseline group), and judges the step's gates.
-func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time,
-	ref *droverv1.ReferenceProfile) (gates.Result, []*droverv1.Judgement) {
+func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time) (gates.Result, []*droverv1.Judgement) {
 	var all []string
 	for _, ra := range r.GetAgents() {
 		all = append(all, ra.GetAgentId())
@@ -402,14 +377,15 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 			canary.GPUUnhealthy++
 		}
 	}
-	// Drift of the new version's traffic on the step's agents.
-	if ref != nil {
+	// Drift of the new version's traffic on the step's agents (none
+	// measured when its reference profile is missing or unreadable).
+	if ref, _ := view.DriftReference(r.GetModel(), r.GetToVersion()); ref != nil {
 		var parts []*droverv1.DriftWindow
 		for _, w := range view.DriftWindows(r.GetModel(), r.GetToVersion(), stepAgents, since) {
 			parts = append(parts, w.GetWindow())
 		}
 		if merged, err := sketch.MergeWindows(parts...); err == nil && len(parts) > 0 {
-			rep := sketch.Evaluate(ref, merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
+			rep := ref.Evaluate(merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
 			share := rep.Dataset.DriftShare
 			canary.DriftShare = &share
 			canary.FeatureDrift = map[string]float64{}

@@ -226,6 +226,21 @@ func TestDriftWindows(t *testing.T) {
 	if v := view.NewestDriftVersion("churn"); v != 1 {
 		t.Errorf("newest version with windows %d", v)
 	}
+	// The prepared reference is shared by every view until the version
+	// changes.
+	r1, err := view.DriftReference("churn", 1)
+	if err != nil || r1 == nil || len(r1.Profile().GetFeatures()) == 0 {
+		t.Fatalf("DriftReference: %v, %v", r1, err)
+	}
+	if r2, _ := h.f.State().Snapshot().DriftReference("churn", 1); r2 != r1 {
+		t.Error("a second view prepared the reference again")
+	}
+	if r, err := view.DriftReference("churn", 9); r != nil || err != nil {
+		t.Errorf("DriftReference of a missing version: %v, %v", r, err)
+	}
+	if !view.VersionExists("churn", 1) || view.VersionExists("churn", 9) {
+		t.Error("VersionExists is wrong")
+	}
 	// A window for a version the hub does not know is dropped.
 	w := proto.CloneOf(windows[2])
 	w.Model, w.Version = "churn", 9

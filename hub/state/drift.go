@@ -162,8 +162,8 @@ func addDriftWindow(t *txn, agent *droverv1.Agent, w *droverv1.DriftWindow) (*dr
 	if len(mv.GetReferenceProfile()) == 0 {
 		return nil, nil
 	}
-	ref := &droverv1.ReferenceProfile{}
-	if err := proto.Unmarshal(mv.GetReferenceProfile(), ref); err != nil {
+	ref, err := t.refs.get(mv)
+	if err != nil {
 		return nil, nil // not a profile this hub can read: windows are kept, not judged
 	}
 	settingsRaw, _ := t.First(tableDriftSettings, "id", w.GetModel())
@@ -171,7 +171,7 @@ func addDriftWindow(t *txn, agent *droverv1.Agent, w *droverv1.DriftWindow) (*dr
 	if settingsRaw != nil {
 		settings = settingsRaw.(*droverv1.ModelDriftSettings).GetSettings()
 	}
-	rep := sketch.Evaluate(ref, w, DriftOptions(settings))
+	rep := ref.Evaluate(w, DriftOptions(settings))
 	verdict := verdictOf(rep)
 	rec := &droverv1.DriftVerdictRecord{Model: w.GetModel(), Version: w.GetVersion(), AgentId: agent.GetId(),
 		Verdict: verdict, DriftShare: rep.Dataset.DriftShare, Time: w.GetStart()}
@@ -239,6 +239,22 @@ func addDriftEvent(t *txn, rec *droverv1.DriftVerdictRecord) error {
 		kept = kept[1:]
 	}
 	return nil
+}
+
+// DriftReference returns a version's reference profile made ready to
+// judge drift windows against, prepared once and shared: nil when the
+// version or its profile is missing, an error (ErrPrecondition) when the
+// profile is not one this hub reads.
+func (v *Snapshot) DriftReference(model string, version uint64) (*sketch.Reference, error) {
+	raw := v.first(tableVersions, model, version)
+	if raw == nil {
+		return nil, nil
+	}
+	ref, err := v.refs.get(raw.(*droverv1.ModelVersion))
+	if err != nil {
+		return nil, Preconditionf("%v", err)
+	}
+	return ref, nil
 }
 
 // DriftWindows returns the kept windows of a model version from the given

@@ -444,6 +444,12 @@ func (v *Snapshot) Version(model string, version uint64) *droverv1.ModelVersion 
 	return decorate(raw.(*droverv1.ModelVersion), v.aliasesByVersion(model), true)
 }
 
+// VersionExists reports whether a model has the version, without copying
+// it as Version does.
+func (v *Snapshot) VersionExists(model string, version uint64) bool {
+	return v.first(tableVersions, model, version) != nil
+}
+
 func decorate(mv *droverv1.ModelVersion, aliases map[uint64][]string, withProfile bool) *droverv1.ModelVersion {
 	mv = proto.CloneOf(mv)
 	mv.Aliases = aliases[mv.GetVersion()]

@@ -22,6 +22,7 @@ type Store struct {
 	db          *memdb.MemDB
 	abandonCh   chan struct{}
 	abandonOnce sync.Once
+	refs        references
 }
 
 // New returns an empty store.
@@ -60,12 +61,13 @@ type txn struct {
 	*memdb.Txn
 	c       Change
 	audited bool
+	refs    *references
 }
 
 // write runs fn in one transaction. If fn fails nothing it did is kept, but
 // the applied index still advances: the command was applied, and refused.
 func (s *Store) write(c Change, fn func(tx *txn) error) error {
-	t := &txn{Txn: s.db.Txn(true), c: c}
+	t := &txn{Txn: s.db.Txn(true), c: c, refs: &s.refs}
 	defer t.Abort()
 	if err := fn(t); err != nil {
 		t.Abort()
@@ -133,12 +135,13 @@ func metaUint(t *memdb.Txn, key string) uint64 {
 
 // Snapshot returns an immutable view of the current state.
 func (s *Store) Snapshot() *Snapshot {
-	return &Snapshot{txn: s.db.Txn(false)}
+	return &Snapshot{txn: s.db.Txn(false), refs: &s.refs}
 }
 
 // Snapshot is a read-only, consistent view of the state at one index.
 type Snapshot struct {
-	txn *memdb.Txn
+	txn  *memdb.Txn
+	refs *references
 }
 
 // Index returns the Raft index of the last command the view includes.

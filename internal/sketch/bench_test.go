@@ -100,11 +100,20 @@ func BenchmarkMerge(b *testing.B) {
 }
 
 // BenchmarkEvaluate20 evaluates a window of 20 numeric features against
-// its reference.
+// its reference, preparing the reference each time (Evaluate) and once
+// (Reference.Evaluate, as the hub and the agent do).
 func BenchmarkEvaluate20(b *testing.B) {
 	prof, w := profile20(b)
 	p := w.ToProto()
-	for b.Loop() {
-		Evaluate(prof, p, drift.Options{})
-	}
+	b.Run("unprepared", func(b *testing.B) {
+		for b.Loop() {
+			Evaluate(prof, p, drift.Options{})
+		}
+	})
+	b.Run("prepared", func(b *testing.B) {
+		ref := NewReference(prof)
+		for b.Loop() {
+			ref.Evaluate(p, drift.Options{})
+		}
+	})
 }

@@ -28,14 +28,61 @@ const minNormStd = 0.001
 // lacks, or whose summary is invalid, is reported with no current rows,
 // which drift.Decide judges as insufficient data; EvaluateFeature returns
 // the error.
+//
+// Evaluate prepares the reference at every call; code that judges many
+// windows against one reference keeps a Reference instead.
 func Evaluate(ref *droverv1.ReferenceProfile, cur *droverv1.DriftWindow, opts drift.Options) drift.Report {
+	return NewReference(ref).Evaluate(cur, opts)
+}
+
+// A Reference is a reference profile made ready to judge windows against:
+// its numeric features' sketches are decoded and sorted once, which is
+// most of the work of judging a window against a large reference. It is
+// safe for concurrent use and must not be changed once made.
+type Reference struct {
+	profile *droverv1.ReferenceProfile
+	// numeric holds, by position in the profile, each numeric feature's
+	// decoded sketch, or the error decoding it.
+	numeric []*Quantiles
+	errs    []error
+}
+
+// NewReference prepares p for Evaluate. An invalid feature is not an
+// error here: each window's report judges it as insufficient data.
+func NewReference(p *droverv1.ReferenceProfile) *Reference {
+	r := &Reference{
+		profile: p,
+		numeric: make([]*Quantiles, len(p.GetFeatures())),
+		errs:    make([]error, len(p.GetFeatures())),
+	}
+	for i, f := range p.GetFeatures() {
+		if f.GetKind() != droverv1.FeatureKind_FEATURE_KIND_NUMERIC {
+			continue
+		}
+		q, err := FromProto(f.GetNumeric().GetSketch())
+		if err != nil {
+			r.errs[i] = fmt.Errorf("reference feature %q: %w", f.GetName(), err)
+			continue
+		}
+		q.sorted() // cached now, so that queries only read
+		r.numeric[i] = q
+	}
+	return r
+}
+
+// Profile returns the profile r was made from.
+func (r *Reference) Profile() *droverv1.ReferenceProfile { return r.profile }
+
+// Evaluate judges a window against the reference, as the package-level
+// Evaluate does.
+func (r *Reference) Evaluate(cur *droverv1.DriftWindow, opts drift.Options) drift.Report {
 	byName := make(map[string]*droverv1.FeatureProfile, len(cur.GetFeatures()))
 	for _, fp := range cur.GetFeatures() {
 		byName[fp.GetName()] = fp
 	}
-	reports := make([]drift.FeatureReport, 0, len(ref.GetFeatures()))
-	for _, rf := range ref.GetFeatures() {
-		fr, err := EvaluateFeature(rf, byName[rf.GetName()])
+	reports := make([]drift.FeatureReport, 0, len(r.profile.GetFeatures()))
+	for i, rf := range r.profile.GetFeatures() {
+		fr, err := evaluateFeature(rf, r.numeric[i], r.errs[i], byName[rf.GetName()])
 		if err != nil {
 			fr = drift.FeatureReport{
 				Name:           rf.GetName(),
@@ -62,6 +109,12 @@ func Evaluate(ref *droverv1.ReferenceProfile, cur *droverv1.DriftWindow, opts dr
 // both sketches exact (no compaction yet) Bound is 0 and the test is the
 // exact one.
 func EvaluateFeature(ref, cur *droverv1.FeatureProfile) (drift.FeatureReport, error) {
+	return evaluateFeature(ref, nil, nil, cur)
+}
+
+// evaluateFeature is EvaluateFeature with the reference's sketch decoded
+// already (rs, or the error decoding it), or not yet (both nil).
+func evaluateFeature(ref *droverv1.FeatureProfile, rs *Quantiles, rerr error, cur *droverv1.FeatureProfile) (drift.FeatureReport, error) {
 	if ref == nil {
 		return drift.FeatureReport{}, fmt.Errorf("%w: no reference feature", ErrInvalid)
 	}
@@ -79,14 +132,16 @@ func EvaluateFeature(ref, cur *droverv1.FeatureProfile) (drift.FeatureReport, er
 	}
 	fr.CurrentRows = toInt(cur.GetCount())
 	fr.CurrentNulls = toInt(cur.GetNulls())
-	var err error
-	switch ref.GetKind() {
-	case droverv1.FeatureKind_FEATURE_KIND_NUMERIC:
-		err = evaluateNumeric(&fr, ref, cur)
-	case droverv1.FeatureKind_FEATURE_KIND_CATEGORICAL, droverv1.FeatureKind_FEATURE_KIND_BINARY:
-		err = evaluateCategorical(&fr, ref, cur)
-	default:
-		err = fmt.Errorf("%w: feature %q has kind %v", ErrInvalid, ref.GetName(), ref.GetKind())
+	err := rerr
+	if err == nil {
+		switch ref.GetKind() {
+		case droverv1.FeatureKind_FEATURE_KIND_NUMERIC:
+			err = evaluateNumeric(&fr, ref, rs, cur)
+		case droverv1.FeatureKind_FEATURE_KIND_CATEGORICAL, droverv1.FeatureKind_FEATURE_KIND_BINARY:
+			err = evaluateCategorical(&fr, ref, cur)
+		default:
+			err = fmt.Errorf("%w: feature %q has kind %v", ErrInvalid, ref.GetName(), ref.GetKind())
+		}
 	}
 	if err != nil {
 		fr.CurrentRows, fr.CurrentNulls = 0, 0
@@ -109,10 +164,14 @@ func toInt(n uint64) int {
 	return int(min(n, math.MaxInt))
 }
 
-func evaluateNumeric(fr *drift.FeatureReport, ref, cur *droverv1.FeatureProfile) error {
-	rs, err := FromProto(ref.GetNumeric().GetSketch())
-	if err != nil {
-		return fmt.Errorf("reference feature %q: %w", ref.GetName(), err)
+// evaluateNumeric compares two numeric features; rs is the reference's
+// sketch, decoded here when nil.
+func evaluateNumeric(fr *drift.FeatureReport, ref *droverv1.FeatureProfile, rs *Quantiles, cur *droverv1.FeatureProfile) error {
+	if rs == nil {
+		var err error
+		if rs, err = FromProto(ref.GetNumeric().GetSketch()); err != nil {
+			return fmt.Errorf("reference feature %q: %w", ref.GetName(), err)
+		}
 	}
 	cs, err := FromProto(cur.GetNumeric().GetSketch())
 	if err != nil {

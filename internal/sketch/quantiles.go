@@ -327,44 +327,60 @@ func splitmix(z uint64) uint64 {
 
 // sorted returns the retained items ascending and, for each, the total
 // weight of the items up to and including it.
+//
+// Levels above 0 are kept ascending, so the view is a merge of the
+// levels, from the bottom (the smallest) up, after sorting level 0 in
+// place (its order carries no meaning); a general sort of the whole was
+// most of a drift evaluation's time.
 func (q *Quantiles) sorted() ([]float64, []uint64) {
 	if q.viewValid {
 		return q.view, q.viewCum
 	}
-	type item struct {
-		v float64
-		w uint64
-	}
-	items := make([]item, 0, q.size)
+	sortFloats(q.levels[0])
+	vals, wts := make([]float64, 0, q.size), make([]uint64, 0, q.size)
+	mv, mw := make([]float64, 0, q.size), make([]uint64, 0, q.size)
 	for h, l := range q.levels {
-		for _, v := range l {
-			items = append(items, item{v, 1 << h})
+		if len(l) == 0 {
+			continue
 		}
+		mv, mw = mergeWeighted(mv[:0], mw[:0], vals, wts, l, 1<<h)
+		vals, wts, mv, mw = mv, mw, vals, wts
 	}
-	slices.SortFunc(items, func(a, b item) int {
-		switch {
-		case a.v < b.v:
-			return -1
-		case a.v > b.v:
-			return 1
-		}
-		return 0
-	})
 	q.view = q.view[:0]
 	q.viewCum = q.viewCum[:0]
 	var cum uint64
-	for _, it := range items {
-		cum += it.w
+	for i, v := range vals {
+		cum += wts[i]
 		// Equal values collapse into one step of the CDF.
-		if n := len(q.view); n > 0 && q.view[n-1] == it.v {
+		if n := len(q.view); n > 0 && q.view[n-1] == v {
 			q.viewCum[n-1] = cum
 			continue
 		}
-		q.view = append(q.view, it.v)
+		q.view = append(q.view, v)
 		q.viewCum = append(q.viewCum, cum)
 	}
 	q.viewValid = true
 	return q.view, q.viewCum
+}
+
+// mergeWeighted appends to (dv, dw) the ascending items (av, aw) merged
+// with the ascending run, each of whose items weighs w.
+func mergeWeighted(dv []float64, dw []uint64, av []float64, aw []uint64, run []float64, w uint64) ([]float64, []uint64) {
+	i, j := 0, 0
+	for i < len(av) && j < len(run) {
+		if av[i] <= run[j] {
+			dv, dw = append(dv, av[i]), append(dw, aw[i])
+			i++
+		} else {
+			dv, dw = append(dv, run[j]), append(dw, w)
+			j++
+		}
+	}
+	dv, dw = append(dv, av[i:]...), append(dw, aw[i:]...)
+	for ; j < len(run); j++ {
+		dv, dw = append(dv, run[j]), append(dw, w)
+	}
+	return dv, dw
 }
 
 // CDF returns the estimated fraction of values at most x: exact when the
