@@ -135,6 +135,9 @@ func (s *agentService) SetAssignment(ctx context.Context, req *droverv1.SetAssig
 }
 
 func (s *agentService) DeleteAssignment(ctx context.Context, req *droverv1.DeleteAssignmentRequest) (*droverv1.DeleteAssignmentResponse, error) {
+	if err := state.ValidateText("reason", req.GetReason(), state.MaxReasonLen); err != nil {
+		return nil, err
+	}
 	role := req.GetRole()
 	if role == droverv1.AssignmentRole_ASSIGNMENT_ROLE_UNSPECIFIED {
 		role = droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
@@ -159,6 +162,10 @@ type agentControlService struct {
 // checkAgent refuses a call about an agent from a credential bound to
 // another. Admins and peers may act for any agent.
 func checkAgent(ctx context.Context, agentID string) error {
+	if agentID == "" {
+		// An unbound join token would otherwise pass as "bound to no agent".
+		return connect.NewError(connect.CodeInvalidArgument, "agent_id is required")
+	}
 	p := principalFrom(ctx)
 	if p.IsPeer || p.Token.GetRole() == droverv1.Role_ROLE_ADMIN {
 		return nil
@@ -172,7 +179,12 @@ func checkAgent(ctx context.Context, agentID string) error {
 	return nil
 }
 
+// Enroll takes a join token (or an admin's): an agent's own credential
+// may not enrol, or it could take over another agent by its name.
 func (s *agentControlService) Enroll(ctx context.Context, req *droverv1.EnrollRequest) (*droverv1.EnrollResponse, error) {
+	if bound := principalFrom(ctx).Token.GetAgentId(); bound != "" {
+		return nil, connect.NewError(connect.CodePermissionDenied, "this credential speaks for agent "+bound+" and may not enrol agents: enrol with a join token (drover tokens create --role agent)")
+	}
 	if err := state.ValidateName("agent name", req.GetName()); err != nil {
 		return nil, err
 	}

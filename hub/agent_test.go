@@ -72,6 +72,17 @@ func TestAgentEnrolmentAndControl(t *testing.T) {
 	wantCode(t, "join token acting for an agent", err, connect.CodePermissionDenied)
 	_, err = me.Heartbeat(ctx, &droverv1.HeartbeatRequest{AgentId: "a-other"})
 	wantCode(t, "credential acting for another agent", err, connect.CodePermissionDenied)
+	_, err = control(follower, join.GetSecret()).Report(ctx, &droverv1.ReportRequest{AgentId: ""})
+	wantCode(t, "join token reporting for no agent", err, connect.CodeInvalidArgument)
+	// An agent's credential may not enrol: by another agent's name it
+	// would take that agent over.
+	if _, err := control(follower, join.GetSecret()).Enroll(ctx, &droverv1.EnrollRequest{Name: "gpu-2"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = me.Enroll(ctx, &droverv1.EnrollRequest{Name: "gpu-2"})
+	wantCode(t, "an agent's credential enrolling", err, connect.CodePermissionDenied)
+	_, err = me.Enroll(ctx, &droverv1.EnrollRequest{Name: "gpu-new"})
+	wantCode(t, "an agent's credential enrolling a new agent", err, connect.CodePermissionDenied)
 
 	// The desired state reaches a watching agent quickly after a change.
 	v1 := pushVersion(t, admin, "churn", "model v1")

@@ -26,7 +26,16 @@ func (n *Node) header(ctx context.Context, reason string) *fsmv1.Header {
 // apply commits a command through Raft and returns its result and index.
 // On the leader it is applied directly; on a follower it is forwarded to
 // the leader. A refusal by the state comes back as a *state.Error.
+//
+// A caller's reason is checked here, for every command at once; the hub's
+// own controllers (no caller) compose theirs, which are cut to the limit.
 func (n *Node) apply(ctx context.Context, body fsm.Command) (proto.Message, uint64, error) {
+	if h := body.GetHeader(); len(h.GetReason()) > state.MaxReasonLen {
+		if p := principalFrom(ctx); p.Token != nil || p.IsPeer {
+			return nil, 0, state.ValidateText("reason", h.GetReason(), state.MaxReasonLen)
+		}
+		h.Reason = state.Clip(h.GetReason(), state.MaxReasonLen)
+	}
 	data, err := fsm.Encode(body)
 	if err != nil {
 		return nil, 0, err

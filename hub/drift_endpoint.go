@@ -92,7 +92,7 @@ func (s *driftService) GetDrift(ctx context.Context, req *droverv1.GetDriftReque
 	}
 	merged, err := sketch.MergeWindows(parts...)
 	if err != nil {
-		return nil, state.Invalidf("merging drift windows: %v", err)
+		return nil, state.Preconditionf("the agents' stored windows do not merge: %v", err)
 	}
 	resp.Current, resp.Rows = merged, merged.GetRows()
 	first, last := windows[0].GetWindow(), windows[len(windows)-1].GetWindow()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,6 +68,22 @@ func TestBadInputIsRefusedWhole(t *testing.T) {
 	wantCode(t, "oversized profile", err, connect.CodeInvalidArgument)
 	_, err = cl.Models.CreateVersion(ctx, &droverv1.CreateVersionRequest{Model: "churn", Artifact: up.BlobRef(), Description: strings.Repeat("x", 20<<20)})
 	wantCode(t, "oversized message", err, connect.CodeResourceExhausted)
+	long := strings.Repeat("x", state.MaxReasonLen+1)
+	_, err = cl.Agents.DeleteAssignment(ctx, &droverv1.DeleteAssignmentRequest{Agent: "nope", Model: "churn", Reason: long})
+	wantCode(t, "oversized reason", err, connect.CodeInvalidArgument)
+	_, err = cl.Models.SetAlias(ctx, &droverv1.SetAliasRequest{Model: "churn", Alias: "champion", Version: 1, Reason: long})
+	wantCode(t, "oversized reason on another call", err, connect.CodeInvalidArgument)
+	_, err = cl.Rollouts.StartRollout(ctx, &droverv1.StartRolloutRequest{Model: "churn", Selector: map[string]string{"bad key =": "x"}, Steps: []*droverv1.RolloutStep{{Percent: 100}}})
+	wantCode(t, "bad selector", err, connect.CodeInvalidArgument)
+	_, err = cl.Drift.SetDriftSettings(ctx, &droverv1.SetDriftSettingsRequest{Model: "churn", Settings: &droverv1.DriftSettings{Distance: math.Inf(1)}})
+	wantCode(t, "infinite drift distance", err, connect.CodeInvalidArgument)
+	_, err = cl.Drift.SetDriftSettings(ctx, &droverv1.SetDriftSettingsRequest{Model: "churn", Settings: &droverv1.DriftSettings{Thresholds: map[string]float64{"age": math.NaN()}}})
+	wantCode(t, "NaN drift threshold", err, connect.CodeInvalidArgument)
+	_, err = cl.Runs.CreateRun(ctx, &droverv1.CreateRunRequest{Model: "churn", Runner: "native", DatasetDigest: "sha256:nope"})
+	wantCode(t, "bad data set digest", err, connect.CodeInvalidArgument)
+	if resp, err := cl.Audit.ListAuditEvents(ctx, &droverv1.ListAuditEventsRequest{AfterIndex: math.MaxUint64}); err != nil || len(resp.GetEvents()) != 0 {
+		t.Fatalf("paging past the last index: %v, %v", resp, err)
+	}
 
 	if after := auditCount(c.Nodes[0]); after != before {
 		t.Fatalf("refused requests changed the state: %d audit events, was %d", after, before)

@@ -41,7 +41,7 @@ func (s *modelService) GetModel(ctx context.Context, req *droverv1.GetModelReque
 	}
 	return &droverv1.GetModelResponse{
 		Model:    m,
-		Versions: view.Versions(req.GetName(), false),
+		Versions: view.Versions(req.GetName()),
 		Aliases:  view.Aliases(req.GetName()),
 		Meta:     meta,
 	}, nil

@@ -200,7 +200,7 @@ func championVersion(view *state.Snapshot, model string) uint64 {
 	if best != 0 {
 		return best
 	}
-	versions := view.Versions(model, false)
+	versions := view.Versions(model)
 	for i := len(versions) - 1; i >= 0; i-- {
 		if versions[i].GetState() == droverv1.VersionState_VERSION_STATE_READY {
 			return versions[i].GetVersion()

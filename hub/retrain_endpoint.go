@@ -90,7 +90,7 @@ func (s *retrainService) TriggerRetrain(ctx context.Context, req *droverv1.Trigg
 	if r := req.GetReason(); r != "" {
 		detail += ": " + r
 	}
-	job := &droverv1.RetrainJob{Id: newID("job"), Policy: p.GetName(), Trigger: "manual", TriggerDetail: detail,
+	job := &droverv1.RetrainJob{Id: newID("job"), Policy: p.GetName(), Trigger: "manual", TriggerDetail: state.Clip(detail, state.MaxReasonLen),
 		ChampionVersion: championVersion(view, p.GetModel())}
 	v, _, err := s.n.apply(ctx, &fsmv1.RetrainJobCreate{Header: s.n.header(ctx, req.GetReason()), Job: job, Force: req.GetForce()})
 	if err != nil {
@@ -172,7 +172,7 @@ func (s *retrainService) CancelJob(ctx context.Context, req *droverv1.CancelJobR
 	if r := req.GetReason(); r != "" {
 		reason += ": " + r
 	}
-	v, _, err := s.n.apply(ctx, &fsmv1.RetrainJobFail{Header: s.n.header(ctx, req.GetReason()), Id: req.GetId(), Reason: reason, Cancel: true})
+	v, _, err := s.n.apply(ctx, &fsmv1.RetrainJobFail{Header: s.n.header(ctx, req.GetReason()), Id: req.GetId(), Reason: state.Clip(reason, state.MaxReasonLen), Cancel: true})
 	if err != nil {
 		return nil, err
 	}

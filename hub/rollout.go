@@ -455,6 +455,9 @@ func (s *rolloutService) StartRollout(ctx context.Context, req *droverv1.StartRo
 	if err := state.ValidateText("reason", req.GetReason(), state.MaxReasonLen); err != nil {
 		return nil, err
 	}
+	if err := state.ValidateLabels("selector", req.GetSelector()); err != nil {
+		return nil, err
+	}
 	if err := state.ValidateRolloutSteps(req.GetSteps()); err != nil {
 		return nil, err
 	}

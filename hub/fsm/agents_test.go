@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"crypto/sha256"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +250,57 @@ func TestDriftWindows(t *testing.T) {
 	if ws := h.f.State().Snapshot().DriftWindows("churn", 9, nil, time.Time{}); len(ws) != 0 {
 		t.Errorf("a window of an unknown version was kept")
 	}
+
+	// One batch whose windows change the verdict twice records both events.
+	before := len(h.f.State().Snapshot().DriftEvents("churn", 0))
+	h.mustApply(&fsmv1.VersionCreate{Header: header(100), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("b"), Format: "onnx", ReferenceProfile: profile}})
+	var batch []*droverv1.Report
+	for i, w := range []*droverv1.DriftWindow{windows[2], windows[1]} {
+		w = proto.CloneOf(w)
+		w.Model, w.Version = "churn", 2
+		w.Start = timestamppb.New(time.Unix(int64(1000+i)*60, 0))
+		seq++
+		batch = append(batch, &droverv1.Report{Seq: seq, Body: &droverv1.Report_Drift{Drift: w}})
+	}
+	h.mustApply(&fsmv1.AgentReports{Header: header(101), AgentId: "a1", Reports: batch})
+	if after := h.f.State().Snapshot().DriftEvents("churn", 0); len(after) != before+2 {
+		t.Errorf("%d drift events after a batch with two changes, want %d: %v", len(after), before+2, after[before:])
+	}
 }
+
+// TestReportsOverLimits takes reports past the limits on what an agent
+// reports without refusing the batch (the agent would resend it for ever):
+// text is cut, labels and an inventory that cannot be kept are dropped
+// with an event saying so.
+func TestReportsOverLimits(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(1), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1", ReportedLabels: map[string]string{"site": "lab"}}})
+	h.refused(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t2"), Agent: &droverv1.Agent{Id: "a2", Name: "gpu-2", Version: strings.Repeat("v", 200)}}, state.KindInvalid)
+	huge := &droverv1.Inventory{DriverVersion: strings.Repeat("d", state.MaxInventoryBytes)}
+	h.refused(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t2"), Agent: &droverv1.Agent{Id: "a2", Name: "gpu-2", Inventory: huge}}, state.KindInvalid)
+
+	h.mustApply(&fsmv1.AgentReports{Header: header(3), AgentId: "a1", Reports: []*droverv1.Report{
+		{Seq: 1, Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: strings.Repeat("k", 500), Message: strings.Repeat("m", 3*state.MaxReportText)}}},
+		{Seq: 2, Body: &droverv1.Report_Labels{Labels: &droverv1.LabelsReport{Labels: map[string]string{"bad key =": "x"}}}},
+		{Seq: 3, Body: &droverv1.Report_Inventory{Inventory: huge}},
+	}})
+	view := h.f.State().Snapshot()
+	a := view.Agent("a1")
+	if a.GetLastReportSeq() != 3 || a.GetReportedLabels()["site"] != "lab" || a.GetInventory().GetDriverVersion() != "" {
+		t.Fatalf("agent after oversized reports: seq %d, labels %v, driver %q…", a.GetLastReportSeq(), a.GetReportedLabels(), truncated(a.GetInventory().GetDriverVersion()))
+	}
+	var kinds []string
+	for _, e := range view.AgentEvents("a1", 100) {
+		if len(e.GetKind()) > state.MaxReportKind || len(e.GetMessage()) > state.MaxReportText {
+			t.Errorf("an event of %d+%d bytes was kept", len(e.GetKind()), len(e.GetMessage()))
+		}
+		if strings.Contains(e.GetMessage(), "not taken") {
+			kinds = append(kinds, e.GetKind())
+		}
+	}
+	if !slices.Equal(kinds, []string{"labels", "inventory"}) {
+		t.Errorf("events for what was not taken: %v", kinds)
+	}
+}
+
+func truncated(s string) string { return state.Clip(s, 20) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -91,10 +92,18 @@ func TestModelLifecycle(t *testing.T) {
 		v := h.mustApply(&fsmv1.VersionCreate{Header: header(10 + i), Version: &droverv1.ModelVersion{
 			Model: "churn", Artifact: blob(fmt.Sprint(i)), Format: "drover-native", Runner: "native",
 			Params: map[string]string{"l2": "0.1"}, Metrics: map[string]float64{"auc": 0.8},
+			Schema: &droverv1.FeatureSchema{Inputs: []*droverv1.Feature{{Name: "tenure", Datatype: "FP64"}}}, ReferenceProfile: []byte{},
 		}}).(*droverv1.ModelVersion)
 		if v.GetVersion() != uint64(i) || v.GetState() != droverv1.VersionState_VERSION_STATE_READY {
 			t.Fatalf("version %d = %v", i, v)
 		}
+	}
+	// The list leaves out the large fields; one version has them.
+	if vs := h.f.State().Snapshot().Versions("churn"); len(vs) != 3 || vs[0].GetSchema() != nil || vs[0].GetParams()["l2"] != "0.1" {
+		t.Fatalf("versions list = %v", vs)
+	}
+	if v := h.f.State().Snapshot().Version("churn", 1); v.GetSchema() == nil {
+		t.Fatalf("version 1 lost its schema: %v", v)
 	}
 	h.refused(&fsmv1.VersionCreate{Header: header(20), Version: &droverv1.ModelVersion{Model: "nope", Artifact: blob("x")}}, state.KindNotFound)
 	h.refused(&fsmv1.VersionCreate{Header: header(20), Version: &droverv1.ModelVersion{Model: "churn", Artifact: &droverv1.BlobRef{Digest: "md5:abc"}}}, state.KindInvalid)
@@ -245,6 +254,9 @@ func TestAuditTrail(t *testing.T) {
 	evs, _ = view.AuditEvents(state.AuditQuery{AfterIndex: 2, Limit: 10})
 	if len(evs) != 2 || evs[0].GetIndex() != 3 {
 		t.Fatalf("after 2 = %v", evs)
+	}
+	if evs, more := view.AuditEvents(state.AuditQuery{AfterIndex: math.MaxUint64, Limit: 10}); len(evs) != 0 || more {
+		t.Fatalf("after the largest index = %v (more %v)", evs, more)
 	}
 }
 

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -363,5 +364,38 @@ func TestDesiredStateWatchIsQuiet(t *testing.T) {
 	h.mustApply(&fsmv1.RetrainJobCreate{Header: header(6), Job: &droverv1.RetrainJob{Id: "job-q", Policy: "nightly", Trigger: "manual", ChampionVersion: 1}})
 	if !fired(ws) {
 		t.Fatal("a1's desired-state watch did not fire when jobs changed")
+	}
+}
+
+// TestRefusalMessagesAreDeterministic fails a job on a report with
+// several invalid metrics: the message kept names the first in order, the
+// same on every replica (it named whichever a map's random order visited
+// first, and replicas' states diverged).
+func TestRefusalMessagesAreDeterministic(t *testing.T) {
+	var first string
+	for range 10 {
+		h := retrainFixture(t)
+		h.mustApply(&fsmv1.RetrainJobCreate{Header: header(10), Job: &droverv1.RetrainJob{Id: "job-1", Policy: "nightly", Trigger: "manual"}})
+		h.mustApply(&fsmv1.RetrainJobDataset{Header: header(11), Id: "job-1", Dataset: &droverv1.DatasetVersion{Dataset: "d", Content: blob("rows"), Format: "csv", Rows: 5},
+			Validation: &droverv1.DatasetValidation{Passed: true, Rows: 5}})
+		h.mustApply(&fsmv1.RetrainJobPlace{Header: header(12), Id: "job-1", Attempt: 1, AgentId: "a1"})
+		r := trainingReport(1, 13, &droverv1.TrainingReport{JobId: "job-1", Attempt: 1, Phase: droverv1.TrainingPhase_TRAINING_PHASE_SUCCEEDED,
+			Result: &droverv1.TrainingResult{Artifact: blob("cand"), Metrics: map[string]float64{"f1": nanValue(), "accuracy": nanValue(), "auc": nanValue(), "loss": nanValue()}}})
+		r.AgentId = "a1"
+		h.mustApply(r)
+		var dump bytes.Buffer
+		snap, _ := h.f.Snapshot()
+		if err := snap.(*snapshot).write(&dump); err != nil {
+			t.Fatal(err)
+		}
+		msg := h.job("job-1").GetMessage()
+		if !strings.Contains(msg, `metrics["accuracy"]`) {
+			t.Fatalf("job message %q does not name the first invalid metric", msg)
+		}
+		if first == "" {
+			first = dump.String()
+		} else if dump.String() != first {
+			t.Fatalf("the same commands left different states (job message %q)", msg)
+		}
 	}
 }

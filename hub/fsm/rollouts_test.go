@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/droverhq/drover/hub/state"
@@ -101,8 +103,20 @@ func TestRolloutLifecycle(t *testing.T) {
 			t.Fatalf("after promote, %s runs %d (canary %d)", a, p, c)
 		}
 	}
-	// A finished rollout rolls back by hand.
-	r = h.mustApply(&fsmv1.RolloutAct{Header: header(16), Id: "r3", Action: droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK}).(*droverv1.Rollout)
+	// A finished rollout rolls back by hand, but not while a later one is
+	// running or has succeeded: that would undo the later one's work.
+	rollback := func(id string, i int) *fsmv1.RolloutAct {
+		return &fsmv1.RolloutAct{Header: header(i), Id: id, Action: droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK}
+	}
+	h.mustApply(&fsmv1.RolloutCreate{Header: header(16), Rollout: &droverv1.Rollout{Id: "r4", Model: "churn", ToVersion: 3, Selector: map[string]string{"site": "lab"}, Steps: steps}})
+	h.refused(rollback("r3", 17), state.KindFailedPrecondition)
+	h.mustApply(&fsmv1.RolloutAct{Header: header(18), Id: "r4", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PROMOTE})
+	h.refused(rollback("r3", 19), state.KindFailedPrecondition)
+	h.mustApply(rollback("r4", 20))
+	if p, _ := primaryOf(h, "a2"); p != 2 {
+		t.Fatalf("after r4's rollback a2 runs %d", p)
+	}
+	r = h.mustApply(rollback("r3", 21)).(*droverv1.Rollout)
 	if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK {
 		t.Fatalf("after rollback: %v", r)
 	}
@@ -136,7 +150,7 @@ func TestRunLifecycle(t *testing.T) {
 	h.refused(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "nope"}}, state.KindNotFound)
 	h.refused(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "churn", ParentVersion: 9}}, state.KindNotFound)
 	r := h.mustApply(&fsmv1.RunCreate{Header: header(2), Run: &droverv1.Run{Id: "run-1", Model: "churn", Runner: "native", ParentVersion: 1,
-		Params: map[string]string{"l2": "1"}, DatasetDigest: "sha256:ab"}}).(*droverv1.Run)
+		Params: map[string]string{"l2": "1"}, DatasetDigest: "sha256:" + strings.Repeat("ab", 32)}}).(*droverv1.Run)
 	if r.GetState() != droverv1.RunState_RUN_STATE_RUNNING || r.GetStartTime() == nil {
 		t.Fatalf("created: %v", r)
 	}
@@ -152,5 +166,31 @@ func TestRunLifecycle(t *testing.T) {
 	h.refused(&fsmv1.RunLog{Header: header(6), Log: &droverv1.LogRunRequest{Id: "run-1", Points: []*droverv1.MetricPoint{{Name: "loss", Value: 0.1}}}}, state.KindFailedPrecondition)
 	if runs := h.f.State().Snapshot().Runs("churn", 0); len(runs) != 1 || runs[0].GetHistory() != nil {
 		t.Fatalf("listed: %v", runs)
+	}
+}
+
+// TestEndedRolloutsAreTrimmed keeps the newest MaxRolloutsKept ended
+// rollouts of a model.
+func TestEndedRolloutsAreTrimmed(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: true, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("a"), Format: "onnx"}})
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("b"), Format: "onnx"}})
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1"}})
+	h.mustApply(&fsmv1.AssignmentSet{Header: header(3), AgentId: "a1", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	total := state.MaxRolloutsKept + 5
+	for i := range total {
+		id := fmt.Sprintf("r%03d", i)
+		h.mustApply(&fsmv1.RolloutCreate{Header: header(10 + 2*i), Rollout: &droverv1.Rollout{Id: id, Model: "churn", ToVersion: 2, Force: true,
+			Steps: []*droverv1.RolloutStep{{Percent: 100}}}})
+		h.mustApply(&fsmv1.RolloutAct{Header: header(11 + 2*i), Id: id, Action: droverv1.RolloutAction_ROLLOUT_ACTION_ABORT})
+	}
+	// The last one is still running when the trim runs, so one more than
+	// the bound can be left until the next start.
+	got := h.f.State().Snapshot().Rollouts("churn", false)
+	if len(got) > state.MaxRolloutsKept+1 || len(got) < state.MaxRolloutsKept {
+		t.Fatalf("%d rollouts kept of %d, want about %d", len(got), total, state.MaxRolloutsKept)
+	}
+	if got[0].GetId() != fmt.Sprintf("r%03d", total-1) || h.f.State().Snapshot().Rollout("r000") != nil {
+		t.Fatalf("the newest was dropped or the oldest kept: newest %s", got[0].GetId())
 	}
 }

@@ -26,7 +26,7 @@ func ValidateLabels(what string, labels map[string]string) error {
 	if err := ValidateStringMap(what, labels); err != nil {
 		return err
 	}
-	for k := range labels {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		if err := ValidateName(what+" key", k); err != nil {
 			return err
 		}
@@ -79,6 +79,12 @@ func (s *Store) EnrollAgent(c Change, in *droverv1.Agent, token *fsmv1.TokenReco
 		}
 		if err := ValidateLabels("labels", in.GetReportedLabels()); err != nil {
 			return err
+		}
+		if err := ValidateText("version", in.GetVersion(), MaxKeyLen); err != nil {
+			return err
+		}
+		if n := proto.Size(in.GetInventory()); n > MaxInventoryBytes {
+			return Invalidf("inventory is %d bytes; the limit is %d", n, MaxInventoryBytes)
 		}
 		a := proto.CloneOf(in)
 		verb := "agent.enroll"
@@ -137,6 +143,14 @@ func (s *Store) SetAgentLabels(c Change, agentID string, set map[string]string, 
 	err := s.write(c, func(t *txn) error {
 		if err := ValidateLabels("labels", set); err != nil {
 			return err
+		}
+		if len(remove) > MaxMapEntries {
+			return Invalidf("remove names %d labels; the limit is %d", len(remove), MaxMapEntries)
+		}
+		for _, k := range remove {
+			if err := ValidateName("label to remove", k); err != nil {
+				return err
+			}
 		}
 		a, err := getAgent(t, agentID)
 		if err != nil {
@@ -316,6 +330,10 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 			switch b := r.GetBody().(type) {
 			case *droverv1.Report_Assignment:
 				st := b.Assignment
+				if len(st.GetMessage()) > MaxReportText {
+					st = proto.CloneOf(st)
+					st.Message = Clip(st.GetMessage(), MaxReportText)
+				}
 				a.AssignmentStatuses = slices.DeleteFunc(a.AssignmentStatuses, func(x *droverv1.AssignmentStatus) bool {
 					return x.GetModel() == st.GetModel() && x.GetRole() == st.GetRole()
 				})
@@ -334,11 +352,21 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 				a.GpuHealth = b.GpuHealth.GetGpus()
 				ev.Kind, ev.Message = "gpu_health", gpuHealthSummary(b.GpuHealth.GetGpus())
 			case *droverv1.Report_Inventory:
+				ev.Kind = "inventory"
+				if n := proto.Size(b.Inventory); n > MaxInventoryBytes {
+					ev.Message = fmt.Sprintf("inventory not taken: %d bytes; the limit is %d", n, MaxInventoryBytes)
+					break
+				}
 				a.Inventory = b.Inventory
-				ev.Kind, ev.Message = "inventory", fmt.Sprintf("%d GPUs, driver %s", len(b.Inventory.GetGpus()), b.Inventory.GetDriverVersion())
+				ev.Message = fmt.Sprintf("%d GPUs, driver %s", len(b.Inventory.GetGpus()), b.Inventory.GetDriverVersion())
 			case *droverv1.Report_Labels:
+				ev.Kind = "labels"
+				if err := ValidateLabels("labels", b.Labels.GetLabels()); err != nil {
+					ev.Message = fmt.Sprintf("labels not taken: %v", err)
+					break
+				}
 				a.ReportedLabels = b.Labels.GetLabels()
-				ev.Kind, ev.Message = "labels", kvSummary(b.Labels.GetLabels())
+				ev.Message = kvSummary(b.Labels.GetLabels())
 			case *droverv1.Report_Dropped:
 				a.ReportsDropped += b.Dropped.GetDropped()
 				ev.Kind = "reports_dropped"
@@ -418,6 +446,7 @@ func gpuHealthSummary(gpus []*droverv1.GpuHealth) string {
 func addAgentEvent(t *txn, agentID string, ev *droverv1.AgentEvent) error {
 	ev = proto.CloneOf(ev)
 	ev.AgentId = agentID
+	ev.Kind, ev.Message = Clip(ev.GetKind(), MaxReportKind), Clip(ev.GetMessage(), MaxReportText)
 	if ev.GetTime() == nil {
 		ev.Time = t.c.timestamp()
 	}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"math"
 	"strings"
 
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -35,6 +36,9 @@ func (q AuditQuery) match(ev *droverv1.AuditEvent) bool {
 // more match beyond the limit.
 func (v *Snapshot) AuditEvents(q AuditQuery) ([]*droverv1.AuditEvent, bool) {
 	var out []*droverv1.AuditEvent
+	if q.AfterIndex == math.MaxUint64 {
+		return nil, false // nothing comes after the last index (and +1 would wrap)
+	}
 	if q.Newest {
 		it, err := v.txn.GetReverse(tableAudit, "id")
 		if err != nil {

@@ -2,6 +2,8 @@ package state
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -73,15 +75,19 @@ func DriftOptions(s *droverv1.DriftSettings) drift.Options {
 	return o
 }
 
-// validateDriftSettings refuses settings no test could use.
+// validateDriftSettings refuses settings no test could use. The
+// comparisons are written so that NaN fails them: a NaN or infinite
+// threshold would silently turn drift detection off.
 func validateDriftSettings(s *droverv1.DriftSettings) error {
 	switch {
-	case s.GetPValue() < 0 || s.GetPValue() >= 1:
+	case !(s.GetPValue() >= 0 && s.GetPValue() < 1):
 		return Invalidf("p_value %g is not in [0, 1)", s.GetPValue())
-	case s.GetDistance() < 0:
-		return Invalidf("distance %g is negative", s.GetDistance())
-	case s.GetDatasetShare() < 0 || s.GetDatasetShare() > 1:
+	case !(s.GetDistance() >= 0 && !math.IsInf(s.GetDistance(), 1)):
+		return Invalidf("distance %g is not a finite number of zero or more", s.GetDistance())
+	case !(s.GetDatasetShare() >= 0 && s.GetDatasetShare() <= 1):
 		return Invalidf("dataset_share %g is not in [0, 1]", s.GetDatasetShare())
+	case len(s.GetMethods()) > MaxMapEntries || len(s.GetThresholds()) > MaxMapEntries:
+		return Invalidf("methods and thresholds may name at most %d features each", MaxMapEntries)
 	}
 	switch s.GetCorrection() {
 	case "", "none", "bonferroni", "fdr":
@@ -89,14 +95,20 @@ func validateDriftSettings(s *droverv1.DriftSettings) error {
 		return Invalidf("correction %q: want none, bonferroni or fdr", s.GetCorrection())
 	}
 	methods := []string{"ks", "wasserstein", "psi", "jensen_shannon", "hellinger", "chi2", "z"}
-	for f, m := range s.GetMethods() {
-		if !slices.Contains(methods, m) {
+	for _, f := range slices.Sorted(maps.Keys(s.GetMethods())) {
+		if err := validateKey("methods", f); err != nil {
+			return err
+		}
+		if m := s.GetMethods()[f]; !slices.Contains(methods, m) {
 			return Invalidf("method %q for feature %s: want one of %v", m, f, methods)
 		}
 	}
-	for f, t := range s.GetThresholds() {
-		if t < 0 {
-			return Invalidf("threshold %g for feature %s is negative", t, f)
+	for _, f := range slices.Sorted(maps.Keys(s.GetThresholds())) {
+		if err := validateKey("thresholds", f); err != nil {
+			return err
+		}
+		if t := s.GetThresholds()[f]; !(t >= 0 && !math.IsInf(t, 1)) {
+			return Invalidf("threshold %g for feature %s is not a finite number of zero or more", t, f)
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -39,9 +40,9 @@ func ValidateVersion(v *droverv1.ModelVersion) error {
 	if err := ValidateBlobRef("artifact", v.GetArtifact()); err != nil {
 		return err
 	}
-	for what, s := range map[string]string{"format": v.GetFormat(), "runner": v.GetRunner()} {
-		if s != "" {
-			if err := ValidateName(what, s); err != nil {
+	for _, f := range [...]struct{ what, s string }{{"format", v.GetFormat()}, {"runner", v.GetRunner()}} {
+		if f.s != "" {
+			if err := ValidateName(f.what, f.s); err != nil {
 				return err
 			}
 		}
@@ -425,14 +426,31 @@ func (v *Snapshot) Models(includeArchived bool) []*droverv1.Model {
 }
 
 // Versions returns every version of a model, oldest first, with their
-// aliases filled in; reference profiles are left out unless withProfile.
-func (v *Snapshot) Versions(model string, withProfile bool) []*droverv1.ModelVersion {
+// aliases filled in and without the two fields that can be large, the
+// reference profile and the schema (Version has them).
+func (v *Snapshot) Versions(model string) []*droverv1.ModelVersion {
 	byVersion := v.aliasesByVersion(model)
 	var out []*droverv1.ModelVersion
 	for _, mv := range collect[*droverv1.ModelVersion](v.all(tableVersions, "id_prefix", model)) {
-		out = append(out, decorate(mv, byVersion, withProfile))
+		out = append(out, decorate(versionSummary(mv), byVersion))
 	}
 	return out
+}
+
+// versionSummary copies a version without its reference profile and
+// schema, and without copying them on the way: together they may be 5 MiB.
+func versionSummary(mv *droverv1.ModelVersion) *droverv1.ModelVersion {
+	src := mv.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		switch fd.Name() {
+		case "reference_profile", "schema":
+		default:
+			dst.Set(fd, val) // shared for a moment: cloned below
+		}
+		return true
+	})
+	return proto.CloneOf(dst.Interface().(*droverv1.ModelVersion))
 }
 
 // Version returns one version with its aliases and profile, or nil.
@@ -441,7 +459,7 @@ func (v *Snapshot) Version(model string, version uint64) *droverv1.ModelVersion 
 	if raw == nil {
 		return nil
 	}
-	return decorate(raw.(*droverv1.ModelVersion), v.aliasesByVersion(model), true)
+	return decorate(proto.CloneOf(raw.(*droverv1.ModelVersion)), v.aliasesByVersion(model))
 }
 
 // VersionExists reports whether a model has the version, without copying
@@ -450,12 +468,9 @@ func (v *Snapshot) VersionExists(model string, version uint64) bool {
 	return v.first(tableVersions, model, version) != nil
 }
 
-func decorate(mv *droverv1.ModelVersion, aliases map[uint64][]string, withProfile bool) *droverv1.ModelVersion {
-	mv = proto.CloneOf(mv)
+// decorate fills in a copied version's aliases.
+func decorate(mv *droverv1.ModelVersion, aliases map[uint64][]string) *droverv1.ModelVersion {
 	mv.Aliases = aliases[mv.GetVersion()]
-	if !withProfile {
-		mv.ReferenceProfile = nil
-	}
 	return mv
 }
 

@@ -127,10 +127,13 @@ func ValidateRetrainPolicy(p *droverv1.RetrainPolicy) error {
 	if err := ValidateStringMap("params", p.GetParams()); err != nil {
 		return err
 	}
-	for name, d := range map[string]*durationpb.Duration{"cooldown": p.GetCooldown(), "timeout": p.GetTimeout(),
-		"dataset.collect_timeout": p.GetDataset().GetCollectTimeout(), "triggers.accuracy.window": p.GetTriggers().GetAccuracy().GetWindow()} {
-		if d != nil && (d.CheckValid() != nil || d.AsDuration() < 0) {
-			return Invalidf("%s: %v is not a duration of zero or more", name, d.AsDuration())
+	for _, f := range [...]struct {
+		name string
+		d    *durationpb.Duration
+	}{{"cooldown", p.GetCooldown()}, {"timeout", p.GetTimeout()},
+		{"dataset.collect_timeout", p.GetDataset().GetCollectTimeout()}, {"triggers.accuracy.window", p.GetTriggers().GetAccuracy().GetWindow()}} {
+		if f.d != nil && (f.d.CheckValid() != nil || f.d.AsDuration() < 0) {
+			return Invalidf("%s: %v is not a duration of zero or more", f.name, f.d.AsDuration())
 		}
 	}
 	if n := p.GetMaxAttempts(); n > MaxJobAttempts {
@@ -335,7 +338,10 @@ func (s *Store) CreateRetrainJob(c Change, in *droverv1.RetrainJob, force bool, 
 		// The oldest ended jobs of the policy go beyond the bound.
 		if len(jobs)+1 > MaxJobsKept {
 			slices.SortFunc(jobs, func(a, b *droverv1.RetrainJob) int {
-				return a.GetCreateTime().AsTime().Compare(b.GetCreateTime().AsTime())
+				if c := a.GetCreateTime().AsTime().Compare(b.GetCreateTime().AsTime()); c != 0 {
+					return c
+				}
+				return strings.Compare(a.GetId(), b.GetId())
 			})
 			for _, old := range jobs[:len(jobs)+1-MaxJobsKept] {
 				if err := t.Delete(tableRetrainJobs, old); err != nil {
@@ -682,27 +688,36 @@ func applyTrainingReport(t *txn, a *droverv1.Agent, r *droverv1.TrainingReport) 
 	}
 	phase := strings.ToLower(strings.TrimPrefix(r.GetPhase().String(), "TRAINING_PHASE_"))
 	changed := phase != j.GetPhase()
-	j.Phase, j.Progress, j.Stage = phase, r.GetFraction(), r.GetStage()
-	j.Log = append(j.Log, r.GetLogLines()...)
+	j.Phase, j.Progress, j.Stage = phase, r.GetFraction(), Clip(r.GetStage(), MaxReportKind)
+	lines := r.GetLogLines()
+	if n := len(lines); n > MaxJobLogLines {
+		lines = lines[n-MaxJobLogLines:]
+	}
+	for _, l := range lines {
+		j.Log = append(j.Log, Clip(l, MaxReportText))
+	}
 	if n := len(j.Log); n > MaxJobLogLines {
 		j.Log = j.Log[n-MaxJobLogLines:]
 	}
-	if len(r.GetPoints()) > 0 {
+	// Points that are not finite or are under a name no metric may have
+	// are dropped; so are new names past the number of metrics a job
+	// keeps.
+	points := slices.DeleteFunc(slices.Clone(r.GetPoints()), func(p *droverv1.MetricPoint) bool {
+		v := p.GetValue()
+		return math.IsNaN(v) || math.IsInf(v, 0) || validateKey("metrics", p.GetName()) != nil
+	})
+	if len(points) > 0 {
 		if j.Metrics == nil {
 			j.Metrics = map[string]float64{}
 		}
-		for _, p := range r.GetPoints() {
-			if v := p.GetValue(); !math.IsNaN(v) && !math.IsInf(v, 0) {
-				j.Metrics[p.GetName()] = v
+		for _, p := range points {
+			if _, known := j.Metrics[p.GetName()]; known || len(j.Metrics) < MaxMetrics {
+				j.Metrics[p.GetName()] = p.GetValue()
 			}
 		}
 		if rraw, _ := t.First(tableRuns, "id", j.GetRunId()); rraw != nil {
 			run := proto.CloneOf(rraw.(*droverv1.Run))
-			for _, p := range r.GetPoints() {
-				if v := p.GetValue(); !math.IsNaN(v) && !math.IsInf(v, 0) {
-					run.History = append(run.History, p)
-				}
-			}
+			run.History = append(run.History, points...)
 			if n := len(run.History); n > MaxRunHistory {
 				run.History = run.History[n-MaxRunHistory:]
 			}

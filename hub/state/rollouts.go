@@ -37,6 +37,14 @@ func rolloutActive(r *droverv1.Rollout) bool {
 
 func rolloutResource(id string) string { return "rollouts/" + id }
 
+const (
+	// MaxGatesPerStep bounds the gates of one rollout step.
+	MaxGatesPerStep = 32
+	// MaxRolloutsKept is how many ended rollouts of each model the state
+	// keeps, the newest; starting another drops the oldest.
+	MaxRolloutsKept = 100
+)
+
 // ValidateRolloutSteps checks a rollout's steps.
 func ValidateRolloutSteps(steps []*droverv1.RolloutStep) error {
 	if len(steps) == 0 {
@@ -60,8 +68,14 @@ func ValidateRolloutSteps(steps []*droverv1.RolloutStep) error {
 		case s.GetBake().AsDuration() < 0 || s.GetProgressDeadline().AsDuration() < 0:
 			return Invalidf("steps[%d]: durations must not be negative", i)
 		}
+		if len(s.GetGates()) > MaxGatesPerStep {
+			return Invalidf("steps[%d]: %d gates; the limit is %d", i, len(s.GetGates()), MaxGatesPerStep)
+		}
 		names := map[string]bool{}
 		for j, g := range s.GetGates() {
+			if err := ValidateText(fmt.Sprintf("steps[%d].gates[%d].name", i, j), g.GetName(), MaxKeyLen); err != nil {
+				return err
+			}
 			if g.GetName() == "" {
 				return Invalidf("steps[%d].gates[%d]: a gate needs a name", i, j)
 			}
@@ -122,6 +136,9 @@ func (s *Store) CreateRollout(c Change, in *droverv1.Rollout) (*droverv1.Rollout
 func createRollout(t *txn, in *droverv1.Rollout) (*droverv1.Rollout, error) {
 	c := t.c
 	if err := ValidateRolloutSteps(in.GetSteps()); err != nil {
+		return nil, err
+	}
+	if err := ValidateLabels("selector", in.GetSelector()); err != nil {
 		return nil, err
 	}
 	if raw, _ := t.First(tableRollouts, "id", in.GetId()); raw != nil {
@@ -187,7 +204,11 @@ func createRollout(t *txn, in *droverv1.Rollout) (*droverv1.Rollout, error) {
 			PreviousVersion: prev, PreviousAlias: as.GetAlias(), Phase: droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_WAITING})
 	}
 	if len(r.Agents) == 0 {
-		return nil, Preconditionf("no agent matching %s runs %s; assign it first", kvSummary(r.GetSelector()), r.GetModel())
+		which := "no agent"
+		if len(r.GetSelector()) > 0 {
+			which = "no agent matching " + Clip(kvSummary(r.GetSelector()), MaxReasonLen)
+		}
+		return nil, Preconditionf("%s runs %s as primary; assign it first", which, r.GetModel())
 	}
 	// The baseline is the version most of them run.
 	for v, n := range baseline {
@@ -213,7 +234,37 @@ func createRollout(t *txn, in *droverv1.Rollout) (*droverv1.Rollout, error) {
 	if err := t.Insert(tableRollouts, r); err != nil {
 		return nil, err
 	}
-	return r, nil
+	return r, trimRollouts(t, r.GetModel())
+}
+
+// trimRollouts drops a model's oldest ended rollouts beyond
+// MaxRolloutsKept.
+func trimRollouts(t *txn, model string) error {
+	it, err := t.Get(tableRollouts, "model", model)
+	if err != nil {
+		return err
+	}
+	var ended []*droverv1.Rollout
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if r := raw.(*droverv1.Rollout); !rolloutActive(r) {
+			ended = append(ended, r)
+		}
+	}
+	if len(ended) <= MaxRolloutsKept {
+		return nil
+	}
+	slices.SortFunc(ended, func(a, b *droverv1.Rollout) int {
+		if c := a.GetCreateTime().AsTime().Compare(b.GetCreateTime().AsTime()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetId(), b.GetId())
+	})
+	for _, r := range ended[:len(ended)-MaxRolloutsKept] {
+		if err := t.Delete(tableRollouts, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // agentOrder is an agent's place in a rollout's order.
@@ -501,6 +552,14 @@ func (s *Store) ActOnRollout(c Change, id string, action droverv1.RolloutAction)
 				return Preconditionf("rollout %s is already rolled back", id)
 			}
 			if action == droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK && state == droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+				// Only the model's newest rollout returns: rolling back an
+				// older one would pull the ground from under what came
+				// after it.
+				if other, err := laterRollout(t, r); err != nil {
+					return err
+				} else if other != nil {
+					return Preconditionf("rollout %s of %s started after this one and is %s; roll that one back instead", other.GetId(), r.GetModel(), rolloutStateName(other.GetState()))
+				}
 				for _, ra := range r.GetAgents() { // every agent took part
 					if ra.Phase == droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_WAITING {
 						ra.Phase = droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_ASSIGNED
@@ -527,6 +586,23 @@ func (s *Store) ActOnRollout(c Change, id string, action droverv1.RolloutAction)
 		return t.audit(verb, rolloutResource(id), summary)
 	})
 	return out, err
+}
+
+// laterRollout returns another rollout of r's model that is active, or
+// that started after r and succeeded, or nil.
+func laterRollout(t *txn, r *droverv1.Rollout) (*droverv1.Rollout, error) {
+	it, err := t.Get(tableRollouts, "model", r.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		o := raw.(*droverv1.Rollout)
+		if o.GetId() != r.GetId() && (rolloutActive(o) ||
+			o.GetState() == droverv1.RolloutState_ROLLOUT_STATE_SUCCEEDED && o.GetCreateTime().AsTime().After(r.GetCreateTime().AsTime())) {
+			return o, nil
+		}
+	}
+	return nil, nil
 }
 
 func rolloutStateName(s droverv1.RolloutState) string {

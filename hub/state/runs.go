@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/droverhq/drover/internal/digest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -48,6 +50,16 @@ func createRun(t *txn, in *droverv1.Run) (*droverv1.Run, error) {
 	if err := validateRunMaps(in.GetParams(), in.GetTags()); err != nil {
 		return nil, err
 	}
+	if d := in.GetDataset(); d != "" {
+		if err := ValidateName("dataset", d); err != nil {
+			return nil, err
+		}
+	}
+	if d := in.GetDatasetDigest(); d != "" {
+		if _, err := digest.Parse(d); err != nil {
+			return nil, Invalidf("dataset_digest: %v", err)
+		}
+	}
 	if p := in.GetParentVersion(); p != 0 {
 		if raw, _ := t.First(tableVersions, "id", in.GetModel(), p); raw == nil {
 			return nil, NotFoundf("model %q has no version %d to be the run's parent", in.GetModel(), p)
@@ -66,7 +78,14 @@ func createRun(t *txn, in *droverv1.Run) (*droverv1.Run, error) {
 	}
 	runs := collect[*droverv1.Run](it)
 	if len(runs) > MaxRunsKept {
-		slices.SortFunc(runs, func(a, b *droverv1.Run) int { return a.GetStartTime().AsTime().Compare(b.GetStartTime().AsTime()) })
+		// Oldest first; runs started at the same instant by id, so that
+		// every replica drops the same ones.
+		slices.SortFunc(runs, func(a, b *droverv1.Run) int {
+			if c := a.GetStartTime().AsTime().Compare(b.GetStartTime().AsTime()); c != 0 {
+				return c
+			}
+			return strings.Compare(a.GetId(), b.GetId())
+		})
 		for _, old := range runs[:len(runs)-MaxRunsKept] {
 			if err := t.Delete(tableRuns, old); err != nil {
 				return nil, err

@@ -99,8 +99,10 @@ func schema() *memdb.DBSchema {
 		tableDriftWindows:  table(tableDriftWindows, byParts(driftWindowParts)),
 		tableDriftVerdicts: table(tableDriftVerdicts, byParts(driftVerdictParts)),
 		tableDriftEvents: table(tableDriftEvents, byParts(func(o any) []any {
+			// One command (an agent's batch of reports) may record
+			// events for several versions and windows.
 			e := o.(*droverv1.DriftVerdictRecord)
-			return []any{e.GetModel(), e.GetSeq()}
+			return []any{e.GetModel(), e.GetSeq(), e.GetVersion(), e.GetAgentId(), uint64(e.GetTime().AsTime().UnixNano())}
 		})),
 		tableDriftSettings: table(tableDriftSettings, byString(func(o any) string {
 			return o.(*droverv1.ModelDriftSettings).GetModel()

@@ -1,10 +1,12 @@
 package state
 
 import (
+	"maps"
 	"math"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/droverhq/drover/internal/digest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
@@ -25,6 +27,21 @@ const (
 	MaxCategories     = 10000
 	MaxSchemaBytes    = 1 << 20 // 1 MiB
 	MaxProfileBytes   = 4 << 20 // 4 MiB
+)
+
+// Limits on what agents report. A report over one is not refused (the
+// agent would resend it for ever, holding up every report behind it): its
+// text is cut to the limit, or the part that cannot be kept is dropped with
+// an event saying so.
+const (
+	// MaxReportText bounds an event's or an assignment status's message
+	// and a training log line.
+	MaxReportText = 4096
+	// MaxReportKind bounds an event's kind and a training stage.
+	MaxReportKind = 64
+	// MaxInventoryBytes bounds an agent's serialised inventory: a machine
+	// with 16 GPUs, each with its MIG instances, needs a few KiB.
+	MaxInventoryBytes = 256 << 10
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
@@ -68,12 +85,15 @@ func ValidateText(what, s string, limit int) error {
 	return nil
 }
 
-// ValidateStringMap checks labels or params.
+// ValidateStringMap checks labels or params. Like every check here it
+// visits keys in order, so that the first problem it names is the same on
+// every replica: a refusal's message can end up in the state.
 func ValidateStringMap(what string, m map[string]string) error {
 	if len(m) > MaxMapEntries {
 		return Invalidf("%s has %d entries; the limit is %d", what, len(m), MaxMapEntries)
 	}
-	for k, v := range m {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
 		if err := validateKey(what, k); err != nil {
 			return err
 		}
@@ -89,7 +109,8 @@ func ValidateMetrics(m map[string]float64) error {
 	if len(m) > MaxMetrics {
 		return Invalidf("metrics has %d entries; the limit is %d", len(m), MaxMetrics)
 	}
-	for k, v := range m {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
 		if err := validateKey("metrics", k); err != nil {
 			return err
 		}
@@ -174,6 +195,24 @@ func ValidateSchema(s *droverv1.FeatureSchema) error {
 		}
 	}
 	return nil
+}
+
+// Clip returns s cut to at most n bytes, at a character boundary, ending
+// in "…" when cut: for text the hub composes around a caller's, which
+// must not fail a limit the caller's text met.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ellipsis = "…"
+	if n < len(ellipsis) {
+		return ""
+	}
+	cut := n - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }
 
 func truncate(s string) string {

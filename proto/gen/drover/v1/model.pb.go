@@ -937,7 +937,8 @@ func (x *GetModelRequest) GetRead() *ReadOptions {
 type GetModelResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Model *Model                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	// Every version, oldest first, without reference_profile.
+	// Every version, oldest first, without reference_profile and schema
+	// (GetVersion has them).
 	Versions      []*ModelVersion `protobuf:"bytes,2,rep,name=versions,proto3" json:"versions,omitempty"`
 	Aliases       []*Alias        `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	Meta          *ReadMeta       `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
