@@ -151,7 +151,7 @@ func permissionDenied(p auth.Principal, perm auth.Permission) *connect.Error {
 func (n *Node) authenticate(ctx context.Context, header string) (auth.Principal, error) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || secret == "" {
-		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, "missing bearer token: send Authorization: Bearer <token> (the CLI reads DROVER_TOKEN)")
+		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, "missing bearer token: send Authorization: Bearer <token> (the CLI reads --token or DROVER_TOKEN; an agent enrols with --join-token or DROVER_JOIN_TOKEN)")
 	}
 	if peer := n.peerSecret(); peer != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(peer)) == 1 {
 		return auth.Principal{IsPeer: true}, nil

@@ -175,3 +175,37 @@ func TestRegistryCommands(t *testing.T) {
 		t.Fatal("version --json has no version")
 	}
 }
+
+// TestMistakesAreUsageErrors checks that every kind of mistake in calling
+// a command exits 2 with a "usage" error (JSON with --json), and that a
+// group named alone prints its help.
+func TestMistakesAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"nosuch"},
+		{"models", "lst"},
+		{"retrain", "jobs", "bogus"},
+		{"models", "show"},
+		{"agents", "show", "a", "b"},
+		{"rollouts", "status"},
+		{"tokens", "create", "--role", "viewer", "--ttl", "-1h"},
+		{"models", "list", "--no-such-flag"},
+		{"hub", "--config", filepath.Join(t.TempDir(), "missing.yaml")},
+	} {
+		out, errOut, code := run(t, nil, append(args, "--json")...)
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if code != 2 || out != "" || json.Unmarshal([]byte(errOut), &e) != nil || e.Error.Code != "usage" || e.Error.Message == "" {
+			t.Errorf("drover %s --json: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	if out, _, code := run(t, nil, "models"); code != 0 || !strings.Contains(out, "Available Commands") {
+		t.Errorf("drover models: exit %d\n%s", code, out)
+	}
+	if _, errOut, code := run(t, nil, "models", "lst"); !strings.Contains(errOut, "did you mean list?") || code != 2 {
+		t.Errorf("drover models lst: exit %d, %s", code, errOut)
+	}
+	if out, _, code := run(t, map[string]string{"DROVER_TIMEOUT": "soon"}, "models", "list"); code != 2 {
+		t.Errorf("a bad DROVER_TIMEOUT: exit %d, %s", code, out)
+	}
+}

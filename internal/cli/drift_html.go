@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"os"
@@ -104,7 +105,11 @@ func writeCompareHTML(path string, v compareReportView, hists []compareHistogram
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".drift-*.html")
 	if err != nil {
-		return fmt.Errorf("html report: %w", err)
+		// Named by the path asked for, not the temporary file beside it.
+		if pe, ok := errors.AsType[*os.PathError](err); ok {
+			err = pe.Err
+		}
+		return fmt.Errorf("html report %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
 	if _, err := tmp.Write(buf.Bytes()); err != nil {

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
+	"connectrpc.com/connect/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/droverhq/drover/agent"
@@ -64,7 +68,7 @@ counted and listed as unknown.`,
 			hreq.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(hreq)
 			if err != nil {
-				return err
+				return connect.NewError(connect.CodeUnavailable, fmt.Sprintf("cannot reach the agent at %s: %v", agentAddr, errors.Unwrap(err)))
 			}
 			defer resp.Body.Close()
 			raw, _ := io.ReadAll(resp.Body)
@@ -77,8 +81,16 @@ counted and listed as unknown.`,
 			}
 			return a.emit(out, func(w io.Writer) {
 				fmt.Fprintf(w, "%d joined, %d unknown, %d invalid\n", out.Joined, len(out.Unknown), len(out.Invalid))
-				for k, why := range out.Invalid {
-					fmt.Fprintf(w, "  %s: %s\n", k, why)
+				const most = 20
+				for i, id := range out.Unknown {
+					if i == most {
+						fmt.Fprintf(w, "  … and %d more unknown (--json lists them all)\n", len(out.Unknown)-most)
+						break
+					}
+					fmt.Fprintf(w, "  %s: unknown (not kept, expired, or labelled before)\n", id)
+				}
+				for _, k := range slices.Sorted(maps.Keys(out.Invalid)) {
+					fmt.Fprintf(w, "  %s: %s\n", k, out.Invalid[k])
 				}
 			})
 		},

@@ -43,11 +43,14 @@ command line wins over the environment, which wins over the file.`,
 			if configFile != "" {
 				var err error
 				if file, err = config.LoadFile(configFile); err != nil {
-					return err
+					return usageError{err}
 				}
 			}
 			if err := config.Apply(cmd.Flags(), file, "config"); err != nil {
 				return usageError{err}
+			}
+			if a.json && !cmd.Flags().Changed("log-format") {
+				logOpts.Format = "json" // --json: the log is the output
 			}
 			logger, level, err := logging.NewWithLevel(a.stderr, logOpts)
 			if err != nil {

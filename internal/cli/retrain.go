@@ -46,24 +46,6 @@ See docs/retraining.md.`,
 	return cmd
 }
 
-// retrainArgs is cobra.ExactArgs, but a wrong count is a usage error
-// (exit 2), as the other mistakes in calling a command are.
-func retrainArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return usageError{err}
-		}
-		return nil
-	}
-}
-
-func retrainNoArgs(cmd *cobra.Command, args []string) error {
-	if err := cobra.NoArgs(cmd, args); err != nil {
-		return usageError{err}
-	}
-	return nil
-}
-
 // ---- policies ----
 
 func (a *app) retrainPoliciesPut() *cobra.Command {
@@ -79,7 +61,7 @@ field that does not exist is an error naming it. --name and --model override
 the file's. "-f -" reads standard input. See docs/retraining.md.
 
   drover retrain policies put -f churn-policy.yaml --reason "weekly plus drift"`,
-		Args: retrainNoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return usagef("give the policy with -f <file> (YAML or JSON)")
@@ -378,7 +360,7 @@ func editDistance(a, b string) int {
 func (a *app) retrainPoliciesList() *cobra.Command {
 	var model string
 	cmd := &cobra.Command{
-		Use: "list", Short: "List retraining policies", Args: retrainNoArgs,
+		Use: "list", Short: "List retraining policies", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -405,7 +387,7 @@ func (a *app) retrainPoliciesList() *cobra.Command {
 
 func (a *app) retrainPoliciesShow() *cobra.Command {
 	return &cobra.Command{
-		Use: "show <policy>", Short: "Show a policy: triggers, data set, placement, promotion, rollout, what it last did", Args: retrainArgs(1),
+		Use: "show <policy>", Short: "Show a policy: triggers, data set, placement, promotion, rollout, what it last did", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -426,7 +408,7 @@ func (a *app) retrainPoliciesShow() *cobra.Command {
 func (a *app) retrainPoliciesDelete() *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use: "delete <policy>", Short: "Delete a policy; its jobs are kept and run on", Args: retrainArgs(1),
+		Use: "delete <policy>", Short: "Delete a policy; its jobs are kept and run on", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -715,7 +697,7 @@ func (a *app) retrainRun() *cobra.Command {
 		Long: `Start a retraining job of a policy now. The policy's cool-down applies unless
 --force; a policy that already has an active job is refused either way.
 With --watch, follow the job as "retrain jobs watch" does.`,
-		Args: retrainArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -899,7 +881,7 @@ func (a *app) retrainJobsList() *cobra.Command {
 	var active bool
 	var limit uint32
 	cmd := &cobra.Command{
-		Use: "list", Short: "List retraining jobs, newest first", Args: retrainNoArgs,
+		Use: "list", Short: "List retraining jobs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit == 0 {
 				return usagef("--limit must be at least 1")
@@ -1001,7 +983,7 @@ func (a *app) retrainJobsShow() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show <job>",
 		Short: "Show a job: trigger, champion, data set and its validation, agent and attempts, progress, result, log",
-		Args:  retrainArgs(1),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -1221,7 +1203,7 @@ status line with a progress bar, the phase and the stage. Otherwise: a line
 per change, and the new log lines. With --json: the job as a JSON object on
 one line each time it changes. Exits 0 when the job succeeded (whether its
 candidate won or lost), 1 when it failed or was cancelled.`,
-		Args: retrainArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return a.watchRetrainJob(cmd, args[0]) },
 	}
 }
@@ -1501,7 +1483,7 @@ func equalLines(a, b []string) bool {
 func (a *app) retrainJobsCancel() *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use: "cancel <job>", Short: "Cancel a job that has not ended (its agent kills the training)", Args: retrainArgs(1),
+		Use: "cancel <job>", Short: "Cancel a job that has not ended (its agent kills the training)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {
@@ -1525,7 +1507,7 @@ func (a *app) retrainJobsCancel() *cobra.Command {
 
 func (a *app) retrainJobsLogs() *cobra.Command {
 	return &cobra.Command{
-		Use: "logs <job>", Short: "Print a job's log: the newest lines its agent streamed", Args: retrainArgs(1),
+		Use: "logs <job>", Short: "Print a job's log: the newest lines its agent streamed", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.hub()
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	if !a.json && slices.Contains(args, "--json") {
+		a.json = true // a mistake stopped the flags being parsed
+	}
 	a.printError(err)
 	var usage usageError
 	if errors.As(err, &usage) {
@@ -81,7 +85,10 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			// Global flags may come from the environment (DROVER_ADDR, ...).
-			return config.Apply(cmd.Root().PersistentFlags(), nil)
+			if err := config.Apply(cmd.Root().PersistentFlags(), nil); err != nil {
+				return usageError{err}
+			}
+			return nil
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -111,7 +118,40 @@ calls fail over between them) and the API token from --token or DROVER_TOKEN.`,
 		a.retrainCommand(),
 		a.demoCommand(),
 	)
+	usageEverywhere(root)
 	return root
+}
+
+// usageEverywhere makes every mistake in calling a command a usage error
+// (exit 2, and a JSON error with --json): cobra's checks of positional
+// arguments, and a subcommand that does not exist, which cobra answers
+// with the group's help and success.
+func usageEverywhere(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.SuggestionsMinimumDistance = 2
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usagef("%s (see %s --help)", msg, cmd.CommandPath())
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageEverywhere(sub)
+	}
 }
 
 // hub returns the API client, made on first use.
@@ -182,6 +222,9 @@ func (a *app) emit(v any, text func(w io.Writer)) error {
 // --json {"error": {"code": ..., "message": ...}} on stderr.
 func (a *app) printError(err error) {
 	code, msg := "", err.Error()
+	if errors.As(err, new(usageError)) {
+		code = "usage"
+	}
 	if ce, ok := errors.AsType[*connect.Error](err); ok {
 		code, msg = ce.Code().String(), ce.Message()
 		if msg == "" {
@@ -193,7 +236,7 @@ func (a *app) printError(err error) {
 		_ = enc.Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 		return
 	}
-	if code != "" {
+	if code != "" && code != "usage" {
 		msg = code + ": " + msg
 	}
 	fmt.Fprintln(a.stderr, "error: "+msg)

@@ -52,6 +52,9 @@ func (a *app) tokensCreate() *cobra.Command {
 			if err != nil {
 				return usagef("--role: %v", err)
 			}
+			if cmd.Flags().Changed("ttl") && ttl <= 0 {
+				return usagef("--ttl %s: want a positive duration (leave it out for a token that does not expire)", ttl)
+			}
 			c, err := a.hub()
 			if err != nil {
 				return err
