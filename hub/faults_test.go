@@ -8,18 +8,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/droverhq/drover/hub"
+	"github.com/droverhq/drover/hub/client"
 	"github.com/droverhq/drover/hub/hubtest"
 	"github.com/droverhq/drover/hub/state"
 	"github.com/droverhq/drover/internal/digest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
+	"github.com/droverhq/drover/proto/gen/drover/v1/droverv1connect"
 )
 
 func wantCode(t *testing.T, what string, err error, code connect.Code) {
@@ -355,5 +359,37 @@ func TestRemoveAndRestart(t *testing.T) {
 	wantCode(t, "remove unknown node", err, connect.CodeNotFound)
 	if _, err := c.Client().Models.CreateModel(ctx, &droverv1.CreateModelRequest{Name: "after-removal"}); err != nil {
 		t.Fatalf("write with two of two members: %v", err)
+	}
+}
+
+// TestJoinAtATakenAddress joins a node under a new name at the Raft
+// address of a dead member (a machine rebuilt under a new name): the old
+// member leaves the Raft configuration and the cluster's records.
+func TestJoinAtATakenAddress(t *testing.T) {
+	c := hubtest.StartCluster(t, 3, hubtest.Options{})
+	ctx := t.Context()
+	victim := (c.Leader() + 1) % 3
+	old, addr := c.Nodes[victim].Name(), c.Nodes[victim].RaftAddr()
+	c.Kill(victim)
+	peers := droverv1connect.NewPeerServiceClient(connect.NewClient(
+		connecthttp.NewTransport(client.NewHTTPClient(), client.BaseURL(c.Nodes[c.Leader()].HTTPAddr())),
+		client.Bearer(func() string { return c.AdminToken })))
+	if _, err := peers.Join(ctx, &droverv1.JoinRequest{Name: "rebuilt", RaftAddress: addr, HttpAddress: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Client().Cluster.GetClusterStatus(ctx, &droverv1.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range st.GetMembers() {
+		names = append(names, m.GetName())
+	}
+	if slices.Contains(names, old) || !slices.Contains(names, "rebuilt") || len(names) != 3 {
+		t.Fatalf("members after a join at %s's address: %v", old, names)
+	}
+	// Its record went too: peers are not asked for blobs at its address.
+	if rec := c.Nodes[c.Leader()].State().Node(old); rec != nil {
+		t.Fatalf("the replaced member's record is kept: %v", rec)
 	}
 }

@@ -76,6 +76,12 @@ func (n *Node) addMember(ctx context.Context, req *droverv1.JoinRequest) error {
 			if err := n.raft.RemoveServer(srv.ID, 0, n.cfg.ApplyTimeout).Error(); err != nil {
 				return unavailable("removing %q: %v", srv.ID, err)
 			}
+			// Its record goes too, or the cluster status would list it
+			// for ever; a retry of the join finds it gone from Raft and
+			// removes nothing more.
+			if _, _, err := n.apply(ctx, &fsmv1.NodeRemove{Header: n.header(ctx, "its address was taken by "+req.GetName()), Name: string(srv.ID)}); err != nil && state.KindOf(err) != state.KindNotFound {
+				return err
+			}
 		}
 	}
 	if !member {
