@@ -109,8 +109,8 @@ func TestAgentLifecycle(t *testing.T) {
 	for _, e := range view.AgentEvents("a1", 100) {
 		kinds = append(kinds, e.GetKind())
 	}
-	if want := []string{"assignment", "assignment", "reports_dropped", "assignment", "enroll"}; !equalStrings(kinds, want) {
-		t.Fatalf("event kinds = %v, want %v (hub events sort after reports)", kinds, want)
+	if want := []string{"enroll", "assignment", "assignment", "reports_dropped", "assignment"}; !equalStrings(kinds, want) {
+		t.Fatalf("event kinds = %v, want %v (in time order)", kinds, want)
 	}
 
 	// Liveness.
@@ -304,3 +304,31 @@ func TestReportsOverLimits(t *testing.T) {
 }
 
 func truncated(s string) string { return state.Clip(s, 20) }
+
+// TestAgentEventsKeepTheNewest keeps an agent's newest MaxAgentEvents
+// events by time: a flapping agent's many status changes, made by the hub,
+// do not push out the reports that come after them.
+func TestAgentEventsKeepTheNewest(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(1), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1"}})
+	for i := range state.MaxAgentEvents + 20 {
+		status := droverv1.AgentStatus_AGENT_STATUS_DOWN
+		if i%2 == 1 {
+			status = droverv1.AgentStatus_AGENT_STATUS_READY
+		}
+		h.mustApply(&fsmv1.AgentStatusSet{Header: header(10 + i), Status: status, AgentIds: []string{"a1"}})
+	}
+	at := header(10 + state.MaxAgentEvents + 20)
+	h.mustApply(&fsmv1.AgentReports{Header: at, AgentId: "a1", Reports: []*droverv1.Report{
+		{Seq: 1, Time: at.GetTime(), Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent started"}}}}})
+	evs := h.f.State().Snapshot().AgentEvents("a1", 1000)
+	if len(evs) != state.MaxAgentEvents {
+		t.Fatalf("%d events kept, want %d", len(evs), state.MaxAgentEvents)
+	}
+	if last := evs[len(evs)-1]; last.GetKind() != "started" {
+		t.Fatalf("the newest event is %s %q, want the agent's report", last.GetKind(), last.GetMessage())
+	}
+	if evs[0].GetKind() != "status" {
+		t.Fatalf("the oldest kept is %s, want a status change (the enrolment went first)", evs[0].GetKind())
+	}
+}

@@ -3,6 +3,7 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -463,13 +464,31 @@ func addAgentEvent(t *txn, agentID string, ev *droverv1.AgentEvent) error {
 	if err := t.Insert(tableAgentEvents, ev); err != nil {
 		return err
 	}
-	for len(existing)+1 > MaxAgentEvents {
-		if err := t.Delete(tableAgentEvents, existing[0]); err != nil {
+	if len(existing)+1 <= MaxAgentEvents {
+		return nil
+	}
+	// The oldest go, by time: in the key's order the hub's own events
+	// (status changes) come after every report, so a flapping agent's
+	// would have pushed out each new report as it came.
+	all := append(existing, ev)
+	sortEvents(all)
+	for _, old := range all[:len(all)-MaxAgentEvents] {
+		if err := t.Delete(tableAgentEvents, old); err != nil {
 			return err
 		}
-		existing = existing[1:]
 	}
 	return nil
+}
+
+// sortEvents orders an agent's events by time, reports before the hub's
+// own at the same instant and reports in their order.
+func sortEvents(evs []*droverv1.AgentEvent) {
+	slices.SortStableFunc(evs, func(a, b *droverv1.AgentEvent) int {
+		if c := a.GetTime().AsTime().Compare(b.GetTime().AsTime()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.GetSeq(), b.GetSeq())
+	})
 }
 
 // SetAgentStatus records a liveness change for agents; agents already in
@@ -524,9 +543,10 @@ func (v *Snapshot) Agent(ref string) *droverv1.Agent {
 	return raw.(*droverv1.Agent)
 }
 
-// AgentEvents returns an agent's newest events, oldest first.
+// AgentEvents returns an agent's newest events, oldest first, by time.
 func (v *Snapshot) AgentEvents(agentID string, limit int) []*droverv1.AgentEvent {
 	all := collect[*droverv1.AgentEvent](v.all(tableAgentEvents, "id_prefix", agentID))
+	sortEvents(all)
 	if len(all) > limit {
 		all = all[len(all)-limit:]
 	}
