@@ -1,9 +1,9 @@
 package state
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
-	"cmp"
 	"fmt"
 	"maps"
 	"slices"
