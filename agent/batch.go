@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -168,10 +169,28 @@ func (b *batcher) dispatch(items []*batchItem, rows int) {
 	defer cancel()
 	if len(items) == 1 {
 		resp, err := b.send(ctx, &runnerv1.PredictRequest{Id: b.id, Rows: int64(rows), Inputs: items[0].inputs})
+		if err == nil {
+			err = checkRows(resp.GetOutputs(), rows)
+		}
 		items[0].done <- batchResult{outputs: resp.GetOutputs(), err: err}
 		return
 	}
 	resp, err := b.send(ctx, &runnerv1.PredictRequest{Id: b.id, Rows: int64(rows), Inputs: concat(items, rows)})
+	if re := (*oip.RequestError)(nil); errors.As(err, &re) {
+		// The runner refused the batch's input: one request's fault, not
+		// every one's. Each goes again alone and gets its own answer.
+		for _, it := range items {
+			resp, err := b.send(ctx, &runnerv1.PredictRequest{Id: b.id, Rows: int64(it.rows), Inputs: it.inputs})
+			if err == nil {
+				err = checkRows(resp.GetOutputs(), it.rows)
+			}
+			it.done <- batchResult{outputs: resp.GetOutputs(), err: err}
+		}
+		return
+	}
+	if err == nil {
+		err = checkRows(resp.GetOutputs(), rows)
+	}
 	if err != nil {
 		for _, it := range items {
 			it.done <- batchResult{err: err}
@@ -179,15 +198,6 @@ func (b *batcher) dispatch(items []*batchItem, rows int) {
 		return
 	}
 	outs := resp.GetOutputs()
-	for _, t := range outs {
-		if len(t.GetShape()) == 0 || t.GetShape()[0] != int64(rows) {
-			err := fmt.Errorf("runner answered output %s with shape %v for a batch of %d rows", t.GetName(), t.GetShape(), rows)
-			for _, it := range items {
-				it.done <- batchResult{err: err}
-			}
-			return
-		}
-	}
 	off := 0
 	for _, it := range items {
 		mine := make([]*runnerv1.Tensor, len(outs))
@@ -197,6 +207,17 @@ func (b *batcher) dispatch(items []*batchItem, rows int) {
 		it.done <- batchResult{outputs: mine}
 		off += it.rows
 	}
+}
+
+// checkRows refuses a runner's answer that has not one row per row asked:
+// handing it on would give callers the wrong rows.
+func checkRows(outs []*runnerv1.Tensor, rows int) error {
+	for _, t := range outs {
+		if len(t.GetShape()) == 0 || t.GetShape()[0] != int64(rows) {
+			return fmt.Errorf("the runner answered output %s with shape %v for %d rows", t.GetName(), t.GetShape(), rows)
+		}
+	}
+	return nil
 }
 
 // aligned reports whether two requests' inputs can share a batch.

@@ -22,7 +22,11 @@ import (
 // pluginHost runs the verified runner plugins of the plugin directory, one
 // process each, and keeps them running: a plugin found dead is started
 // again (no sooner than its back-off allows, which doubles up to a minute
-// while it keeps dying) and every model it had loaded is loaded again.
+// while it keeps dying) and every model it had loaded is loaded again. A
+// plugin is checked against SHA256SUMS again before each start, so one
+// upgraded in place runs once its line is updated. One that fails its
+// first start is tried again the same way, and serves its formats once it
+// starts.
 type pluginHost struct {
 	logger *slog.Logger
 
@@ -36,7 +40,11 @@ type pluginHost struct {
 
 type hostedPlugin struct {
 	p      plugins.Plugin
+	dir    string
 	logger *slog.Logger
+	// registered is set once the host serves the plugin's formats and
+	// trainer: after its first successful start.
+	registered bool
 
 	mu      sync.Mutex
 	client  *sdk.Client
@@ -65,8 +73,9 @@ const (
 	pluginBackoffMax = time.Minute
 )
 
-// newPluginHost scans dir and describes each verified plugin (starting it
-// to ask, and keeping it running).
+// newPluginHost scans dir and starts each verified plugin, all at once,
+// and serves the formats of those that start; the others are tried again
+// by supervise.
 func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*pluginHost, error) {
 	h := &pluginHost{logger: logger, byFormat: map[string]*hostedPlugin{}, byTrainer: map[string]*hostedPlugin{}}
 	found, err := plugins.Scan(dir)
@@ -74,33 +83,68 @@ func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*plugi
 		return nil, fmt.Errorf("plugin directory %s: %w", dir, err)
 	}
 	for _, p := range found {
-		if p.Status != plugins.Verified {
+		switch p.Status {
+		case plugins.Verified:
+			h.all = append(h.all, &hostedPlugin{p: p, dir: dir, logger: logger, loaded: map[string]*runnerv1.LoadRequest{}})
+		case plugins.Invalid:
+			logger.Error("a line of the plugin directory's "+plugins.SumsFile+" is ignored", "dir", dir, "problem", p.Problem)
+		case plugins.Mismatch:
+			logger.Warn("plugin not started: its digest is not the one "+plugins.SumsFile+" lists", "file", p.File, "listed", p.SHA256, "actual", p.Actual)
+		default:
 			logger.Warn("plugin not started", "file", p.File, "status", p.Status)
-			continue
 		}
-		hp := &hostedPlugin{p: p, logger: logger, loaded: map[string]*runnerv1.LoadRequest{}}
-		c, err := hp.start(ctx)
-		if err != nil {
-			logger.Error("plugin failed to start", "file", p.File, "err", err)
-			continue
-		}
-		d := c.Describe()
-		logger.Info("plugin started", "file", p.File, "runner", d.GetName(), "version", d.GetVersion(), "formats", d.GetFormats())
-		for _, f := range d.GetFormats() {
-			if d.GetCanServe() {
-				h.byFormat[f] = hp
+	}
+	var wg sync.WaitGroup
+	for _, hp := range h.all {
+		wg.Go(func() {
+			hp.mu.Lock()
+			_, err := hp.start(ctx)
+			if err != nil {
+				hp.failedStart(err)
 			}
-		}
-		if name := d.GetName(); d.GetCanTrain() && name != "" {
-			if other, dup := h.byTrainer[name]; dup {
-				logger.Warn("two plugins train as the same runner; the first found trains", "runner", name, "file", other.p.File, "ignored", p.File)
-			} else {
-				h.byTrainer[name] = hp
+			hp.mu.Unlock()
+			if err != nil {
+				logger.Error("plugin failed to start; it is tried again with back-off", "file", hp.p.File, "err", err)
 			}
-		}
-		h.all = append(h.all, hp)
+		})
+	}
+	wg.Wait()
+	for _, hp := range h.all { // in the directory's order, for which trainer wins
+		h.register(hp)
 	}
 	return h, nil
+}
+
+// register serves a started plugin's formats and trainer, once.
+func (h *pluginHost) register(hp *hostedPlugin) {
+	hp.mu.Lock()
+	if hp.registered || hp.client == nil {
+		hp.mu.Unlock()
+		return
+	}
+	hp.registered = true
+	d := hp.client.Describe()
+	hp.mu.Unlock()
+	h.logger.Info("plugin started", "file", hp.p.File, "runner", d.GetName(), "version", d.GetVersion(), "formats", d.GetFormats())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range d.GetFormats() {
+		if !d.GetCanServe() {
+			break
+		}
+		if other, dup := h.byFormat[f]; dup {
+			h.logger.Warn("two plugins serve the same format; the first found serves it", "format", f, "file", other.p.File, "ignored", hp.p.File)
+			continue
+		}
+		h.byFormat[f] = hp
+	}
+	if name := d.GetName(); d.GetCanTrain() && name != "" {
+		if other, dup := h.byTrainer[name]; dup {
+			h.logger.Warn("two plugins train as the same runner; the first found trains", "runner", name, "file", other.p.File, "ignored", hp.p.File)
+		} else {
+			h.byTrainer[name] = hp
+		}
+	}
 }
 
 // forFormat returns the plugin serving an artifact format, or nil.
@@ -147,15 +191,33 @@ func (h *pluginHost) close() {
 	}
 }
 
-// start launches the plugin process. Called with mu held, or before the
-// plugin is shared.
+// start checks the plugin file against SHA256SUMS as it is now and
+// launches it. Called with mu held.
 func (hp *hostedPlugin) start(ctx context.Context) (*sdk.Client, error) {
+	p, err := plugins.Verify(hp.dir, hp.p.File)
+	switch {
+	case err != nil:
+		return nil, err
+	case p.Status == plugins.Mismatch:
+		return nil, fmt.Errorf("its digest is %s, %s lists %s: update the line after upgrading it", p.Actual, plugins.SumsFile, p.SHA256)
+	case p.Status != plugins.Verified:
+		return nil, fmt.Errorf("it is %s in the plugin directory", p.Status)
+	}
+	hp.p.SHA256 = p.SHA256
 	c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: hp.p.Path, SHA256: hp.p.SHA256, Logger: hp.logger})
 	if err != nil {
 		return nil, err
 	}
 	hp.client = c
 	return c, nil
+}
+
+// failedStart sets the back-off after a start that failed. Called with mu
+// held.
+func (hp *hostedPlugin) failedStart(err error) {
+	hp.lastErr = err
+	hp.backoff = min(max(2*hp.backoff, pluginBackoffMin), pluginBackoffMax)
+	hp.next = time.Now().Add(hp.backoff)
 }
 
 // get returns a live client, restarting the plugin (and reloading its
@@ -177,14 +239,19 @@ func (hp *hostedPlugin) get(ctx context.Context) (*sdk.Client, error) {
 	if now.Before(hp.next) {
 		return nil, fmt.Errorf("%w: runner plugin %s is down, next start in %s: %v", oip.ErrModelNotReady, hp.p.File, hp.next.Sub(now).Round(time.Millisecond), hp.lastErr)
 	}
-	hp.backoff = min(max(2*hp.backoff, pluginBackoffMin), pluginBackoffMax)
-	hp.next = now.Add(hp.backoff)
-	hp.logger.Warn("runner plugin died; starting it again", "file", hp.p.File, "models", len(hp.loaded), "backoff", hp.backoff)
+	if hp.registered {
+		hp.logger.Warn("runner plugin died; starting it again", "file", hp.p.File, "models", len(hp.loaded), "last_err", hp.lastErr)
+	} else {
+		hp.logger.Info("starting runner plugin again", "file", hp.p.File, "last_err", hp.lastErr)
+	}
 	c, err := hp.start(ctx)
 	if err != nil {
-		hp.lastErr = err
+		hp.failedStart(err)
+		hp.logger.Warn("runner plugin did not start", "file", hp.p.File, "err", err, "next_try_in", hp.backoff)
 		return nil, fmt.Errorf("%w: runner plugin %s: %v", oip.ErrModelNotReady, hp.p.File, err)
 	}
+	hp.backoff = min(max(2*hp.backoff, pluginBackoffMin), pluginBackoffMax) // until it answers (settle)
+	hp.next = now.Add(hp.backoff)
 	for id, req := range hp.loaded {
 		if _, err := c.Load(ctx, req); err != nil {
 			hp.lastErr = err
@@ -249,6 +316,7 @@ func (h *pluginHost) supervise(ctx context.Context) {
 		}
 		for _, hp := range h.all {
 			hp.check(ctx)
+			h.register(hp) // a plugin that failed its first start, once it starts
 		}
 	}
 }
@@ -284,7 +352,7 @@ func (hp *hostedPlugin) load(ctx context.Context, req *runnerv1.LoadRequest) (*r
 	}
 	resp, err := c.Load(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("runner plugin %s: %w", hp.p.File, err)
+		return nil, fmt.Errorf("runner plugin %s: %s", hp.p.File, status.Convert(err).Message())
 	}
 	hp.mu.Lock()
 	hp.loaded[req.GetId()] = req
@@ -318,6 +386,9 @@ func (hp *hostedPlugin) predict(ctx context.Context, req *runnerv1.PredictReques
 		return nil, fmt.Errorf("%w: runner plugin %s stopped answering: %v", oip.ErrModelNotReady, hp.p.File, status.Convert(err).Message())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
+	case status.Code(err) == codes.InvalidArgument:
+		// The runner could not take the input: the caller's fault (400).
+		return nil, &oip.RequestError{Msg: status.Convert(err).Message()}
 	}
 	return nil, fmt.Errorf("runner plugin %s: %s", hp.p.File, status.Convert(err).Message())
 }

@@ -20,7 +20,9 @@ import (
 )
 
 // TestPluginsList installs the example plugin in a plugin directory with
-// its checksum, plus one tampered copy, and lists them with the CLI.
+// its checksum, plus one tampered copy, and lists them with the CLI, which
+// exits 1 for the one that would not run (an install check), and 0 once
+// it is gone.
 func TestPluginsList(t *testing.T) {
 	dir := t.TempDir()
 	bin, sum, err := sdktest.BuildExample(dir)
@@ -32,8 +34,8 @@ func TestPluginsList(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"+sum+"  evil\n"), 0o644)
 
 	out, err := exec.Command(droverBin, "plugins", "list", "--plugin-dir", dir, "--json").Output()
-	if err != nil {
-		t.Fatal(err)
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("plugins list with a tampered plugin: %v", err)
 	}
 	var l struct {
 		Plugins []struct {
@@ -54,6 +56,11 @@ func TestPluginsList(t *testing.T) {
 	}
 	if e.Status != "mismatch" || e.Name != "" {
 		t.Errorf("the tampered copy: %+v", e)
+	}
+	_ = os.Remove(filepath.Join(dir, "evil"))
+	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
+	if out, err := exec.Command(droverBin, "plugins", "list", "--plugin-dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("plugins list with only good plugins: %v\n%s", err, out)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/droverhq/drover/plugins/sdk"
 )
@@ -36,6 +37,9 @@ const (
 	Mismatch Status = "mismatch" // listed, but the file's digest differs
 	Unlisted Status = "unlisted" // not in SHA256SUMS
 	Missing  Status = "missing"  // listed, but no such file
+	// Invalid is a line of SHA256SUMS that lists nothing it can use; the
+	// Plugin's Problem says which and why.
+	Invalid Status = "invalid"
 )
 
 // Plugin is one plugin found in the directory.
@@ -44,6 +48,10 @@ type Plugin struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256,omitempty"`
 	Status Status `json:"status"`
+	// Actual is the file's digest when it differs from the listed one.
+	Actual string `json:"actual_sha256,omitempty"`
+	// Problem says what is wrong with an Invalid entry.
+	Problem string `json:"problem,omitempty"`
 	// What the runner says of itself, when it was launched to ask.
 	Name      string   `json:"name,omitempty"`
 	Version   string   `json:"version,omitempty"`
@@ -54,8 +62,16 @@ type Plugin struct {
 }
 
 // Scan lists the plugins in dir and verifies each against SHA256SUMS. A
-// directory that does not exist holds no plugins.
+// directory that does not exist holds no plugins. A line of SHA256SUMS it
+// cannot read is an Invalid entry, not an error: it must not stop the
+// plugins the other lines list.
 func Scan(dir string) ([]Plugin, error) {
+	// Paths are absolute: "./plugin" would otherwise run as "plugin",
+	// looked up in $PATH.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -63,11 +79,10 @@ func Scan(dir string) ([]Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	sums, err := readSums(filepath.Join(dir, SumsFile))
+	sums, out, err := readSums(filepath.Join(dir, SumsFile))
 	if err != nil {
 		return nil, err
 	}
-	var out []Plugin
 	for _, e := range entries {
 		if e.Name() == SumsFile || e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -87,7 +102,7 @@ func Scan(dir string) ([]Plugin, error) {
 		p.SHA256 = want
 		p.Status = Verified
 		if got != want {
-			p.Status = Mismatch
+			p.Status, p.Actual = Mismatch, got
 		}
 		out = append(out, p)
 	}
@@ -98,48 +113,102 @@ func Scan(dir string) ([]Plugin, error) {
 	return out, nil
 }
 
-// readSums reads a sha256sum-format file; a missing one lists nothing.
-func readSums(path string) (map[string]string, error) {
+// Verify checks one plugin file of dir against SHA256SUMS as it is now:
+// what the agent does before it starts a plugin again, so that a plugin
+// upgraded in place (the binary and its line both replaced) runs, and one
+// replaced without its line does not.
+func Verify(dir, file string) (Plugin, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return Plugin{}, err
+	}
+	p := Plugin{File: file, Path: filepath.Join(dir, file)}
+	sums, _, err := readSums(filepath.Join(dir, SumsFile))
+	if err != nil {
+		return p, err
+	}
+	want, listed := sums[file]
+	if !listed {
+		p.Status = Unlisted
+		return p, nil
+	}
+	p.SHA256 = want
+	got, err := sdk.FileSHA256(p.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.Status = Missing
+	case err != nil:
+		return p, err
+	case got != want:
+		p.Status, p.Actual = Mismatch, got
+	default:
+		p.Status = Verified
+	}
+	return p, nil
+}
+
+// readSums reads a sha256sum-format file, a missing one listing nothing,
+// and returns the digests by file name and an Invalid entry for each line
+// it cannot use.
+func readSums(path string) (map[string]string, []Plugin, error) {
 	sums := map[string]string{}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return sums, nil
+		return sums, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
+	var bad []Plugin
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		sum, name, ok := strings.Cut(line, " ")
+		sum, name, _ := strings.Cut(line, " ")
 		name = strings.TrimPrefix(strings.TrimSpace(name), "*") // sha256sum's binary mode
-		if !ok || len(sum) != 64 || name == "" || strings.ContainsRune(name, '/') {
-			return nil, fmt.Errorf("%s line %d: want \"<sha256>  <file>\"", path, n)
+		problem := ""
+		switch {
+		case len(sum) != 64 || strings.Trim(strings.ToLower(sum), "0123456789abcdef") != "" || name == "":
+			problem = fmt.Sprintf("line %d: want \"<sha256>  <file>\"", n)
+		case strings.ContainsRune(name, '/'):
+			problem = fmt.Sprintf("line %d names a path, %s: list the file's name only (run sha256sum in the plugin directory)", n, name)
+		}
+		if problem != "" {
+			bad = append(bad, Plugin{File: SumsFile, Path: path, Status: Invalid, Problem: problem})
+			continue
 		}
 		sums[name] = strings.ToLower(sum)
 	}
-	return sums, sc.Err()
+	return sums, bad, sc.Err()
 }
 
-// Describe launches each verified plugin, asks it to describe itself, and
-// stops it. A plugin that fails to start has LaunchErr set.
+// Describe launches each verified plugin, all at once, asks it to
+// describe itself, and stops it. A plugin that fails to start has
+// LaunchErr set.
 func Describe(ctx context.Context, ps []Plugin, logger *slog.Logger) {
+	var wg sync.WaitGroup
 	for i := range ps {
 		p := &ps[i]
 		if p.Status != Verified {
 			continue
 		}
-		c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: p.Path, SHA256: p.SHA256, Logger: logger})
-		if err != nil {
-			p.LaunchErr = err.Error()
-			continue
-		}
-		d := c.Describe()
-		p.Name, p.Version, p.Formats, p.CanTrain, p.CanServe = d.GetName(), d.GetVersion(), d.GetFormats(), d.GetCanTrain(), d.GetCanServe()
-		c.Close()
+		wg.Go(func() {
+			c, err := sdk.Launch(ctx, sdk.LaunchConfig{Path: p.Path, SHA256: p.SHA256, Logger: logger})
+			if err != nil {
+				p.LaunchErr = err.Error()
+				return
+			}
+			d := c.Describe()
+			p.Name, p.Version, p.Formats, p.CanTrain, p.CanServe = d.GetName(), d.GetVersion(), d.GetFormats(), d.GetCanTrain(), d.GetCanServe()
+			c.Close()
+		})
 	}
+	wg.Wait()
 }
+
+// OK reports whether the plugin may run and, when it was described, did
+// start.
+func (p Plugin) OK() bool { return p.Status == Verified && p.LaunchErr == "" }

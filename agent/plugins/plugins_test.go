@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -42,15 +43,30 @@ func TestScanAndDescribe(t *testing.T) {
 	if ps[0].Name != "centroid" || !ps[0].CanServe || ps[0].Formats[0] != "centroid-json" || ps[0].LaunchErr != "" {
 		t.Fatalf("described %+v", ps[0])
 	}
-	if ps[3].Name != "" {
-		t.Fatal("a tampered plugin was launched")
+	if ps[3].Name != "" || ps[3].Actual == "" || ps[3].Actual == ps[3].SHA256 {
+		t.Fatalf("a tampered plugin: %+v", ps[3])
 	}
 
-	if err := os.WriteFile(filepath.Join(dir, SumsFile), []byte("garbage\n"), 0o644); err != nil {
+	// Bad lines are reported, and do not stop the good ones.
+	bad := fmt.Sprintf("garbage\n%s  centroid\n%s  /opt/plugins/stray\n", sum, sum)
+	if err := os.WriteFile(filepath.Join(dir, SumsFile), []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Scan(dir); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Fatalf("a malformed SHA256SUMS: %v", err)
+	ps, err = Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problems []string
+	for _, p := range ps {
+		if p.Status == Invalid {
+			problems = append(problems, p.Problem)
+		}
+	}
+	if ps[0].File != "SHA256SUMS" || len(problems) != 2 || !strings.Contains(problems[0], "line 1") || !strings.Contains(problems[1], "names a path") {
+		t.Fatalf("a SHA256SUMS with bad lines: %+v", ps)
+	}
+	if i := slices.IndexFunc(ps, func(p Plugin) bool { return p.File == "centroid" }); i < 0 || ps[i].Status != Verified {
+		t.Fatalf("the good line's plugin: %+v", ps)
 	}
 	if ps, err := Scan(filepath.Join(dir, "nope")); err != nil || len(ps) != 0 {
 		t.Fatalf("a missing directory: %v %v", ps, err)

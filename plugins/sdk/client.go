@@ -9,15 +9,18 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 
 	"github.com/droverhq/drover/internal/logging"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 )
 
-// LaunchConfig says which plugin binary to start and how.
+// LaunchConfig says which plugin binary to start and how. It is the
+// agent's side of the SDK; a plugin's own tests may use it too.
 type LaunchConfig struct {
 	// Path is the plugin executable.
 	Path string
@@ -26,7 +29,9 @@ type LaunchConfig struct {
 	SHA256 string
 	// Env is added to the plugin's environment.
 	Env []string
-	// Logger receives the plugin's log lines (its stderr), as slog records.
+	// Logger receives what the plugin logs: records it logs with Logger
+	// (or slog, or the log package) at their level, and lines it writes to
+	// standard output or error at info, with "plugin" set to Path.
 	Logger *slog.Logger
 }
 
@@ -50,6 +55,8 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	if logger == nil {
 		logger = logging.Discard()
 	}
+	logger = logger.With("plugin", cfg.Path)
+	said := &tail{}
 	cmd := exec.Command(cfg.Path)
 	// The agent's environment, then cfg.Env over it; go-plugin adds its own
 	// variables last (SkipHostEnv keeps it from appending the agent's
@@ -62,15 +69,25 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
-		Logger:           logging.HCLog(logger.With("plugin", cfg.Path), "plugin"),
-		SyncStdout:       io.Discard,
-		SyncStderr:       io.Discard,
+		Logger:           pluginLog{Logger: logging.HCLog(logger, "plugin"), binary: filepath.Base(cfg.Path), tail: said},
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))},
+		SyncStdout: &lineLogger{l: logger, stream: "stdout"},
+		SyncStderr: &lineLogger{l: logger, stream: "stderr"},
 	})
 	rpcClient, err := pc.Client()
 	if err != nil {
 		pc.Kill()
 		if strings.Contains(err.Error(), "incompatible API version") {
 			return nil, fmt.Errorf("plugin %s was built for another runner protocol than this agent's (version %d); rebuild it against this SDK: %w", cfg.Path, ProtocolVersion, err)
+		}
+		if pc.Exited() {
+			// go-plugin's own words guess at the architecture; what the
+			// plugin wrote says why.
+			if last := said.String(); last != "" {
+				return nil, fmt.Errorf("plugin %s exited before it served; it said:\n%s", cfg.Path, last)
+			}
+			return nil, fmt.Errorf("plugin %s exited before it served, saying nothing on standard error: %w", cfg.Path, err)
 		}
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Path, err)
 	}

@@ -3,7 +3,10 @@ package sdk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"runtime/debug"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -17,11 +20,12 @@ import (
 // serves it, the agent side gets a Client.
 type grpcPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
-	impl *Runner
+	impl   *Runner
+	logger *slog.Logger
 }
 
 func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	runnerv1.RegisterRunnerServiceServer(s, &grpcServer{r: p.impl})
+	runnerv1.RegisterRunnerServiceServer(s, &grpcServer{r: p.impl, logger: p.logger})
 	return nil
 }
 
@@ -32,7 +36,24 @@ func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 // grpcServer is the plugin side.
 type grpcServer struct {
 	runnerv1.UnimplementedRunnerServiceServer
-	r *Runner
+	r      *Runner
+	logger *slog.Logger
+}
+
+// recovered turns a panic in the runner's code into the call's error, so
+// that one bad request does not take down every model the plugin serves.
+// Deferred by each call, with the call's error.
+func (s *grpcServer) recovered(call string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	logger := s.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Error("the runner panicked", "call", call, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	*err = status.Errorf(codes.Internal, "the runner panicked in %s: %v", call, v)
 }
 
 var errNoServer = status.Error(codes.Unimplemented, "this runner does not serve models")
@@ -41,31 +62,35 @@ func (s *grpcServer) Describe(context.Context, *runnerv1.DescribeRequest) (*runn
 	return s.r.describe(), nil
 }
 
-func (s *grpcServer) Load(ctx context.Context, req *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
+func (s *grpcServer) Load(ctx context.Context, req *runnerv1.LoadRequest) (resp *runnerv1.LoadResponse, err error) {
 	if s.r.Server == nil {
 		return nil, errNoServer
 	}
+	defer s.recovered("Load", &err)
 	return s.r.Server.Load(ctx, req)
 }
 
-func (s *grpcServer) Predict(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+func (s *grpcServer) Predict(ctx context.Context, req *runnerv1.PredictRequest) (resp *runnerv1.PredictResponse, err error) {
 	if s.r.Server == nil {
 		return nil, errNoServer
 	}
+	defer s.recovered("Predict", &err)
 	return s.r.Server.Predict(ctx, req)
 }
 
-func (s *grpcServer) Unload(ctx context.Context, req *runnerv1.UnloadRequest) (*runnerv1.UnloadResponse, error) {
+func (s *grpcServer) Unload(ctx context.Context, req *runnerv1.UnloadRequest) (resp *runnerv1.UnloadResponse, err error) {
 	if s.r.Server == nil {
 		return nil, errNoServer
 	}
+	defer s.recovered("Unload", &err)
 	return &runnerv1.UnloadResponse{}, s.r.Server.Unload(ctx, req.GetId())
 }
 
-func (s *grpcServer) Train(req *runnerv1.TrainRequest, stream grpc.ServerStreamingServer[runnerv1.TrainResponse]) error {
+func (s *grpcServer) Train(req *runnerv1.TrainRequest, stream grpc.ServerStreamingServer[runnerv1.TrainResponse]) (err error) {
 	if s.r.Trainer == nil {
 		return status.Error(codes.Unimplemented, "this runner does not train models")
 	}
+	defer s.recovered("Train", &err)
 	return s.r.Trainer.Train(stream.Context(), req, stream.Send)
 }
 

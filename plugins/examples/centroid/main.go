@@ -20,6 +20,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/droverhq/drover/plugins/sdk"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 )
@@ -107,7 +110,8 @@ func (s *server) Predict(ctx context.Context, req *runnerv1.PredictRequest) (*ru
 	for i, f := range m.a.Features {
 		idx := slices.IndexFunc(req.GetInputs(), func(t *runnerv1.Tensor) bool { return t.GetName() == f })
 		if idx < 0 || len(req.GetInputs()[idx].GetNumbers()) != rows {
-			return nil, fmt.Errorf("input %s: missing, or not one number a row", f)
+			// The caller's fault: InvalidArgument reaches them as a 400.
+			return nil, status.Errorf(codes.InvalidArgument, "input %s: missing, or not one number a row", f)
 		}
 		cols[i] = req.GetInputs()[idx].GetNumbers()
 	}

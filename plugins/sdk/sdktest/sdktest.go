@@ -28,10 +28,28 @@ func BuildExampleProtocol(dir string, version int) (path, sha256 string, err err
 		"-ldflags", fmt.Sprintf("-X github.com/droverhq/drover/plugins/sdk.servedProtocol=%d", version))
 }
 
+// TestPluginPackage is the import path of a plugin that misbehaves on
+// request, for tests of what the agent makes of it: its environment's
+// DROVER_TEST_PLUGIN_MODE=exit makes it exit before serving, saying why;
+// otherwise it serves the format "test", logs by every route when it
+// loads, panics predicting with a model loaded as "panic" and echoes its
+// inputs with one loaded as "echo".
+const TestPluginPackage = "github.com/droverhq/drover/plugins/sdk/internal/testplugin"
+
+// BuildTestPlugin builds the misbehaving test plugin into dir as name and
+// returns the binary's path and hex SHA-256.
+func BuildTestPlugin(dir, name string) (path, sha256 string, err error) {
+	return buildPackage(filepath.Join(dir, name), TestPluginPackage)
+}
+
 func build(path string, flags ...string) (string, string, error) {
-	args := append(append([]string{"build", "-o", path}, flags...), ExamplePackage)
+	return buildPackage(path, ExamplePackage, flags...)
+}
+
+func buildPackage(path, pkg string, flags ...string) (string, string, error) {
+	args := append(append([]string{"build", "-o", path}, flags...), pkg)
 	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("building the example plugin: %v\n%s", err, out)
+		return "", "", fmt.Errorf("building %s: %v\n%s", pkg, err, out)
 	}
 	sha256, err := sdk.FileSHA256(path)
 	return path, sha256, err

@@ -5,8 +5,9 @@
 // source: drover/runner/v1/runner.proto
 
 // The protocol between the agent and a runner plugin, spoken over
-// go-plugin's gRPC transport. Plugin authors do not use it directly: the
-// SDK in plugins/sdk wraps it.
+// go-plugin's gRPC transport. The SDK in plugins/sdk runs the transport; a
+// plugin's Server and Trainer take and return these messages (Go package
+// github.com/droverhq/drover/proto/gen/drover/runner/v1).
 
 package runnerv1
 
@@ -879,8 +880,10 @@ type TrainResult struct {
 	Format       string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
 	// Evaluation metrics on a hold-out.
 	Metrics map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	// The reference profile for drift detection (opaque until the drift
-	// issue defines it).
+	// The reference profile for drift detection: a serialised
+	// drover.v1.ReferenceProfile (drift.proto), the training data's
+	// summaries. Left empty, the agent builds one from the data set, which is
+	// what most runners should do.
 	ReferenceProfile []byte `protobuf:"bytes,4,opt,name=reference_profile,json=referenceProfile,proto3" json:"reference_profile,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

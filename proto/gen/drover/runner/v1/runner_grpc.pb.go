@@ -5,8 +5,9 @@
 // source: drover/runner/v1/runner.proto
 
 // The protocol between the agent and a runner plugin, spoken over
-// go-plugin's gRPC transport. Plugin authors do not use it directly: the
-// SDK in plugins/sdk wraps it.
+// go-plugin's gRPC transport. The SDK in plugins/sdk runs the transport; a
+// plugin's Server and Trainer take and return these messages (Go package
+// github.com/droverhq/drover/proto/gen/drover/runner/v1).
 
 package runnerv1
 

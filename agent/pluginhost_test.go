@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/droverhq/drover/internal/logging"
+	"github.com/droverhq/drover/plugins/sdk/sdktest"
+)
+
+// writeSums writes a plugin directory's SHA256SUMS.
+func writeSums(t *testing.T, dir string, lines ...string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settleHost runs the host's supervision once its plugins' back-off has
+// passed: what supervise does every few seconds.
+func settleHost(h *pluginHost) {
+	time.Sleep(pluginBackoffMin + 100*time.Millisecond)
+	for _, hp := range h.all {
+		hp.check(context.Background())
+		h.register(hp)
+	}
+}
+
+// TestPluginThatFailsItsFirstStart starts a plugin that exits at once:
+// the agent starts without it, and serves its format once it starts.
+func TestPluginThatFailsItsFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	_, sum, err := sdktest.BuildTestPlugin(dir, "flaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSums(t, dir, sum+"  flaky")
+	t.Setenv("DROVER_TEST_PLUGIN_MODE", "exit")
+	h, err := newPluginHost(context.Background(), dir, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	if h.forFormat("test") != nil {
+		t.Fatal("a plugin that did not start serves its format")
+	}
+	if hl := h.all[0].health(""); hl.ok || !strings.Contains(hl.why, "cannot open /dev/nvidia0") {
+		t.Fatalf("health of a plugin that did not start: %+v", hl)
+	}
+	os.Unsetenv("DROVER_TEST_PLUGIN_MODE") // the cause is gone
+	settleHost(h)
+	if h.forFormat("test") == nil {
+		t.Fatal("the plugin started on a later try but does not serve its format")
+	}
+}
+
+// TestPluginUpgradedInPlace replaces a running plugin's binary and its
+// SHA256SUMS line, and kills the old process: the new one starts (the
+// digest read at start-up pinned the old binary for good). A binary
+// replaced without its line is refused, naming both digests.
+func TestPluginUpgradedInPlace(t *testing.T) {
+	dir := t.TempDir()
+	_, sum, err := sdktest.BuildExample(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSums(t, dir, sum+"  centroid")
+	h, err := newPluginHost(context.Background(), dir, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	hp := h.forFormat("centroid-json")
+	if hp == nil {
+		t.Fatal("the example plugin did not start")
+	}
+	kill := func() {
+		hp.mu.Lock()
+		pid := hp.client.Pid()
+		hp.mu.Unlock()
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for deadline := time.Now().Add(5 * time.Second); hp.alive() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The new build: the test plugin under the old name.
+	_, newSum, err := sdktest.BuildTestPlugin(dir, "centroid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kill()
+	settleHost(h)
+	if hl := hp.health(""); hl.ok || !strings.Contains(hl.why, newSum) || !strings.Contains(hl.why, sum) {
+		t.Fatalf("a binary replaced without its line: %+v", hl)
+	}
+	writeSums(t, dir, newSum+"  centroid")
+	settleHost(h)
+	if hl := hp.health(""); !hl.ok {
+		t.Fatalf("after its line was updated: %+v", hl)
+	}
+	hp.mu.Lock()
+	runner := hp.client.Describe().GetName()
+	hp.mu.Unlock()
+	if runner != "testplugin" {
+		t.Fatalf("the plugin running is %q, want the new build", runner)
+	}
+}
+
+// TestPluginDirectoryProblems: a relative plugin directory, and a bad
+// SHA256SUMS line, which is reported without stopping the plugins the
+// other lines list.
+func TestPluginDirectoryProblems(t *testing.T) {
+	dir := t.TempDir()
+	_, sum, err := sdktest.BuildExample(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSums(t, dir, sum+"  centroid", sum+"  /abs/path/centroid", "not a line")
+	t.Chdir(dir)
+	h, err := newPluginHost(context.Background(), ".", logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	if h.forFormat("centroid-json") == nil {
+		t.Fatal(`the plugin in "." did not start`)
+	}
+}
