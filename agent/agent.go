@@ -199,8 +199,10 @@ type Agent struct {
 
 	join       *client.Client // with the join token, for enrolment
 	streamHTTP *http.Client   // for desired-state watches
-	hub        atomic.Pointer[client.Client]
-	ident      atomic.Pointer[store.Identity]
+	// cred is the agent's identity and a client that presents it; nil
+	// until the agent first enrols, never nil again after (see reenrol).
+	cred    atomic.Pointer[credential]
+	enrolMu sync.Mutex // one enrolment at a time
 
 	mu        sync.Mutex
 	labels    map[string]string
@@ -211,8 +213,17 @@ type Agent struct {
 	healthMu sync.Mutex
 	health   map[reconcile.Key]reportedHealth
 
+	feedbackMu sync.Mutex // one feedback request joins at a time
+
+	// spaceChanged is told when the store may have gone low on space or
+	// recovered; spaceNow says where it stands (see reportSpace).
+	spaceChanged chan struct{}
+	spaceNow     func() store.SpaceStatus
+
 	lastPass  atomic.Int64 // unix nanos of the reconciler's last sign of life
 	connected atomic.Bool
+
+	shutdown shutdownTimeouts
 }
 
 // New opens the agent's state and listener; Run starts it.
@@ -221,31 +232,20 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, trainers: cfg.Trainers, rewatch: make(chan struct{}, 1),
-		health: map[reconcile.Key]reportedHealth{}}
+		health: map[reconcile.Key]reportedHealth{}, spaceChanged: make(chan struct{}, 1), shutdown: defaultShutdown}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	storeLog := a.logger.With("component", "store")
 	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{
 		MaxReports: cfg.OutboxMaxReports,
-		OnSpace: func(low bool, free, reserve uint64) {
-			if low {
-				storeLog.Warn("the data directory's file system is nearly full: the store refuses writes, and reports wait in memory until space is freed",
-					"free_bytes", free)
-			} else {
-				storeLog.Info("space freed under the store: writing again", "free_bytes", free)
-			}
-			// The store calls this in the middle of a write: the report
-			// goes in from outside it.
-			go a.report(&droverv1.Report{Body: &droverv1.Report_StoreSpace{StoreSpace: &droverv1.StoreSpaceReport{
-				Low: low, FreeBytes: free, MinFreeBytes: reserve,
-			}}})
-		},
+		OnSpace:    a.storeSpaceChanged,
 	}, storeLog)
 	if err != nil {
 		return nil, err
 	}
 	a.store = st
+	a.spaceNow = st.Space
 	ok := false
 	defer func() {
 		if !ok {
@@ -259,7 +259,9 @@ func New(cfg Config) (*Agent, error) {
 	a.join = join
 	a.streamHTTP = client.NewHTTPClient()
 	if id, err := st.Identity(); err == nil {
-		a.setIdentity(id)
+		if err := a.setIdentity(id); err != nil {
+			return nil, err
+		}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
@@ -314,12 +316,29 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-func (a *Agent) setIdentity(id *store.Identity) {
-	a.ident.Store(id)
+// credential is an identity the agent has from the hub and a client that
+// presents it, replaced together.
+type credential struct {
+	id  *store.Identity
+	hub *client.Client
+}
+
+func (a *Agent) setIdentity(id *store.Identity) error {
 	c, err := client.New(client.Config{Addrs: a.cfg.Hubs, Token: id.Token})
-	if err == nil {
-		a.hub.Store(c)
+	if err != nil {
+		return err
 	}
+	a.cred.Store(&credential{id: id, hub: c})
+	return nil
+}
+
+// hubClient returns a client with the agent's credential, or nil before it
+// has one.
+func (a *Agent) hubClient() *client.Client {
+	if cr := a.cred.Load(); cr != nil {
+		return cr.hub
+	}
+	return nil
 }
 
 // Addr returns the address the agent serves HTTP on.
@@ -327,8 +346,8 @@ func (a *Agent) Addr() string { return a.listener.Addr().String() }
 
 // ID returns the agent's id, or "" before it has enrolled.
 func (a *Agent) ID() string {
-	if id := a.ident.Load(); id != nil {
-		return id.AgentID
+	if cr := a.cred.Load(); cr != nil {
+		return cr.id.AgentID
 	}
 	return ""
 }
@@ -338,7 +357,7 @@ func (a *Agent) ID() string {
 // its reports to the hub, and closes its state.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
-	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: serverReadTimeout, IdleTimeout: serverIdleTimeout}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.server.Serve(a.listener) }()
 
@@ -346,7 +365,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	// its training tasks that were not finished.
 	a.retrain.begin(ctx)
 	if d, err := a.store.Desired(); err == nil {
+		a.mu.Lock() // the HTTP server reads it already
 		a.desiredFP = d.GetFingerprint()
+		a.mu.Unlock()
 		a.rec.SetDesired(d)
 		a.retrain.sync(d)
 		a.logger.Info("resuming the last desired state", "assignments", len(d.GetAssignments()), "training", len(d.GetTraining()))
@@ -368,6 +389,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	run(a.windows.run)
 	run(a.drift.run)
+	run(a.reportSpace)
 	run(func(ctx context.Context) { a.store.CollectGarbage(ctx, 10*time.Minute) })
 
 	var err error
@@ -378,19 +400,47 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.logger.Info("agent stopping")
 	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "stopping", Message: "agent stopping"}}})
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = a.server.Shutdown(sctx)
+	// Each step has its own deadline: a request slow to finish must not
+	// leave the reports no time to go.
+	step := func(d time.Duration, f func(context.Context)) {
+		sctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		f(sctx)
+	}
+	step(a.shutdown.serve, func(ctx context.Context) {
+		if a.server.Shutdown(ctx) != nil {
+			a.logger.Warn("requests still being answered at shutdown; closing their connections")
+			_ = a.server.Close()
+		}
+	})
 	wg.Wait()
 	a.retrain.wait()
-	a.flushReports(sctx)
+	a.cache.Close()
+	step(a.shutdown.flush, a.flushReports)
 	a.gpus.close()
 	a.plugins.close()
 	if rt, ok := a.runtime.(*servingRuntime); ok {
-		rt.close(sctx)
+		step(a.shutdown.runtime, rt.close)
 	}
 	return err
 }
+
+// The HTTP server's timeouts: a prediction's body may be large and come
+// slowly (up to oip.DefaultMaxBody), so reading a request may take a
+// while, but not forever; an idle keep-alive connection is closed.
+const (
+	serverReadTimeout = 5 * time.Minute
+	serverIdleTimeout = 2 * time.Minute
+)
+
+// shutdownTimeouts bound the steps of stopping.
+type shutdownTimeouts struct {
+	serve   time.Duration // requests in flight finish
+	flush   time.Duration // reports go to the hub once more
+	runtime time.Duration // replaced versions unload, process servers stop
+}
+
+var defaultShutdown = shutdownTimeouts{serve: 5 * time.Second, flush: 5 * time.Second, runtime: 5 * time.Second}
 
 // Reload applies a new configuration's changeable parts: the labels and
 // the exec trainers. The rest needs a restart.
@@ -431,6 +481,46 @@ func (a *Agent) trainersNow() map[string][]string {
 func (a *Agent) report(reports ...*droverv1.Report) {
 	if err := a.store.Append(a.now(), reports...); err != nil {
 		a.logger.Error("cannot store a report", "err", err)
+	}
+}
+
+// storeSpaceChanged is the store's word that it went low on space or has
+// room again. It comes in the middle of a write, from any writer's
+// goroutine: reportSpace looks at where the store stands.
+func (a *Agent) storeSpaceChanged(bool, uint64, uint64) {
+	select {
+	case a.spaceChanged <- struct{}{}:
+	default:
+	}
+}
+
+// reportSpace tells the hub, in order, when the store goes low on space
+// and when it has room again, until ctx ends. The store's word of a change
+// comes from the middle of its writes, from any goroutine and in no
+// particular order; so one goroutine, told of a change, looks at where the
+// store stands now and reports that, if it is news.
+func (a *Agent) reportSpace(ctx context.Context) {
+	low := false // the store opens only with room
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.spaceChanged:
+		}
+		sp := a.spaceNow()
+		if sp.Low == low {
+			continue
+		}
+		low = sp.Low
+		if low {
+			a.logger.Warn("the data directory's file system is nearly full: the store refuses writes, and reports wait in memory until space is freed",
+				"component", "store", "free_bytes", sp.FreeBytes)
+		} else {
+			a.logger.Info("space freed under the store: writing again", "component", "store", "free_bytes", sp.FreeBytes)
+		}
+		a.report(&droverv1.Report{Body: &droverv1.Report_StoreSpace{StoreSpace: &droverv1.StoreSpaceReport{
+			Low: sp.Low, FreeBytes: sp.FreeBytes, MinFreeBytes: sp.MinFreeBytes,
+		}}})
 	}
 }
 
@@ -578,7 +668,7 @@ func (a *Agent) collectArtifacts(ctx context.Context) {
 type downloader struct{ a *Agent }
 
 func (d downloader) DownloadFile(ctx context.Context, dg digest.Digest, size int64, path string, p client.Progress) error {
-	c := d.a.hub.Load()
+	c := d.a.hubClient()
 	if c == nil {
 		return errors.New("not enrolled yet")
 	}

@@ -137,24 +137,38 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 	if a.samples != nil {
 		a.samples.flush()
 	}
+	// One request at a time: a prediction is joined to one label only.
+	a.feedbackMu.Lock()
+	defer a.feedbackMu.Unlock()
 	resp := FeedbackResponse{Unknown: []string{}, Invalid: map[string]string{}}
-	var labelled [][]byte
+	type join struct {
+		version string
+		score   feedbackScore
+	}
+	var (
+		joins    []join
+		labelled [][]byte
+		taken    []string // predictions found, joined or not
+		invalid  int
+	)
+	seen := map[string]bool{}
 	for i, it := range req.Items {
 		if it.ID == "" {
 			resp.Invalid[fmt.Sprintf("items[%d]", i)] = "no id"
-			a.feedback.WithLabelValues(req.Model, "invalid").Inc()
+			invalid++
 			continue
 		}
-		raw, err := a.store.TakePrediction(req.Model, it.ID)
-		if errors.Is(err, store.ErrNotFound) {
+		raw, err := a.store.Prediction(req.Model, it.ID)
+		if errors.Is(err, store.ErrNotFound) || seen[it.ID] {
 			resp.Unknown = append(resp.Unknown, it.ID)
-			a.feedback.WithLabelValues(req.Model, "unknown").Inc()
 			continue
 		}
 		if err != nil {
 			writeJSONError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
+		seen[it.ID] = true
+		taken = append(taken, it.ID)
 		var lp loggedPrediction
 		if err := json.Unmarshal(raw, &lp); err != nil {
 			resp.Invalid[it.ID] = "the kept prediction does not decode"
@@ -163,21 +177,45 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		score, err := scoreFeedback(&lp, it)
 		if err != nil {
 			resp.Invalid[it.ID] = err.Error()
-			a.feedback.WithLabelValues(req.Model, "invalid").Inc()
+			invalid++
 			continue
 		}
-		a.windows.observeFeedback(req.Model, lp.Version, score)
-		a.feedback.WithLabelValues(req.Model, "joined").Inc()
-		resp.Joined++
+		joins = append(joins, join{lp.Version, score})
 		labelled = append(labelled, labelledRows(it, &lp)...)
 	}
+	// The labelled rows are stored before their predictions are deleted
+	// and anything is counted: if they cannot be, the request fails whole,
+	// and sent again it finds every prediction still there.
 	if len(labelled) > 0 {
 		j, err := a.store.Journal("labelled/"+req.Model, a.labelledKeep())
 		if err == nil {
 			_, err = j.Append(labelled...)
 		}
 		if err != nil {
-			a.logger.Warn("labelled rows not kept", "model", req.Model, "err", err)
+			a.logger.Warn("labelled rows not kept; the feedback request is refused", "model", req.Model, "rows", len(labelled), "err", err)
+			status := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, store.ErrNoSpace):
+				status = http.StatusServiceUnavailable
+			case errors.Is(err, store.ErrOverBound):
+				status = http.StatusRequestEntityTooLarge
+			}
+			writeJSONError(w, status, "labels not stored, nothing joined: "+err.Error())
+			return
+		}
+	}
+	if err := a.store.DeletePredictions(req.Model, taken); err != nil {
+		// The rows are kept; a later label for these requests would be
+		// joined again.
+		a.logger.Warn("joined predictions not deleted", "model", req.Model, "predictions", len(taken), "err", err)
+	}
+	for _, j := range joins {
+		a.windows.observeFeedback(req.Model, j.version, j.score)
+	}
+	resp.Joined = len(joins)
+	for result, n := range map[string]int{"joined": len(joins), "unknown": len(resp.Unknown), "invalid": invalid} {
+		if n > 0 {
+			a.feedback.WithLabelValues(req.Model, result).Add(float64(n))
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")

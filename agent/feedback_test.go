@@ -120,3 +120,51 @@ func TestFeedback(t *testing.T) {
 		t.Errorf("labelled values:\n%s\nwant\n%s", rec.Body, want)
 	}
 }
+
+// TestFeedbackNotStored refuses a feedback request whose labelled rows
+// cannot be stored (here, more than the agent keeps at once), whole: its
+// predictions stay, so the labels sent again in smaller requests are
+// joined, and counted once.
+func TestFeedbackNotStored(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{}, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := newSampler(st, 1, 100, logging.Discard())
+	for id, n := range map[string]int64{"r1": 2, "r2": 1} {
+		s.record(oip.Observation{Model: "eta", Version: "1", Status: 200, Rows: int(n),
+			Request:  &oip.InferRequest{ID: id, Inputs: []*oip.Tensor{{Name: "x", Datatype: oip.FP64, Shape: []int64{n}, Numbers: make([]float64, n)}}},
+			Response: &oip.InferResponse{Outputs: []*oip.Tensor{{Name: outputPrediction, Datatype: oip.FP64, Shape: []int64{n}, Numbers: make([]float64, n)}}}})
+	}
+	a := &Agent{cfg: Config{SampleKeep: 2}, samples: s, store: st, windows: newMetricWindows(st, 10, 0, logging.Discard()), feedback: newFeedbackCounter(), logger: logging.Discard()}
+	srv := httptest.NewServer(http.HandlerFunc(a.handleFeedback))
+	defer srv.Close()
+	send := func(body string) (int, FeedbackResponse) {
+		t.Helper()
+		resp, err := http.Post(srv.URL, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out FeedbackResponse
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if code, out := send(`{"model": "eta", "items": [{"id": "r1", "values": [1, 2]}, {"id": "r2", "value": 3}]}`); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("three rows where two are kept: %d %+v", code, out)
+	}
+	for _, body := range []string{`{"model": "eta", "items": [{"id": "r1", "values": [1, 2]}]}`, `{"model": "eta", "items": [{"id": "r2", "value": 3}]}`} {
+		if code, out := send(body); code != 200 || out.Joined != 1 {
+			t.Fatalf("sent again: %d %+v", code, out)
+		}
+	}
+	if w := a.windows.Current(); len(w) != 1 || w[0].Feedback.Labeled != 3 {
+		t.Fatalf("windows %+v", w)
+	}
+	rec := httptest.NewRecorder()
+	a.handleLabelled(rec, httptest.NewRequest("GET", "/v1/labelled?model=eta", nil))
+	if want := "id,version,x,value\nr1,1,0,2\nr2,1,0,3\n"; rec.Body.String() != want {
+		t.Errorf("labelled rows:\n%s\nwant\n%s", rec.Body, want)
+	}
+}

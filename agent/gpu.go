@@ -138,7 +138,7 @@ func (g *gpuMonitor) inventoryReported(inv *droverv1.Inventory) {
 // checkInventory reports the inventory if it changed since it was last
 // reported (a GPU replaced, a driver upgraded, MIG reconfigured).
 func (g *gpuMonitor) checkInventory() {
-	if g.a.ident.Load() == nil {
+	if g.a.cred.Load() == nil {
 		return // Enroll sends it
 	}
 	inv := g.inventory()

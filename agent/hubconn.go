@@ -74,9 +74,17 @@ func (a *Agent) connect(ctx context.Context) {
 // enrol gets the agent an identity, unless it has one. It reports false if
 // ctx ended first.
 func (a *Agent) enrol(ctx context.Context) bool {
-	if a.ident.Load() != nil {
+	a.enrolMu.Lock()
+	defer a.enrolMu.Unlock()
+	if a.cred.Load() != nil {
 		return true
 	}
+	return a.enrolLocked(ctx)
+}
+
+// enrolLocked enrols with the join token until the hub answers or ctx ends
+// (false), and puts the new identity in place. Called with enrolMu held.
+func (a *Agent) enrolLocked(ctx context.Context) bool {
 	b := backoff{min: time.Second, max: 30 * time.Second}
 	for {
 		inv := a.gpus.inventory()
@@ -93,10 +101,13 @@ func (a *Agent) enrol(ctx context.Context) bool {
 			if err := a.store.SkipTo(resp.GetLastReportSeq() + 1); err != nil {
 				a.logger.Error("cannot store the report sequence", "err", err)
 			}
+			if err := a.setIdentity(id); err != nil {
+				a.logger.Error("cannot use the identity the hub gave", "err", err)
+				return false
+			}
 			if err := a.store.SetIdentity(id); err != nil {
 				a.logger.Error("cannot store the agent's identity; it will enrol again after a restart", "err", err)
 			}
-			a.setIdentity(id)
 			a.gpus.inventoryReported(inv)
 			a.logger.Info("enrolled with the hub", "agent_id", id.AgentID)
 			// What changed while the request was out (trainers reloaded,
@@ -113,23 +124,31 @@ func (a *Agent) enrol(ctx context.Context) bool {
 	}
 }
 
-// reenrol drops a credential the hub no longer takes and enrols again.
-func (a *Agent) reenrol(ctx context.Context) {
-	a.logger.Warn("the hub no longer accepts this agent's credential; enrolling again")
-	a.ident.Store(nil)
-	a.enrol(ctx)
+// reenrol replaces a credential the hub refused by enrolling again. The
+// refused one stays in place until the new one is there, so that the
+// heartbeat, the watch and the report sender always have one to use. The
+// first of them to be refused enrols; the others, refused too, wait for it
+// here and go on with the new credential.
+func (a *Agent) reenrol(ctx context.Context, refused *credential) {
+	a.enrolMu.Lock()
+	defer a.enrolMu.Unlock()
+	if a.cred.Load() != refused {
+		return // replaced while this caller's request was out
+	}
+	a.logger.Warn("the hub no longer accepts this agent's credential; enrolling again", "agent_id", refused.id.AgentID)
+	a.enrolLocked(ctx)
 }
 
 func (a *Agent) heartbeats(ctx context.Context) {
 	b := backoff{min: time.Second, max: 30 * time.Second}
 	for {
-		c, id := a.hub.Load(), a.ident.Load()
+		cr := a.cred.Load()
 		a.mu.Lock()
 		fp := a.desiredFP
 		a.mu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval)
-		resp, err := c.AgentControl.Heartbeat(cctx, &droverv1.HeartbeatRequest{
-			AgentId: id.AgentID, DesiredFingerprint: fp, OutboxDepth: uint64(a.store.Depth()),
+		resp, err := cr.hub.AgentControl.Heartbeat(cctx, &droverv1.HeartbeatRequest{
+			AgentId: cr.id.AgentID, DesiredFingerprint: fp, OutboxDepth: uint64(a.store.Depth()),
 		})
 		cancel()
 		wait := jitter(a.cfg.HeartbeatInterval)
@@ -146,7 +165,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			}
 		case connect.CodeOf(err) == connect.CodeUnauthenticated:
 			a.connected.Store(false)
-			a.reenrol(ctx)
+			a.reenrol(ctx, cr)
 		default:
 			a.connected.Store(false)
 			a.metrics.heartbeatFailures.Inc()
@@ -168,12 +187,13 @@ func (a *Agent) watch(ctx context.Context) {
 	b := backoff{min: 200 * time.Millisecond, max: 15 * time.Second}
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := a.cfg.Hubs[i%len(a.cfg.Hubs)]
-		err := a.watchOnce(ctx, addr)
+		cr := a.cred.Load()
+		err := a.watchOnce(ctx, addr, cr)
 		if ctx.Err() != nil {
 			return
 		}
 		if connect.CodeOf(err) == connect.CodeUnauthenticated {
-			a.reenrol(ctx)
+			a.reenrol(ctx, cr)
 		}
 		wait := b.next()
 		a.logger.Debug("desired-state watch ended", "hub", addr, "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -183,8 +203,8 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 }
 
-func (a *Agent) watchOnce(ctx context.Context, addr string) error {
-	id := a.ident.Load()
+func (a *Agent) watchOnce(ctx context.Context, addr string, cr *credential) error {
+	id := cr.id
 	ctl := droverv1connect.NewAgentControlServiceClient(connect.NewClient(
 		connecthttp.NewTransport(a.streamHTTP, client.BaseURL(addr)),
 		client.Bearer(func() string { return id.Token })))
@@ -251,13 +271,14 @@ func (a *Agent) sendReports(ctx context.Context) {
 	b := backoff{min: time.Second, max: 30 * time.Second}
 	batch := reportBatch
 	for ctx.Err() == nil {
+		cr := a.cred.Load()
 		if !a.store.Synced() {
 			// Where the hub stands first: see store.Sync.
-			if err := a.syncReports(ctx); err != nil {
+			if err := a.syncReports(ctx, cr); err != nil {
 				wait := b.next()
 				a.logger.Debug("cannot ask the hub for its last report yet", "err", err, "retry_in", wait.Round(time.Millisecond))
 				if connect.CodeOf(err) == connect.CodeUnauthenticated {
-					a.reenrol(ctx)
+					a.reenrol(ctx, cr)
 				} else if !sleep(ctx, wait) {
 					return
 				}
@@ -280,7 +301,7 @@ func (a *Agent) sendReports(ctx context.Context) {
 			}
 			continue
 		}
-		err = a.deliver(ctx, pending)
+		err = a.deliver(ctx, cr, pending)
 		switch {
 		case err == nil:
 			b.reset()
@@ -295,7 +316,7 @@ func (a *Agent) sendReports(ctx context.Context) {
 			a.metrics.reportsRefused.Inc()
 			continue
 		case connect.CodeOf(err) == connect.CodeUnauthenticated:
-			a.reenrol(ctx)
+			a.reenrol(ctx, cr)
 			continue
 		}
 		wait := b.next()
@@ -308,22 +329,20 @@ func (a *Agent) sendReports(ctx context.Context) {
 
 // syncReports asks the hub for the last report it has from this agent (a
 // report request with none in it) and tells the store.
-func (a *Agent) syncReports(ctx context.Context) error {
-	c, id := a.hub.Load(), a.ident.Load()
+func (a *Agent) syncReports(ctx context.Context, cr *credential) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := c.AgentControl.Report(cctx, &droverv1.ReportRequest{AgentId: id.AgentID})
+	resp, err := cr.hub.AgentControl.Report(cctx, &droverv1.ReportRequest{AgentId: cr.id.AgentID})
 	if err != nil {
 		return err
 	}
 	return a.store.Sync(resp.GetAckedSeq())
 }
 
-func (a *Agent) deliver(ctx context.Context, reports []*droverv1.Report) error {
-	c, id := a.hub.Load(), a.ident.Load()
+func (a *Agent) deliver(ctx context.Context, cr *credential, reports []*droverv1.Report) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := c.AgentControl.Report(cctx, &droverv1.ReportRequest{AgentId: id.AgentID, Reports: reports})
+	resp, err := cr.hub.AgentControl.Report(cctx, &droverv1.ReportRequest{AgentId: cr.id.AgentID, Reports: reports})
 	if err != nil {
 		return err
 	}
@@ -336,11 +355,12 @@ func (a *Agent) deliver(ctx context.Context, reports []*droverv1.Report) error {
 
 // flushReports tries once, briefly, to deliver what is left at shutdown.
 func (a *Agent) flushReports(ctx context.Context) {
-	if a.ident.Load() == nil {
+	cr := a.cred.Load()
+	if cr == nil {
 		return
 	}
 	if pending, err := a.store.Pending(reportBatch, reportBatchBytes); err == nil && len(pending) > 0 {
-		if err := a.deliver(ctx, pending); err != nil && !errors.Is(err, context.Canceled) {
+		if err := a.deliver(ctx, cr, pending); err != nil && !errors.Is(err, context.Canceled) {
 			a.logger.Info("reports left in the outbox for next time", "pending", a.store.Depth())
 		}
 	}

@@ -45,6 +45,9 @@ type hostedPlugin struct {
 	// registered is set once the host serves the plugin's formats and
 	// trainer: after its first successful start.
 	registered bool
+	// stuckAfter is how long a Predict may take before the plugin is
+	// judged stuck: batchTimeout, the time a batch has.
+	stuckAfter time.Duration
 
 	mu      sync.Mutex
 	client  *sdk.Client
@@ -85,7 +88,7 @@ func newPluginHost(ctx context.Context, dir string, logger *slog.Logger) (*plugi
 	for _, p := range found {
 		switch p.Status {
 		case plugins.Verified:
-			h.all = append(h.all, &hostedPlugin{p: p, dir: dir, logger: logger, loaded: map[string]*runnerv1.LoadRequest{}})
+			h.all = append(h.all, &hostedPlugin{p: p, dir: dir, logger: logger, loaded: map[string]*runnerv1.LoadRequest{}, stuckAfter: batchTimeout})
 		case plugins.Invalid:
 			logger.Error("a line of the plugin directory's "+plugins.SumsFile+" is ignored", "dir", dir, "problem", p.Problem)
 		case plugins.Mismatch:
@@ -376,6 +379,7 @@ func (hp *hostedPlugin) predict(ctx context.Context, req *runnerv1.PredictReques
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	resp, err := c.Predict(ctx, req)
 	switch {
 	case err == nil:
@@ -384,8 +388,20 @@ func (hp *hostedPlugin) predict(ctx context.Context, req *runnerv1.PredictReques
 	case status.Code(err) == codes.Unavailable:
 		// The plugin died under the request; the next one restarts it.
 		return nil, fmt.Errorf("%w: runner plugin %s stopped answering: %v", oip.ErrModelNotReady, hp.p.File, status.Convert(err).Message())
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return nil, err
+	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+		if time.Since(start) < hp.stuckAfter {
+			return nil, context.DeadlineExceeded // the caller's deadline, not the runner's
+		}
+		// A batch the runner sat on for its whole time: the version is
+		// unhealthy (the supervisor's ping, answered by the SDK, cannot
+		// see a runner stuck in Predict) until a batch is answered again.
+		hp.mu.Lock()
+		hp.hung = fmt.Sprintf("runner plugin %s did not answer a batch of %s in %s", hp.p.File, req.GetId(), hp.stuckAfter)
+		hp.incident(hp.hung)
+		hp.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", oip.ErrModelNotReady, hp.hung)
 	case status.Code(err) == codes.InvalidArgument:
 		// The runner could not take the input: the caller's fault (400).
 		return nil, &oip.RequestError{Msg: status.Convert(err).Message()}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/sdk/sdktest"
+	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 )
 
 // writeSums writes a plugin directory's SHA256SUMS.
@@ -129,5 +132,42 @@ func TestPluginDirectoryProblems(t *testing.T) {
 	defer h.close()
 	if h.forFormat("centroid-json") == nil {
 		t.Fatal(`the plugin in "." did not start`)
+	}
+}
+
+// TestPluginStuckInPredict: a batch the runner sits on for the whole batch
+// timeout makes the plugin unhealthy (its ping, answered by the SDK, looks
+// fine) and the request a 503; a batch answered makes it healthy again. A
+// caller's own shorter deadline is not held against the runner.
+func TestPluginStuckInPredict(t *testing.T) {
+	dir := t.TempDir()
+	_, sum, err := sdktest.BuildTestPlugin(dir, "testplugin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSums(t, dir, sum+"  testplugin")
+	h, err := newPluginHost(context.Background(), dir, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	hp := h.forFormat("test")
+	hp.stuckAfter = 300 * time.Millisecond
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := hp.predict(short, &runnerv1.PredictRequest{Id: "hang"}); !errors.Is(err, context.DeadlineExceeded) || !hp.health("").ok {
+		t.Fatalf("a caller's deadline: %v, health %+v", err, hp.health(""))
+	}
+	ctx, cancel2 := context.WithTimeout(context.Background(), hp.stuckAfter)
+	defer cancel2()
+	_, err = hp.predict(ctx, &runnerv1.PredictRequest{Id: "hang"})
+	if !errors.Is(err, oip.ErrModelNotReady) {
+		t.Fatalf("a batch the runner sat on: %v", err)
+	}
+	if hl := hp.health(""); hl.ok || !strings.Contains(hl.why, "did not answer a batch") {
+		t.Fatalf("health after a stuck batch: %+v", hl)
+	}
+	if _, err := hp.predict(context.Background(), &runnerv1.PredictRequest{Id: "echo"}); err != nil || !hp.health("").ok {
+		t.Fatalf("after a batch answered: %v, %+v", err, hp.health(""))
 	}
 }

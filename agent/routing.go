@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -20,11 +21,14 @@ import (
 // its traffic weight's share of requests, and a shadow that sees a copy
 // of every answered request. Routes are immutable once published.
 type route struct {
-	rt        *servingRuntime
-	name      string
-	primary   *servedVersion
-	canary    *servedVersion
-	shadow    *servedVersion
+	rt      *servingRuntime
+	name    string
+	primary *servedVersion
+	canary  *servedVersion
+	shadow  *servedVersion
+	// weight is the canary's share of requests, in percent, as the
+	// route was published (a version's weight changes in place).
+	weight    uint32
 	versions  []string // every loaded version, in order
 	byVersion map[string]*versionModel
 
@@ -47,10 +51,10 @@ func (rt *route) pick(id string) *servedVersion {
 	if c == nil {
 		return rt.primary
 	}
-	if rt.primary == nil || c.weight >= 100 {
+	if rt.primary == nil || rt.weight >= 100 {
 		return c
 	}
-	if c.weight == 0 {
+	if rt.weight == 0 {
 		return rt.primary
 	}
 	var bucket uint32
@@ -61,7 +65,7 @@ func (rt *route) pick(id string) *servedVersion {
 	} else {
 		bucket = rand.Uint32N(100)
 	}
-	if bucket < c.weight {
+	if bucket < rt.weight {
 		return c
 	}
 	return rt.primary
@@ -125,6 +129,15 @@ func (rt *route) mirror(r *oip.InferRequest, primary *oip.InferResponse) {
 	want := slices.Clone(primary.Outputs)
 	go func() {
 		defer stats.done()
+		// Off the caller's path, nothing else would catch a panic: one
+		// shadow's bug would take the whole agent down.
+		defer func() {
+			if p := recover(); p != nil {
+				stats.count(s, "panic")
+				rt.rt.logger.Error("a shadow version panicked answering a mirrored request", "model", s.model, "version", s.name,
+					"panic", p, "stack", string(debug.Stack()))
+			}
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), shadowTimeout)
 		defer cancel()
 		start := time.Now()
@@ -210,7 +223,7 @@ func newShadowStats(concurrency int) *shadowStats {
 		slots: make(chan struct{}, concurrency),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "drover_agent_shadow_requests_total",
-			Help: "Requests mirrored to shadow versions, by model, shadow version and result (compared, error, dropped).",
+			Help: "Requests mirrored to shadow versions, by model, shadow version and result (compared, error, dropped, panic).",
 		}, []string{"model", "version", "result"}),
 		rowsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "drover_agent_shadow_rows_total",

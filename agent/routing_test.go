@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -379,6 +381,40 @@ func TestVersionSwitchUnderLoad(t *testing.T) {
 				t.Errorf("the plugin holds %d models, want only the current one", n)
 			}
 		})
+	}
+}
+
+// TestLoadSameVersionAgain loads a version that is loaded already: the
+// new copy serves, and letting the old copy go leaves the new one loaded
+// at its runner (they shared a runner id, and the old copy's unload took
+// the new one with it).
+func TestLoadSameVersionAgain(t *testing.T) {
+	rt := pluginRuntime(t, ServingOptions{})
+	loadCentroid(t, rt, 1, primaryRole, 0)
+	first := (*rt.routes.Load())["m"].primary
+	loadCentroid(t, rt, 1, primaryRole, 0)
+	rt.unloading.Wait()
+	second := (*rt.routes.Load())["m"].primary
+	if second == first {
+		t.Fatal("the version was not loaded again")
+	}
+	hp := rt.plugins.forFormat("centroid-json")
+	hp.mu.Lock()
+	ids := slices.Collect(maps.Keys(hp.loaded))
+	hp.mu.Unlock()
+	if len(ids) != 1 || ids[0] != second.runnerID {
+		t.Fatalf("the plugin holds %q; want only the new copy, %q", ids, second.runnerID)
+	}
+	m, err := rt.Model("m", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.Infer(context.Background(), xRequest(1, 9))
+	if err == nil {
+		err = checkCentroid(resp, []float64{1, 9})
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +99,12 @@ type servingRuntime struct {
 	loaded   map[reconcile.Key]*servedVersion
 	retiring map[retiredKey]*servedVersion // replaced, not yet unloaded
 	routes   atomic.Pointer[map[string]*route]
+
+	// loads numbers loads, so that each gets a runner id of its own: a
+	// copy of a version being let go never unloads a newer copy.
+	loads atomic.Uint64
+	// unloading counts the copies retire is letting go in the background.
+	unloading sync.WaitGroup
 }
 
 type retiredKey struct {
@@ -110,7 +118,7 @@ type servedVersion struct {
 	version uint64
 	name    string // the version as the protocol names it
 	role    droverv1.AssignmentRole
-	weight  uint32
+	weight  uint32 // written under the runtime's mu; routes copy it
 	format  string
 	path    string
 	schema  *oip.Schema
@@ -120,7 +128,7 @@ type servedVersion struct {
 	profile *sketch.Reference
 
 	runner   modelRunner // for a format a plugin or process server serves
-	runnerID string      // the runner's name for the loaded version
+	runnerID string      // the runner's name for this load of the version
 	outputs  []*runnerv1.TensorInfo
 	batch    *batcher // nil when batching is off
 
@@ -229,7 +237,7 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
 	if v.native == nil {
 		if run := r.runnerFor(a.GetFormat()); run != nil {
-			v.runner, v.runnerID = run, fmt.Sprintf("%s/v%d", k, a.GetVersion())
+			v.runner, v.runnerID = run, fmt.Sprintf("%s/v%d-%d", k, a.GetVersion(), r.loads.Add(1))
 			resp, err := run.load(ctx, &runnerv1.LoadRequest{Id: v.runnerID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
 			if err != nil {
 				return err
@@ -247,17 +255,38 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.loaded[k]; old != nil && old != v {
-		if old.version == v.version {
-			// The same version loaded again (a retry): the old copy goes
-			// at once, after its requests.
+		rk := retiredKey{k, old.version}
+		switch prev := r.retiring[rk]; {
+		case old.version == v.version:
+			// The same version loaded again: the old copy goes at once,
+			// after its requests. It has a runner id of its own, so
+			// unloading it leaves the new copy be.
 			defer r.retire(old)
-		} else {
-			r.retiring[retiredKey{k, old.version}] = old
+		case prev != nil:
+			// An older copy of the version replaced is still waiting to
+			// be unloaded; this one takes its place.
+			defer r.retire(prev)
+			fallthrough
+		default:
+			r.retiring[rk] = old
 		}
 	}
 	r.loaded[k] = v
 	r.publish()
 	return nil
+}
+
+// Retune applies what may change of a loaded version without loading it
+// again: its traffic weight (a rollout's step moving a canary from 10 to
+// 50 percent). It makes servingRuntime a reconcile.Retuner.
+func (r *servingRuntime) Retune(k reconcile.Key, a *droverv1.DesiredAssignment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := r.loaded[k]; v != nil && v.version == a.GetVersion() && v.weight != a.GetWeight() {
+		r.logger.Info("traffic weight changed", "model", k.Model, "role", k.Role, "version", v.version, "from", v.weight, "to", a.GetWeight())
+		v.weight = a.GetWeight()
+		r.publish()
+	}
 }
 
 // Unload stops serving a version: it leaves the routing table, its
@@ -283,7 +312,7 @@ func (r *servingRuntime) Unload(ctx context.Context, k reconcile.Key, version ui
 }
 
 func (r *servingRuntime) retire(v *servedVersion) {
-	go func() { _ = r.retireCtx(context.Background(), v) }()
+	r.unloading.Go(func() { _ = r.retireCtx(context.Background(), v) })
 }
 
 func (r *servingRuntime) retireCtx(ctx context.Context, v *servedVersion) error {
@@ -343,8 +372,18 @@ func (r *servingRuntime) runnerFor(format string) modelRunner {
 	return nil
 }
 
-// close stops the process servers' processes.
+// close waits, up to ctx, for the copies being let go to be unloaded, and
+// stops the process servers' processes.
 func (r *servingRuntime) close(ctx context.Context) {
+	unloaded := make(chan struct{})
+	go func() {
+		r.unloading.Wait()
+		close(unloaded)
+	}()
+	select {
+	case <-unloaded:
+	case <-ctx.Done():
+	}
 	for _, p := range r.processes {
 		_ = p.srv.Close(ctx)
 	}
@@ -371,7 +410,7 @@ func (r *servingRuntime) publish() {
 		}
 		switch k.Role {
 		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY:
-			rt.canary = v
+			rt.canary, rt.weight = v, v.weight
 		case droverv1.AssignmentRole_ASSIGNMENT_ROLE_SHADOW:
 			rt.shadow = v
 		default:
@@ -592,6 +631,9 @@ func (v *servedVersion) infer(ctx context.Context, r *oip.InferRequest) (*oip.In
 		cols[i] = column(f, r.Input(f.Name), rows)
 	}
 	out, err := n.Predict(cols)
+	if errors.Is(err, native.ErrNotFinite) {
+		return nil, &oip.RequestError{Field: "inputs", Msg: strings.TrimPrefix(err.Error(), "native: ")}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -603,14 +645,26 @@ func (v *servedVersion) infer(ctx context.Context, r *oip.InferRequest) (*oip.In
 	k := len(n.Classes)
 	labels := make([]string, rows)
 	for i := range rows {
-		p := out[i*k : (i+1)*k]
-		labels[i] = n.Classes[slices.Index(p, slices.Max(p))]
+		labels[i] = n.Classes[argmax(out[i*k:(i+1)*k])]
 	}
 	resp.Outputs = []*oip.Tensor{
 		{Name: outputLabel, Datatype: oip.Bytes, Shape: []int64{int64(rows)}, Strings: labels},
 		{Name: outputProbabilities, Datatype: oip.FP64, Shape: []int64{int64(rows), int64(k)}, Numbers: out},
 	}
 	return resp, nil
+}
+
+// argmax returns the index of the largest probability, NaN aside: 0 when
+// every one is NaN. (slices.Max is NaN when any value is, which
+// slices.Index never finds.)
+func argmax(p []float64) int {
+	best := 0
+	for i, x := range p {
+		if x > p[best] || math.IsNaN(p[best]) && !math.IsNaN(x) {
+			best = i
+		}
+	}
+	return best
 }
 
 // column turns an input tensor (checked against the schema) into the

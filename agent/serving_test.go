@@ -15,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
 	"github.com/droverhq/drover/plugins/sdk/sdktest"
+	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -236,5 +239,93 @@ func TestServingThroughPlugin(t *testing.T) {
 	}
 	if err := rt.Unload(context.Background(), reconcile.Key{Model: "m", Role: primary}, 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// threeClasses writes a native classifier of three classes over one
+// feature x, with weights scaled by w: with a large w, an input of 1e300
+// overflows its logits.
+func threeClasses(t *testing.T, w float64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "model.json")
+	b := fmt.Sprintf(`{"format": 1, "task": "classification", "classes": ["a", "b", "c"],
+	  "encoder": {"features": [{"name": "x", "std": 0.5}]}, "weights": [[%g], [%g], [%g]], "intercepts": [0, 0, 0]}`, w, 2*w, 3*w)
+	if err := os.WriteFile(path, []byte(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestServingNotFinite answers 400 to inputs a native model cannot turn
+// into finite probabilities (they used to take the handler down), and a
+// shadow that meets one counts an error without taking the agent down.
+func TestServingNotFinite(t *testing.T) {
+	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
+	loadNative(t, rt, "m", 1, primaryRole, 0, threeClasses(t, 1))
+	loadNative(t, rt, "big", 1, primaryRole, 0, threeClasses(t, 1e8))
+	srv := httptest.NewServer(oip.NewHandler(rt))
+	defer srv.Close()
+	infer := func(model, x string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/v2/models/"+model+"/infer", "application/json",
+			strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP64","shape":[1],"data":[`+x+`]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := infer("big", "1"); code != 200 || !strings.Contains(body, `"data":["c"]`) {
+		t.Errorf("x=1: %d %s", code, body)
+	}
+	for _, x := range []string{"1e300", "1e308"} {
+		if code, body := infer("big", x); code != 400 || !strings.Contains(body, "not a finite number") {
+			t.Errorf("x=%s: %d %s", x, code, body)
+		}
+	}
+	// The model with small weights answers 1e300; its shadow, with large
+	// ones, cannot.
+	loadNative(t, rt, "m", 2, shadowRole, 0, threeClasses(t, 1e8))
+	if code, body := infer("m", "1e300"); code != 200 || !strings.Contains(body, `"data":["c"]`) {
+		t.Fatalf("x=1e300: %d %s", code, body)
+	}
+	counter := rt.shadows.requests.WithLabelValues("m", "2", "error")
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(counter) != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the shadow's error was not counted")
+		}
+	}
+}
+
+// panicRunner is a runner whose predictions panic.
+type panicRunner struct{}
+
+func (panicRunner) load(context.Context, *runnerv1.LoadRequest) (*runnerv1.LoadResponse, error) {
+	return &runnerv1.LoadResponse{}, nil
+}
+func (panicRunner) predict(context.Context, *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+	panic("runner bug")
+}
+func (panicRunner) unload(context.Context, string) error { return nil }
+func (panicRunner) health(string) servingHealth          { return servingHealth{ok: true} }
+func (panicRunner) String() string                       { return "panicking runner" }
+
+// TestShadowPanic keeps the agent up when a shadow panics answering a
+// mirrored request: the panic is counted, the caller has its answer.
+func TestShadowPanic(t *testing.T) {
+	rt := newServingRuntime(nil, logging.Discard(), ServingOptions{})
+	loadNative(t, rt, "m", 1, primaryRole, 0, threeClasses(t, 1))
+	routed := *(*rt.routes.Load())["m"]
+	routed.shadow = &servedVersion{model: "m", version: 2, name: "2", role: shadowRole, runner: panicRunner{}, runnerID: "m/shadow/v2-1", drained: make(chan struct{})}
+	resp, err := routed.Infer(context.Background(), &oip.InferRequest{Inputs: []*oip.Tensor{{Name: "x", Datatype: oip.FP64, Shape: []int64{1}, Numbers: []float64{1}}}})
+	if err != nil || resp.ModelVersion != "1" {
+		t.Fatalf("%v %v", resp, err)
+	}
+	counter := rt.shadows.requests.WithLabelValues("m", "2", "panic")
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(counter) != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the shadow's panic was not counted")
+		}
 	}
 }

@@ -881,7 +881,7 @@ func (a *Agent) fetchBlob(ctx context.Context, ref *droverv1.BlobRef) (string, e
 // uploadBlob uploads a file to the hub with the agent's credential.
 func (a *Agent) uploadBlob(ctx context.Context, path string) (*droverv1.BlobRef, error) {
 	return retry(ctx, func() (*droverv1.BlobRef, error) {
-		c := a.hub.Load()
+		c := a.hubClient()
 		if c == nil {
 			return nil, connect.NewError(connect.CodeUnavailable, "not enrolled with the hub yet")
 		}

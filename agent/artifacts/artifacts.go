@@ -6,7 +6,9 @@
 // is hashed as it arrives, and is renamed into place only if it matches its
 // digest; then it is indexed. Verify hashes a cached file again before it is
 // loaded, so that a file damaged on disk is caught, removed and fetched
-// anew, never run.
+// anew, never run. A download runs while someone waits for it, and a hub
+// node that stops sending is given up on (client.ErrStalled); Collect
+// deletes the .partial files nobody came back for.
 package artifacts
 
 import (
@@ -51,13 +53,27 @@ type Cache struct {
 	// system a download must leave MinFreeBytes free on, if it shares it.
 	KeepFreeFor string
 
+	// ctx is the parent of every download; Close cancels it.
+	ctx       context.Context
+	stop      context.CancelFunc
+	downloads sync.WaitGroup
+
 	mu       sync.Mutex
 	inflight map[string]*fetch
 }
 
+// fetch is one download that concurrent fetches of an artifact share. It
+// runs while someone waits for it: when the last waiter gives up, it is
+// cancelled (abandoned), and a fetch that comes after waits for it to stop
+// before starting another from the .partial file it left.
 type fetch struct {
-	done chan struct{}
-	err  error
+	done   chan struct{}
+	err    error
+	cancel context.CancelFunc
+
+	// Guarded by Cache.mu.
+	waiters   int
+	abandoned bool
 }
 
 // New opens the cache in dir and reconciles its index with the files: an
@@ -66,6 +82,7 @@ type fetch struct {
 // adopted if it matches its name, removed if not.
 func New(dir string, st *store.Store, dl Downloader, logger *slog.Logger) (*Cache, error) {
 	c := &Cache{dir: dir, store: st, dl: dl, logger: logger, now: time.Now, inflight: map[string]*fetch{}}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o700); err != nil {
 		return nil, fmt.Errorf("artifacts: %w", err)
 	}
@@ -141,40 +158,75 @@ func (c *Cache) Has(ref *droverv1.BlobRef) bool {
 }
 
 // Fetch returns the path of a cached artifact, downloading it first if it
-// is not cached. A download interrupted (by a cancelled ctx or a crash)
-// resumes where it stopped the next time.
+// is not cached. Concurrent fetches of one artifact share one download,
+// which stops when every one of them has given up (or at Close). A
+// download interrupted (by then, by a stalled hub or by a crash) resumes
+// where it stopped the next time.
 func (c *Cache) Fetch(ctx context.Context, ref *droverv1.BlobRef) (string, error) {
 	d, err := digest.Parse(ref.GetDigest())
 	if err != nil {
 		return "", err
 	}
-	if c.Has(ref) {
-		c.touch(ref.GetDigest())
-		return c.path(d), nil
-	}
-	c.mu.Lock()
-	f, ok := c.inflight[d.String()]
-	if !ok {
-		f = &fetch{done: make(chan struct{})}
-		c.inflight[d.String()] = f
-		go func() {
-			f.err = c.download(context.WithoutCancel(ctx), d, ref.GetSizeBytes())
-			c.mu.Lock()
-			delete(c.inflight, d.String())
-			c.mu.Unlock()
-			close(f.done)
-		}()
-	}
-	c.mu.Unlock()
-	select {
-	case <-f.done:
-		if f.err != nil {
-			return "", f.err
+	for {
+		if c.Has(ref) {
+			c.touch(ref.GetDigest())
+			return c.path(d), nil
 		}
-		return c.path(d), nil
-	case <-ctx.Done():
-		return "", ctx.Err()
+		c.mu.Lock()
+		f := c.inflight[d.String()]
+		if f != nil && f.abandoned {
+			// Stopping: its .partial is the next download's to resume.
+			c.mu.Unlock()
+			select {
+			case <-f.done:
+				continue
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		if f == nil {
+			f = c.startDownload(d, ref.GetSizeBytes())
+		}
+		f.waiters++
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return "", f.err
+			}
+			return c.path(d), nil
+		case <-ctx.Done():
+			c.mu.Lock()
+			if f.waiters--; f.waiters == 0 {
+				f.abandoned = true
+				f.cancel()
+			}
+			c.mu.Unlock()
+			return "", ctx.Err()
+		}
 	}
+}
+
+// startDownload starts the shared download of d. Called with mu held.
+func (c *Cache) startDownload(d digest.Digest, size int64) *fetch {
+	ctx, cancel := context.WithCancel(c.ctx)
+	f := &fetch{done: make(chan struct{}), cancel: cancel}
+	c.inflight[d.String()] = f
+	c.downloads.Go(func() {
+		f.err = c.download(ctx, d, size)
+		cancel()
+		c.mu.Lock()
+		delete(c.inflight, d.String())
+		c.mu.Unlock()
+		close(f.done)
+	})
+	return f
+}
+
+// Close stops the downloads in flight and waits for them to end.
+func (c *Cache) Close() {
+	c.stop()
+	c.downloads.Wait()
 }
 
 func (c *Cache) download(ctx context.Context, d digest.Digest, size int64) error {
@@ -268,7 +320,8 @@ func (c *Cache) Remove(dg string) {
 }
 
 // Collect removes cached artifacts not in keep that have not been used for
-// unusedFor, and returns how many it removed.
+// unusedFor, and the .partial files of abandoned downloads (not in flight,
+// unchanged for unusedFor), and returns how many artifacts it removed.
 func (c *Cache) Collect(keep map[string]bool, unusedFor time.Duration) (int, error) {
 	arts, err := c.store.Artifacts()
 	if err != nil {
@@ -283,7 +336,32 @@ func (c *Cache) Collect(keep map[string]bool, unusedFor time.Duration) (int, err
 		removed++
 		c.logger.Info("removed an unused artifact", "digest", a.Digest, "bytes", a.Size)
 	}
-	return removed, nil
+	return removed, c.collectPartials(unusedFor)
+}
+
+// collectPartials removes the .partial files that no download has written
+// to for unusedFor and none is writing to now.
+func (c *Cache) collectPartials(unusedFor time.Duration) error {
+	return filepath.WalkDir(filepath.Join(c.dir, "sha256"), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(path, ".partial") {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil || c.now().Sub(fi.ModTime()) < unusedFor {
+			return nil
+		}
+		d := digest.Prefix + strings.TrimSuffix(e.Name(), ".partial")
+		// Under mu, no download of d can start before the file is gone.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.inflight[d] != nil {
+			return nil
+		}
+		if err := os.Remove(path); err == nil {
+			c.logger.Info("removed an abandoned partial download", "digest", d, "bytes", fi.Size(), "last_written", fi.ModTime())
+		}
+		return nil
+	})
 }
 
 // Open opens a cached artifact for reading.

@@ -57,6 +57,14 @@ type Runtime interface {
 	Unload(ctx context.Context, k Key, version uint64) error
 }
 
+// A Retuner is a Runtime that can apply in place what may change of a
+// loaded version without loading it again (its traffic weight). The
+// Reconciler calls Retune whenever the desired assignment of a slot
+// running the wanted version changes.
+type Retuner interface {
+	Retune(k Key, a *droverv1.DesiredAssignment)
+}
+
 // Status is where a slot stands; it is reported on every change.
 type Status struct {
 	Key      Key
@@ -219,6 +227,9 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 				s.job.cancel() // superseded; the next pass starts the new one
 			}
 		case s.loaded == want.GetVersion() && s.status.Phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY:
+			if rt, ok := r.rt.(Retuner); ok {
+				rt.Retune(k, want)
+			}
 		case s.failedVersion == want.GetVersion() && now.Before(s.nextTry):
 			next = min(next, s.nextTry.Sub(now))
 		default:
@@ -313,6 +324,16 @@ func (r *Reconciler) loadedVersion(k Key) uint64 {
 	return r.slot(k).loaded
 }
 
+// serving reports whether the runtime serves version v in slot k already:
+// it is loaded, and no failed unload since has left it in doubt.
+func (r *Reconciler) serving(k Key, v uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.slot(k)
+	failed := s.status.Version == v && s.status.Phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED
+	return s.loaded == v && !failed
+}
+
 func (r *Reconciler) bringUp(ctx context.Context, k Key, want *droverv1.DesiredAssignment) error {
 	v := want.GetVersion()
 	fail := func(err error) error {
@@ -320,6 +341,14 @@ func (r *Reconciler) bringUp(ctx context.Context, k Key, want *droverv1.DesiredA
 			r.setStatus(k, v, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_FAILED, err.Error())
 		}
 		return err
+	}
+	if r.serving(k, v) {
+		// Wanted again before the version that was to replace it got
+		// there (v1, v2, v1 while v2 downloaded): it never stopped
+		// serving, so only its status is behind. Loading it again would
+		// have the runtime replace it with itself.
+		r.setStatus(k, v, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY, "")
+		return nil
 	}
 	r.setStatus(k, v, droverv1.AssignmentPhase_ASSIGNMENT_PHASE_PENDING, "")
 	if !r.arts.Has(want.GetArtifact()) {

@@ -74,11 +74,14 @@ func (f *fakeArtifacts) Verify(ref *droverv1.BlobRef) error {
 	return nil
 }
 
-// fakeRuntime records loads and unloads.
+// fakeRuntime records loads and unloads. While failUnload is set, an
+// unload forgets the version, waits for failUnload to close, and fails.
 type fakeRuntime struct {
-	mu     sync.Mutex
-	loaded map[Key]uint64
-	log    []string
+	mu         sync.Mutex
+	loaded     map[Key]uint64
+	weights    map[Key]uint32
+	log        []string
+	failUnload chan struct{}
 }
 
 func (r *fakeRuntime) Load(_ context.Context, a *droverv1.DesiredAssignment, _ string) error {
@@ -90,17 +93,40 @@ func (r *fakeRuntime) Load(_ context.Context, a *droverv1.DesiredAssignment, _ s
 		r.loaded = map[Key]uint64{}
 	}
 	r.loaded[k] = a.GetVersion()
+	if r.weights == nil {
+		r.weights = map[Key]uint32{}
+	}
+	r.weights[k] = a.GetWeight()
 	return nil
 }
 
 func (r *fakeRuntime) Unload(_ context.Context, k Key, v uint64) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.log = append(r.log, fmt.Sprintf("unload %s v%d", k, v))
 	if r.loaded[k] == v {
 		delete(r.loaded, k)
 	}
+	fail := r.failUnload
+	r.failUnload = nil
+	r.mu.Unlock()
+	if fail != nil {
+		<-fail
+		return errors.New("runner gone")
+	}
 	return nil
+}
+
+// Retune makes fakeRuntime a Retuner: it logs weights that change.
+func (r *fakeRuntime) Retune(k Key, a *droverv1.DesiredAssignment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.weights == nil {
+		r.weights = map[Key]uint32{}
+	}
+	if r.weights[k] != a.GetWeight() {
+		r.weights[k] = a.GetWeight()
+		r.log = append(r.log, fmt.Sprintf("weight %s v%d %d", k, a.GetVersion(), a.GetWeight()))
+	}
 }
 
 func (r *fakeRuntime) history() []string {
@@ -258,6 +284,79 @@ func TestSupersededDownload(t *testing.T) {
 		time.Sleep(time.Second)
 		if !r.Converged() || strings.Join(rt.history(), ",") != "load churn/primary v2" {
 			t.Fatalf("converged %v, runtime %v", r.Converged(), rt.history())
+		}
+	})
+}
+
+// TestBackBeforeReplaced wants v2 and then v1 again while v2 is still
+// downloading: v1, which never stopped serving, is reported ready again
+// without being loaded a second time (the runtime would replace it with
+// itself), and nothing is unloaded.
+func TestBackBeforeReplaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		r, rt, rec, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		arts.mu.Lock()
+		arts.block = make(chan struct{}) // v2's download waits
+		arts.mu.Unlock()
+		r.SetDesired(desired(2))
+		time.Sleep(time.Second)
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		if !r.Converged() || strings.Join(rt.history(), ", ") != "load churn/primary v1" {
+			t.Fatalf("converged %v, runtime log: %v", r.Converged(), rt.history())
+		}
+		if !strings.HasSuffix(rec.phases(), "v2:pending v2:downloading v1:ready") {
+			t.Fatalf("phases %s", rec.phases())
+		}
+	})
+}
+
+// TestReloadAfterFailedUnload loads a version again when it is wanted back
+// while its unload fails: the runtime may hold it no longer.
+func TestReloadAfterFailedUnload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		r, rt, _, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		fail := make(chan struct{})
+		rt.mu.Lock()
+		rt.failUnload = fail
+		rt.mu.Unlock()
+		r.SetDesired(desired())
+		synctest.Wait() // the unload waits
+		r.SetDesired(desired(1))
+		close(fail)
+		time.Sleep(5 * time.Second)
+		if !r.Converged() || strings.Join(rt.history(), ", ") != "load churn/primary v1, unload churn/primary v1, load churn/primary v1" {
+			t.Fatalf("converged %v, runtime log: %v", r.Converged(), rt.history())
+		}
+	})
+}
+
+// TestWeightChangeRetunes changes the weight of a ready canary's
+// assignment, as a rollout's next step does: the runtime is told, and the
+// version is not loaded again.
+func TestWeightChangeRetunes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		r, rt, _, stop := harness(t, arts)
+		defer stop()
+		d := desired(2)
+		d.Assignments[0].Role, d.Assignments[0].Weight = droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY, 10
+		r.SetDesired(d)
+		time.Sleep(time.Second)
+		d = desired(2)
+		d.Assignments[0].Role, d.Assignments[0].Weight = droverv1.AssignmentRole_ASSIGNMENT_ROLE_CANARY, 50
+		r.SetDesired(d)
+		time.Sleep(time.Second)
+		if got := strings.Join(rt.history(), ", "); !strings.HasSuffix(got, "load churn/canary v2, weight churn/canary v2 50") {
+			t.Fatalf("runtime log: %s", got)
 		}
 	})
 }

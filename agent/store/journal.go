@@ -107,9 +107,21 @@ func (j *Journal) seqOf(key []byte) uint64 {
 // Name returns the journal's name.
 func (j *Journal) Name() string { return j.name }
 
-// Append adds records and returns the number of the first. Either all of
-// them are stored, with the oldest records beyond the bound dropped, or
-// none are.
+// ErrOverBound is Append's error for more records at once than the
+// journal holds.
+var ErrOverBound = errors.New("more records at once than the journal holds")
+
+// Journal appends go in transactions of at most this many records, and at
+// most half the bytes Badger takes in one (ErrTxnTooBig beyond).
+const journalTxnRecords = 1000
+
+// Append adds records and returns the number of the first; the oldest
+// records beyond the bound are dropped. The records go in order, in
+// bounded transactions, each of which also drops what it pushes beyond the
+// bound: a batch of any size is stored, and the journal never holds more
+// than its bound. If a transaction fails, the records before it stay
+// stored, and the error says how many. More records than the bound at once
+// are refused (ErrOverBound).
 func (j *Journal) Append(recs ...[]byte) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -117,8 +129,34 @@ func (j *Journal) Append(recs ...[]byte) (uint64, error) {
 		return j.next, nil
 	}
 	if len(recs) > j.max {
-		return 0, fmt.Errorf("store: journal %s: %d records at once, more than its bound of %d", j.name, len(recs), j.max)
+		return 0, fmt.Errorf("store: journal %s: %d records at once, and it holds %d: %w", j.name, len(recs), j.max, ErrOverBound)
 	}
+	at := j.next
+	budget := j.s.db.MaxBatchSize() / 2
+	for stored := 0; stored < len(recs); {
+		n, size := 0, int64(0)
+		for _, r := range recs[stored:] {
+			// The record, and the delete of the oldest it may drop.
+			size += int64(2*(len(j.prefix)+8+16) + len(r))
+			if n == journalTxnRecords || n > 0 && size > budget {
+				break
+			}
+			n++
+		}
+		if err := j.appendLocked(recs[stored : stored+n]); err != nil {
+			if stored > 0 {
+				return 0, fmt.Errorf("store: journal %s: append: %w (the first %d of %d records are stored)", j.name, err, stored, len(recs))
+			}
+			return 0, fmt.Errorf("store: journal %s: append: %w", j.name, err)
+		}
+		stored += n
+	}
+	return at, nil
+}
+
+// appendLocked appends records in one transaction, dropping the oldest
+// beyond the bound. Called with mu held.
+func (j *Journal) appendLocked(recs [][]byte) error {
 	first, next := j.first, j.next+uint64(len(recs))
 	drop := int(next-first) - j.max
 	err := j.s.update(func(txn *badger.Txn) error {
@@ -139,12 +177,11 @@ func (j *Journal) Append(recs ...[]byte) (uint64, error) {
 		return setUint(txn, j.metaKey("dropped"), j.dropped+(first-j.first))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: journal %s: append: %w", j.name, err)
+		return err
 	}
-	at := j.next
 	j.dropped += first - j.first
 	j.first, j.next = first, next
-	return at, nil
+	return nil
 }
 
 // Scan calls fn for each record numbered from on, in order, up to limit

@@ -119,3 +119,47 @@ func TestJournalConcurrentAppends(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalAppendLarge appends batches larger than one Badger
+// transaction takes: every record is stored, in order, within the bound.
+func TestJournalAppendLarge(t *testing.T) {
+	s := open(t, t.TempDir(), 100)
+	j, err := s.Journal("labelled/churn", 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(i int) []byte {
+		return append([]byte(fmt.Sprintf("%03d:", i)), bytes.Repeat([]byte{'x'}, 100<<10)...)
+	}
+	batch := func(from, n int) [][]byte {
+		var out [][]byte
+		for i := range n {
+			out = append(out, rec(from+i))
+		}
+		return out
+	}
+	// 4 MiB: more than Badger's 2.4 MiB a transaction.
+	if at, err := j.Append(batch(1, 40)...); err != nil || at != 1 {
+		t.Fatalf("append at %d: %v", at, err)
+	}
+	if at, err := j.Append(batch(41, 40)...); err != nil || at != 41 {
+		t.Fatalf("append beyond the bound at %d: %v", at, err)
+	}
+	if st := j.Stats(); st != (JournalStats{First: 21, Next: 81, Len: 60, Dropped: 20}) {
+		t.Fatalf("stats %+v", st)
+	}
+	want := 21
+	err = j.Scan(0, 0, func(seq uint64, b []byte) error {
+		if seq != uint64(want) || !bytes.Equal(b, rec(want)) {
+			return fmt.Errorf("record %d: %.4s, want %d", seq, b, want)
+		}
+		want++
+		return nil
+	})
+	if err != nil || want != 81 {
+		t.Fatalf("scan to %d: %v", want, err)
+	}
+	if _, err := j.Append(batch(81, 61)...); !errors.Is(err, ErrOverBound) {
+		t.Fatalf("more than the bound at once: %v", err)
+	}
+}

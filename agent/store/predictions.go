@@ -34,12 +34,11 @@ func (s *Store) PutPredictions(model string, byID map[string][]byte, ttl time.Du
 	return wb.Flush()
 }
 
-// TakePrediction returns a logged prediction and deletes it, so that a
-// second label for the same request is told apart from the first; or
-// ErrNotFound when there is none (never logged, expired, or taken).
-func (s *Store) TakePrediction(model, id string) ([]byte, error) {
+// Prediction returns a logged prediction, or ErrNotFound when there is
+// none (never logged, expired, or deleted).
+func (s *Store) Prediction(model, id string) ([]byte, error) {
 	var out []byte
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(predKey(model, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound
@@ -47,10 +46,25 @@ func (s *Store) TakePrediction(model, id string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if out, err = item.ValueCopy(nil); err != nil {
-			return err
-		}
-		return txn.Delete(predKey(model, id))
+		out, err = item.ValueCopy(nil)
+		return err
 	})
 	return out, err
+}
+
+// DeletePredictions deletes logged predictions, so that a second label for
+// the same request is told apart from the first, in synced transactions
+// (as many as it takes).
+func (s *Store) DeletePredictions(model string, ids []string) error {
+	if err := s.space.check(); err != nil {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, id := range ids {
+		if err := wb.Delete(predKey(model, id)); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
 }

@@ -89,11 +89,12 @@ func TestNearlyFullDiskHoldsReports(t *testing.T) {
 	}
 	// Everything else is refused, with ENOSPC, and changes nothing.
 	for name, write := range map[string]func() error{
-		"Put":            func() error { return s.Put("k", []byte("v")) },
-		"AppendAndPut":   func() error { return s.AppendAndPut(t0, "marker", []byte("v"), event("with marker")) },
-		"PutArtifact":    func() error { return s.PutArtifact(&Artifact{Digest: "sha256:00"}) },
-		"SetDesired":     func() error { return s.SetDesired(&droverv1.DesiredState{}) },
-		"PutPredictions": func() error { return s.PutPredictions("m", map[string][]byte{"r1": []byte("p")}, 0) },
+		"Put":               func() error { return s.Put("k", []byte("v")) },
+		"AppendAndPut":      func() error { return s.AppendAndPut(t0, "marker", []byte("v"), event("with marker")) },
+		"PutArtifact":       func() error { return s.PutArtifact(&Artifact{Digest: "sha256:00"}) },
+		"SetDesired":        func() error { return s.SetDesired(&droverv1.DesiredState{}) },
+		"PutPredictions":    func() error { return s.PutPredictions("m", map[string][]byte{"r1": []byte("p")}, 0) },
+		"DeletePredictions": func() error { return s.DeletePredictions("m", []string{"r1"}) },
 		"Journal.Append": func() error {
 			j, err := s.Journal("samples/m", 10)
 			if err != nil {

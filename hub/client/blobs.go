@@ -50,14 +50,14 @@ type failoverBlobs struct {
 
 // each calls fn with each node's base URL in turn, starting from the one
 // that answered last, until fn succeeds or fails for a reason other than
-// the node being unreachable.
+// the node being unreachable or stalled.
 func (f *failoverBlobs) each(fn func(base string) error) error {
 	n := len(f.addrs)
 	start := int(f.current.Load())
 	var err error
 	for i := range n {
 		idx := (start + i) % n
-		if err = fn(BaseURL(f.addrs[idx])); err == nil || !unreachable(err) {
+		if err = fn(BaseURL(f.addrs[idx])); err == nil || !unreachable(err) && !errors.Is(err, ErrStalled) {
 			if err == nil {
 				f.current.Store(int32(idx))
 			}
@@ -221,6 +221,10 @@ func (c *Client) DownloadFile(ctx context.Context, d digest.Digest, size int64, 
 // errCorrupt means the downloaded bytes did not hash to the digest.
 var errCorrupt = errors.New("downloaded bytes do not match the digest")
 
+// ErrStalled is a download's error when a hub node sent nothing, neither
+// its answer nor more bytes, for Config.BlobIdleTimeout.
+var ErrStalled = errors.New("the hub node sent nothing for too long")
+
 func (c *Client) download(ctx context.Context, url string, d digest.Digest, size int64, partial, path string, progress Progress) error {
 	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -233,6 +237,19 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 	if err != nil {
 		return err
 	}
+	// A node that goes quiet, before its answer or in the middle of the
+	// bytes, is given up on: nothing else would ever end the wait.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := c.cfg.BlobIdleTimeout
+	watchdog := time.AfterFunc(idle, func() { cancel(fmt.Errorf("%w (%s)", ErrStalled, idle)) })
+	defer watchdog.Stop()
+	stalled := func(err error) error {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
+			return cause
+		}
+		return err
+	}
 	req, err := c.newRequest(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -243,7 +260,7 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return stalled(err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -270,7 +287,7 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 		if progress != nil && have > 0 {
 			progress(have, size) // resuming from here
 		}
-		body := &progressReader{r: resp.Body, done: have, total: size, fn: progress}
+		body := &progressReader{r: &idleReader{r: resp.Body, watchdog: watchdog, idle: idle}, done: have, total: size, fn: progress}
 		if have == 0 {
 			// The common case, hashed on a second core as it is written.
 			got, _, err = digest.Copy(f, body)
@@ -279,7 +296,7 @@ func (c *Client) download(ctx context.Context, url string, d digest.Digest, size
 			got = v.Digest()
 		}
 		if err != nil {
-			return fmt.Errorf("download of %s interrupted (it resumes from here): %w", d, err)
+			return fmt.Errorf("download of %s interrupted (it resumes from here): %w", d, stalled(err))
 		}
 	}
 	if got != d {
@@ -311,6 +328,21 @@ func httpError(resp *http.Response) error {
 		code = connect.CodeUnknown
 	}
 	return connect.NewError(code, body.Message).WithRemote()
+}
+
+// idleReader puts its watchdog off by idle whenever bytes arrive.
+type idleReader struct {
+	r        io.Reader
+	watchdog *time.Timer
+	idle     time.Duration
+}
+
+func (r *idleReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 {
+		r.watchdog.Reset(r.idle)
+	}
+	return n, err
 }
 
 // progressReader reports bytes read through it.

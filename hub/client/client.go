@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
@@ -29,6 +30,9 @@ const maxMessageBytes = 16 << 20
 // compressMinBytes is the smallest message worth gzipping.
 const compressMinBytes = 8 << 10
 
+// DefaultBlobIdleTimeout is Config.BlobIdleTimeout's default.
+const DefaultBlobIdleTimeout = time.Minute
+
 // Config says how to reach the hub.
 type Config struct {
 	// Addrs are hub node addresses ("host:port" or URLs). Calls go to one
@@ -41,6 +45,11 @@ type Config struct {
 	// BlobHTTPClient is used for blob uploads and downloads; nil means
 	// NewBlobHTTPClient().
 	BlobHTTPClient *http.Client
+	// BlobIdleTimeout is how long a download may wait for the hub to
+	// answer or to send more bytes before it gives up on that node
+	// (ErrStalled) and tries the next; what arrived is kept, and the next
+	// try resumes from it. Default DefaultBlobIdleTimeout.
+	BlobIdleTimeout time.Duration
 	// Interceptors run around every call, after authentication is added.
 	Interceptors []connect.ClientInterceptor
 }
@@ -88,6 +97,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.BlobHTTPClient == nil {
 		cfg.BlobHTTPClient = NewBlobHTTPClient()
+	}
+	if cfg.BlobIdleTimeout <= 0 {
+		cfg.BlobIdleTimeout = DefaultBlobIdleTimeout
 	}
 	fo := &failover{}
 	for _, a := range cfg.Addrs {

@@ -137,6 +137,16 @@ func (f *agentFlags) load(fs *pflag.FlagSet) (agent.Config, error) {
 	return cfg, nil
 }
 
+// reload builds the agent's config again: flags given on the command line
+// keep their values; every other goes back to its default, and the
+// environment and the file are read again.
+func (f *agentFlags) reload(fs *pflag.FlagSet) (agent.Config, error) {
+	if err := config.Reset(fs, func(fl *pflag.Flag) bool { return f.fromCLI[fl.Name] || fl.Name == "config" }); err != nil {
+		return agent.Config{}, err
+	}
+	return f.load(fs)
+}
+
 func (a *app) agentCommand() *cobra.Command {
 	var flags agentFlags
 	cmd := &cobra.Command{
@@ -200,14 +210,7 @@ func runAgent(parent context.Context, ag *agent.Agent, cmd *cobra.Command, flags
 			return <-done
 		case <-hup:
 			_ = sdnotify.Reloading()
-			// Flags given on the command line keep their values; the file
-			// and the environment are read again.
-			cmd.Flags().VisitAll(func(f *pflag.Flag) {
-				if !flags.fromCLI[f.Name] {
-					f.Changed = false
-				}
-			})
-			cfg, err := flags.load(cmd.Flags())
+			cfg, err := flags.reload(cmd.Flags())
 			var lvl slog.Level
 			if err == nil {
 				lvl, err = logging.ParseLevel(flags.logOpts.Level)

@@ -46,3 +46,26 @@ func TestAgentTrainerFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentReload re-reads the config file as SIGHUP does: a label taken
+// out of the file is gone, and flags given on the command line stay.
+func TestAgentReload(t *testing.T) {
+	var f agentFlags
+	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+	f.register(fs)
+	dir := t.TempDir()
+	file := writeFile(t, dir, "agent.yaml", "label:\n  - site=lab\n  - rack=4\nname: gpu-7\nsample-rate: 0.5\n")
+	if err := fs.Parse([]string{"--config", file, "--data-dir", dir}); err != nil {
+		t.Fatal(err)
+	}
+	f.fromCLI = map[string]bool{}
+	fs.Visit(func(fl *pflag.Flag) { f.fromCLI[fl.Name] = true })
+	cfg, err := f.load(fs)
+	if err != nil || len(cfg.Labels) != 2 || cfg.Name != "gpu-7" || cfg.SampleRate != 0.5 {
+		t.Fatalf("loaded %v %q %v: %v", cfg.Labels, cfg.Name, cfg.SampleRate, err)
+	}
+	writeFile(t, dir, "agent.yaml", "name: gpu-7\n")
+	if cfg, err = f.reload(fs); err != nil || len(cfg.Labels) != 0 || cfg.Name != "gpu-7" || cfg.SampleRate != 0.1 || cfg.DataDir != dir {
+		t.Fatalf("reloaded: labels %v, name %q, sample rate %v, data dir %q: %v", cfg.Labels, cfg.Name, cfg.SampleRate, cfg.DataDir, err)
+	}
+}

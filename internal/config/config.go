@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"os"
@@ -84,6 +85,45 @@ func Apply(fs *pflag.FlagSet, file map[string]any, skip ...string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// Reset puts every flag of fs back to its default and marks it unset,
+// except those keep names (the ones given on the command line, say), so
+// that Apply reads them afresh: on a reload, a setting taken out of the
+// file or the environment goes back to its default instead of keeping the
+// value it had.
+func Reset(fs *pflag.FlagSet, keep func(*pflag.Flag) bool) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if keep(f) {
+			return
+		}
+		var err error
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			var vals []string
+			if vals, err = defaultList(f.DefValue); err == nil {
+				err = sv.Replace(vals)
+			}
+		} else {
+			err = f.Value.Set(f.DefValue)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: back to its default %q: %w", f.Name, f.DefValue, err))
+			return
+		}
+		f.Changed = false
+	})
+	return errors.Join(errs...)
+}
+
+// defaultList reads a list flag's default as pflag writes it: "[a,b]",
+// the elements in CSV.
+func defaultList(def string) ([]string, error) {
+	def = strings.TrimSuffix(strings.TrimPrefix(def, "["), "]")
+	if def == "" {
+		return []string{}, nil
+	}
+	return csv.NewReader(strings.NewReader(def)).Read()
 }
 
 func isList(f *pflag.Flag) bool {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 )
 
 // MarshalArtifact encodes the model as a native artifact: JSON, with the
@@ -62,9 +64,16 @@ func (m *Model) Outputs() int {
 	return 1
 }
 
+// ErrNotFinite is Predict's error for a row it cannot answer with finite
+// numbers: a feature that is NaN or infinite, or one so far outside the
+// values the model was trained on (1e308, say) that its scaled value or
+// the model's answer overflows.
+var ErrNotFinite = errors.New("not a finite number")
+
 // Predict returns, for each row of the columns (given in the model's
 // feature order, by name), the class probabilities or the predicted value,
-// Outputs() values a row, flat.
+// Outputs() values a row, flat. A row that does not give finite numbers
+// fails the whole call with an error wrapping ErrNotFinite.
 func (m *Model) Predict(cols []Column) ([]float64, error) {
 	if len(cols) != len(m.Encoder.Features) {
 		return nil, fmt.Errorf("native: %d columns for %d features", len(cols), len(m.Encoder.Features))
@@ -87,7 +96,37 @@ func (m *Model) Predict(cols []Column) ([]float64, error) {
 	x := make([]float64, m.Encoder.Width())
 	for r := range rows {
 		m.Encoder.encode(cols, r, x)
-		m.predictEncoded(x, out[r*per:(r+1)*per])
+		if name, v, ok := m.Encoder.nonFinite(cols, x, r); ok {
+			if notFinite(v) {
+				return nil, fmt.Errorf("native: row %d: feature %s is %g, %w", r, name, v, ErrNotFinite)
+			}
+			return nil, fmt.Errorf("native: row %d: feature %s: %g is too large for the model: scaled, it is %w", r, name, v, ErrNotFinite)
+		}
+		y := out[r*per : (r+1)*per]
+		m.predictEncoded(x, y)
+		if !slices.ContainsFunc(y, notFinite) {
+			continue
+		}
+		return nil, fmt.Errorf("native: row %d: the model's answer is %w: an input is far outside the values it was trained on", r, ErrNotFinite)
 	}
 	return out, nil
+}
+
+func notFinite(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
+
+// nonFinite finds the numeric feature of row r whose encoded value x holds
+// is not finite, and returns its name and input value.
+func (e *Encoder) nonFinite(cols []Column, x []float64, r int) (name string, v float64, found bool) {
+	j := 0
+	for i, f := range e.Features {
+		if f.Categorical {
+			j += len(f.Categories)
+			continue
+		}
+		if notFinite(x[j]) {
+			return f.Name, cols[i].Numbers[r], true
+		}
+		j++
+	}
+	return "", 0, false
 }

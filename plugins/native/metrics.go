@@ -2,7 +2,6 @@ package native
 
 import (
 	"math"
-	"slices"
 	"sort"
 )
 
@@ -167,7 +166,15 @@ func RegressionMetrics(y, predicted []float64) (mae, rmse, r2 float64) {
 	return abs / n, math.Sqrt(sq / n), r2
 }
 
-// argmax returns the index of the largest value.
+// argmax returns the index of the largest value, NaN aside: 0 when every
+// value is NaN. (slices.Max is NaN when any value is, which slices.Index
+// never finds.)
 func argmax(v []float64) int {
-	return slices.Index(v, slices.Max(v))
+	best := 0
+	for i, x := range v {
+		if x > v[best] || math.IsNaN(v[best]) && !math.IsNaN(x) {
+			best = i
+		}
+	}
+	return best
 }

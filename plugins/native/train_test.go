@@ -2,10 +2,13 @@ package native
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -238,6 +241,36 @@ func TestArtifactRoundTripAndPredict(t *testing.T) {
 	} {
 		if _, err := LoadArtifact([]byte(bad)); err == nil {
 			t.Errorf("artifact %s loaded", bad)
+		}
+	}
+}
+
+// TestPredictNotFinite refuses, with ErrNotFinite, rows whose feature is
+// not finite, whose scaled feature overflows, or whose answer does.
+func TestPredictNotFinite(t *testing.T) {
+	m, err := LoadArtifact([]byte(`{"format": 1, "task": "classification", "classes": ["a", "b", "c"],
+	  "encoder": {"features": [{"name": "x", "std": 0.5}]}, "weights": [[1e8], [2e8], [3e8]], "intercepts": [0, 0, 0]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		x    float64
+		fail string
+	}{
+		{1, ""},
+		{math.NaN(), "feature x is NaN"},
+		{math.Inf(-1), "feature x is -Inf"},
+		{1e308, "feature x: 1e+308 is too large"},
+		{1e300, "the model's answer"},
+	} {
+		p, err := m.Predict([]Column{{Name: "x", Numbers: []float64{0, c.x}}})
+		switch {
+		case c.fail == "" && err != nil:
+			t.Errorf("x=%g: %v", c.x, err)
+		case c.fail == "" && slices.ContainsFunc(p, notFinite):
+			t.Errorf("x=%g: %v", c.x, p)
+		case c.fail != "" && (!errors.Is(err, ErrNotFinite) || !strings.Contains(err.Error(), "row 1: "+c.fail)):
+			t.Errorf("x=%g: %v, want row 1 refused: %s", c.x, err, c.fail)
 		}
 	}
 }

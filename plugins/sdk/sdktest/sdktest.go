@@ -32,8 +32,9 @@ func BuildExampleProtocol(dir string, version int) (path, sha256 string, err err
 // request, for tests of what the agent makes of it: its environment's
 // DROVER_TEST_PLUGIN_MODE=exit makes it exit before serving, saying why;
 // otherwise it serves the format "test", logs by every route when it
-// loads, panics predicting with a model loaded as "panic" and echoes its
-// inputs with one loaded as "echo".
+// loads, panics predicting with a model loaded as "panic", echoes its
+// inputs with one loaded as "echo" and never answers with one loaded as
+// "hang".
 const TestPluginPackage = "github.com/droverhq/drover/plugins/sdk/internal/testplugin"
 
 // BuildTestPlugin builds the misbehaving test plugin into dir as name and

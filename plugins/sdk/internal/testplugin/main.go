@@ -3,8 +3,9 @@
 //
 //   - "exit": says why on standard error and exits before serving;
 //   - anything else: serves; Load logs through every route a plugin
-//     author might use, and Predict panics for a model loaded as "panic"
-//     and answers a model loaded as "echo" with its inputs.
+//     author might use, and Predict panics for a model loaded as "panic",
+//     answers a model loaded as "echo" with its inputs, and never answers
+//     one loaded as "hang".
 package main
 
 import (
@@ -28,7 +29,11 @@ func (server) Load(_ context.Context, req *runnerv1.LoadRequest) (*runnerv1.Load
 	return &runnerv1.LoadResponse{}, nil
 }
 
-func (server) Predict(_ context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+func (server) Predict(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+	if req.GetId() == "hang" {
+		<-ctx.Done() // stuck until the agent gives up
+		return nil, ctx.Err()
+	}
 	if req.GetId() == "panic" {
 		var m map[string]int
 		m["boom"]++ // assignment to entry in nil map
