@@ -226,10 +226,15 @@ type Agent struct {
 	shutdown shutdownTimeouts
 }
 
+// ErrConfig is wrapped by New's errors about the Config itself, as
+// against those about the machine (a data dir it cannot open, a port in
+// use): a command line reports them as the operator's mistake.
+var ErrConfig = errors.New("agent config")
+
 // New opens the agent's state and listener; Run starts it.
 func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
-		return nil, fmt.Errorf("agent config: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	a := &Agent{cfg: cfg, logger: cfg.Logger.With("agent", cfg.Name), now: time.Now, labels: cfg.Labels, trainers: cfg.Trainers, rewatch: make(chan struct{}, 1),
 		health: map[reconcile.Key]reportedHealth{}, spaceChanged: make(chan struct{}, 1), shutdown: defaultShutdown}
@@ -264,6 +269,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
+	}
+	if a.cred.Load() == nil && cfg.JoinToken == "" {
+		return nil, fmt.Errorf("%w: this agent has not enrolled yet and has no join token to enrol with: give --join-token (or DROVER_JOIN_TOKEN, or join-token in the config file), an agent token from `drover tokens create --role agent`", ErrConfig)
 	}
 	// Downloads use the agent's own credential once it has one.
 	a.cache, err = artifacts.New(filepath.Join(cfg.DataDir, "artifacts"), st, downloader{a}, a.logger.With("component", "artifacts"))

@@ -117,7 +117,12 @@ func (a *Agent) enrolLocked(ctx context.Context) bool {
 			return true
 		}
 		wait := b.next()
-		a.logger.Warn("cannot enrol yet", "err", err, "retry_in", wait.Round(time.Millisecond))
+		switch connect.CodeOf(err) {
+		case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+			a.logger.Error("the hub refused the join token (--join-token, DROVER_JOIN_TOKEN): it is unknown, revoked, expired or not an agent token; trying again", "err", err, "retry_in", wait.Round(time.Millisecond))
+		default:
+			a.logger.Warn("cannot enrol yet", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
 		if !sleep(ctx, wait) {
 			return false
 		}

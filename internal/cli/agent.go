@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -80,7 +81,7 @@ func (f *agentFlags) load(fs *pflag.FlagSet) (agent.Config, error) {
 	if f.configFile != "" {
 		var err error
 		if file, err = config.LoadFile(f.configFile); err != nil {
-			return agent.Config{}, err
+			return agent.Config{}, usageError{err}
 		}
 	}
 	if err := config.Apply(fs, file, "config"); err != nil {
@@ -170,12 +171,18 @@ it reports readiness and pets the watchdog.`,
 			if err != nil {
 				return err
 			}
+			if a.json && !cmd.Flags().Changed("log-format") {
+				flags.logOpts.Format = "json" // --json: the log is the output
+			}
 			logger, level, err := logging.NewWithLevel(a.stderr, flags.logOpts)
 			if err != nil {
 				return usageError{err}
 			}
 			cfg.Logger = logger
 			ag, err := agent.New(cfg)
+			if errors.Is(err, agent.ErrConfig) {
+				return usageError{err}
+			}
 			if err != nil {
 				return err
 			}
