@@ -191,8 +191,9 @@ func TestMistakesAreUsageErrors(t *testing.T) {
 		{"models", "list", "--no-such-flag"},
 		{"hub", "--config", filepath.Join(t.TempDir(), "missing.yaml")},
 		{"agent", "--config", filepath.Join(t.TempDir(), "missing.yaml")},
-		{"agent", "--data-dir", t.TempDir()},                                                        // no hub
-		{"agent", "--hub", "127.0.0.1:1", "--data-dir", t.TempDir(), "--serve-addr", "127.0.0.1:0"}, // no join token, never enrolled
+		// No hub; then no join token, never enrolled.
+		{"agent", "--data-dir", t.TempDir()},
+		{"agent", "--hub", "127.0.0.1:1", "--data-dir", t.TempDir(), "--serve-addr", "127.0.0.1:0"},
 	} {
 		out, errOut, code := run(t, nil, append(args, "--json")...)
 		var e struct {
