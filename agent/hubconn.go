@@ -375,6 +375,6 @@ func (a *Agent) flushReports(ctx context.Context) {
 func statusProto(s reconcile.Status) *droverv1.AssignmentStatus {
 	return &droverv1.AssignmentStatus{
 		Model: s.Key.Model, Version: s.Version, Role: s.Key.Role, Phase: s.Phase,
-		Message: s.Message, Time: timestamppb.New(s.Time), Attempts: int32(s.Attempts),
+		Message: s.Message, Time: timestamppb.New(s.Time), Attempts: int32(s.Attempts), ServingVersion: s.Serving,
 	}
 }

@@ -67,8 +67,12 @@ type Retuner interface {
 
 // Status is where a slot stands; it is reported on every change.
 type Status struct {
-	Key      Key
-	Version  uint64
+	Key     Key
+	Version uint64
+	// Serving is the version the runtime serves in the slot as the status
+	// is made: Version once it is ready, the one it replaces before; 0
+	// for none.
+	Serving  uint64
 	Phase    droverv1.AssignmentPhase
 	Message  string
 	Attempts int
@@ -245,6 +249,9 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 			if s.job.version != 0 {
 				s.job.cancel()
 			}
+		case s.loaded != 0 && s.failedVersion == s.loaded && now.Before(s.nextTry):
+			// An unload that failed waits out its back-off too.
+			next = min(next, s.nextTry.Sub(now))
 		case s.loaded != 0 || s.status.Phase != droverv1.AssignmentPhase_ASSIGNMENT_PHASE_REMOVED:
 			r.start(ctx, k, s, nil)
 		default:
@@ -302,11 +309,11 @@ func (r *Reconciler) setStatus(k Key, version uint64, phase droverv1.AssignmentP
 	} else if phase == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY {
 		attempts, s.failedVersion = 0, 0
 	}
-	if s.status.Phase == phase && s.status.Version == version && s.status.Message == msg {
+	if s.status.Phase == phase && s.status.Version == version && s.status.Message == msg && s.status.Serving == s.loaded {
 		r.mu.Unlock()
 		return
 	}
-	s.status = Status{Key: k, Version: version, Phase: phase, Message: msg, Attempts: attempts, Time: time.Now()}
+	s.status = Status{Key: k, Version: version, Serving: s.loaded, Phase: phase, Message: msg, Attempts: attempts, Time: time.Now()}
 	st := s.status
 	r.mu.Unlock()
 	r.report(st)

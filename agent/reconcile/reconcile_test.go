@@ -80,6 +80,7 @@ type fakeRuntime struct {
 	mu         sync.Mutex
 	loaded     map[Key]uint64
 	weights    map[Key]uint32
+	unloadErr  error // every unload fails with it
 	log        []string
 	failUnload chan struct{}
 }
@@ -108,6 +109,10 @@ func (r *fakeRuntime) Unload(_ context.Context, k Key, v uint64) error {
 	}
 	fail := r.failUnload
 	r.failUnload = nil
+	if err := r.unloadErr; err != nil {
+		r.mu.Unlock()
+		return err
+	}
 	r.mu.Unlock()
 	if fail != nil {
 		<-fail
@@ -204,6 +209,17 @@ func TestConvergeAndReplace(t *testing.T) {
 		time.Sleep(time.Second)
 		if !r.Converged() || strings.Join(rt.history(), ", ") != "load churn/primary v1, load churn/primary v2, unload churn/primary v1" {
 			t.Fatalf("runtime log: %v", rt.history())
+		}
+		// Each status says which version served meanwhile: v1 until v2
+		// was ready.
+		var serving []string
+		rec.mu.Lock()
+		for _, s := range rec.statuses {
+			serving = append(serving, fmt.Sprintf("v%d:%d", s.Version, s.Serving))
+		}
+		rec.mu.Unlock()
+		if got := strings.Join(serving, " "); got != "v1:0 v1:0 v1:0 v1:1 v2:1 v2:1 v2:1 v2:2" {
+			t.Fatalf("serving versions: %s", got)
 		}
 		// Going back to v1 needs no download: it is cached.
 		r.SetDesired(desired(1))
@@ -357,6 +373,32 @@ func TestWeightChangeRetunes(t *testing.T) {
 		time.Sleep(time.Second)
 		if got := strings.Join(rt.history(), ", "); !strings.HasSuffix(got, "load churn/canary v2, weight churn/canary v2 50") {
 			t.Fatalf("runtime log: %s", got)
+		}
+	})
+}
+
+// TestFailingUnloadBacksOff: an unload that keeps failing is retried with
+// back-off, not in a loop.
+func TestFailingUnloadBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arts := newArtifacts()
+		r, rt, _, stop := harness(t, arts)
+		defer stop()
+		r.SetDesired(desired(1))
+		time.Sleep(time.Second)
+		rt.mu.Lock()
+		rt.unloadErr = errors.New("runner wedged")
+		rt.mu.Unlock()
+		r.SetDesired(desired())
+		time.Sleep(10 * time.Second)
+		n := 0
+		for _, h := range rt.history() {
+			if strings.HasPrefix(h, "unload") {
+				n++
+			}
+		}
+		if n < 2 || n > 6 {
+			t.Fatalf("%d unloads in 10 s of failing", n)
 		}
 	})
 }

@@ -34,7 +34,23 @@ type assignmentView struct {
 	// Health is whether a ready version can answer: healthy or unhealthy.
 	Health  string `json:"health,omitempty"`
 	Message string `json:"message,omitempty"`
-	Running uint64 `json:"running_version,omitempty"`
+	// Running is the version answering now; PhaseVersion the one Phase is
+	// about (a new one downloading, say, while Running still serves).
+	Running      uint64 `json:"running_version,omitempty"`
+	PhaseVersion uint64 `json:"phase_version,omitempty"`
+}
+
+// versions is the slot's versions as tables show them: "1", "-" when
+// none serves, "1→2" while 2 is on its way or failed.
+func (a assignmentView) versions() string {
+	running := "-"
+	if a.Running != 0 {
+		running = fmt.Sprint(a.Running)
+	}
+	if a.PhaseVersion != 0 && a.PhaseVersion != a.Running {
+		return running + "→" + fmt.Sprint(a.PhaseVersion)
+	}
+	return running
 }
 
 // phaseText is the phase as tables show it, with an unhealthy version
@@ -82,7 +98,10 @@ func agentOf(ag *droverv1.Agent, full bool) agentView {
 		av := assignmentView{Model: as.GetModel(), Version: as.GetVersion(), Alias: as.GetAlias(), Role: enumName(as.GetRole().String(), "ASSIGNMENT_ROLE_"), Weight: as.GetWeight()}
 		for _, st := range ag.GetAssignmentStatuses() {
 			if st.GetModel() == as.GetModel() && st.GetRole() == as.GetRole() {
-				av.Phase, av.Message, av.Running = enumName(st.GetPhase().String(), "ASSIGNMENT_PHASE_"), st.GetMessage(), st.GetVersion()
+				av.Phase, av.Message, av.Running, av.PhaseVersion = enumName(st.GetPhase().String(), "ASSIGNMENT_PHASE_"), st.GetMessage(), st.GetServingVersion(), st.GetVersion()
+				if av.Running == 0 && st.GetPhase() == droverv1.AssignmentPhase_ASSIGNMENT_PHASE_READY {
+					av.Running = st.GetVersion() // an agent from before serving_version
+				}
 				if st.GetHealth() != droverv1.ServingHealth_SERVING_HEALTH_UNSPECIFIED {
 					av.Health = enumName(st.GetHealth().String(), "SERVING_HEALTH_")
 				}
@@ -147,7 +166,7 @@ func (a *app) agentsList() *cobra.Command {
 					}
 					var as []string
 					for _, x := range v.Assignments {
-						as = append(as, fmt.Sprintf("%s:%d %s", x.Model, x.Running, x.phaseText()))
+						as = append(as, fmt.Sprintf("%s:%s %s", x.Model, x.versions(), x.phaseText()))
 					}
 					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", v.Name, v.ID, status, v.GPUs, healthSummary(v.GPUHealth),
 						dash(strings.Join(as, ", ")), dash(kvString(v.Labels)), v.Version)
@@ -230,7 +249,7 @@ func (a *app) agentsShow() *cobra.Command {
 					if x.Alias != "" {
 						want = x.Alias
 					}
-					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", x.Model, x.Role, want, x.Weight, x.Running, x.phaseText(), dash(x.Message))
+					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.Model, x.Role, want, x.Weight, x.versions(), x.phaseText(), dash(x.Message))
 				}
 				t.Flush()
 				fmt.Fprintln(w)

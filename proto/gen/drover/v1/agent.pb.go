@@ -1428,9 +1428,14 @@ type AssignmentStatus struct {
 	// Whether a ready version can answer: unhealthy while the runner that
 	// serves it is down or hung (message says why), healthy again once it
 	// answers. Unspecified before the version is ready.
-	Health        ServingHealth `protobuf:"varint,8,opt,name=health,proto3,enum=drover.v1.ServingHealth" json:"health,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Health ServingHealth `protobuf:"varint,8,opt,name=health,proto3,enum=drover.v1.ServingHealth" json:"health,omitempty"`
+	// The version answering the slot's requests now: version once it is
+	// ready; while another is pending, downloading, loading or has failed,
+	// the one it was to replace; 0 when none serves. Agents before this
+	// field leave it 0.
+	ServingVersion uint64 `protobuf:"varint,9,opt,name=serving_version,json=servingVersion,proto3" json:"serving_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AssignmentStatus) Reset() {
@@ -1517,6 +1522,13 @@ func (x *AssignmentStatus) GetHealth() ServingHealth {
 		return x.Health
 	}
 	return ServingHealth_SERVING_HEALTH_UNSPECIFIED
+}
+
+func (x *AssignmentStatus) GetServingVersion() uint64 {
+	if x != nil {
+		return x.ServingVersion
+	}
+	return 0
 }
 
 // AgentEvent is something an agent reports happened.
@@ -3885,7 +3897,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\tlog_lines\x18\x06 \x03(\tR\blogLines\x12.\n" +
 	"\x06points\x18\a \x03(\v2\x16.drover.v1.MetricPointR\x06points\x12\x18\n" +
 	"\amessage\x18\b \x01(\tR\amessage\x121\n" +
-	"\x06result\x18\t \x01(\v2\x19.drover.v1.TrainingResultR\x06result\"\xbb\x02\n" +
+	"\x06result\x18\t \x01(\v2\x19.drover.v1.TrainingResultR\x06result\"\xe4\x02\n" +
 	"\x10AssignmentStatus\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12-\n" +
@@ -3894,7 +3906,8 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\battempts\x18\a \x01(\x05R\battempts\x120\n" +
-	"\x06health\x18\b \x01(\x0e2\x18.drover.v1.ServingHealthR\x06health\"\x97\x01\n" +
+	"\x06health\x18\b \x01(\x0e2\x18.drover.v1.ServingHealthR\x06health\x12'\n" +
+	"\x0fserving_version\x18\t \x01(\x04R\x0eservingVersion\"\x97\x01\n" +
 	"\n" +
 	"AgentEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
