@@ -36,6 +36,9 @@ type pluginHost struct {
 	// their runner name: a retraining job's runner.
 	byTrainer map[string]*hostedPlugin
 	all       []*hostedPlugin
+	// onRegister, when set, is told the formats of a plugin that came up
+	// late: the serving runtime loads into it what waited for it.
+	onRegister func(formats []string)
 }
 
 type hostedPlugin struct {
@@ -130,7 +133,13 @@ func (h *pluginHost) register(hp *hostedPlugin) {
 	hp.mu.Unlock()
 	h.logger.Info("plugin started", "file", hp.p.File, "runner", d.GetName(), "version", d.GetVersion(), "formats", d.GetFormats())
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer func() {
+		notify := h.onRegister
+		h.mu.Unlock()
+		if notify != nil && d.GetCanServe() {
+			notify(d.GetFormats())
+		}
+	}()
 	for _, f := range d.GetFormats() {
 		if !d.GetCanServe() {
 			break

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/agent/oip"
+	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
+	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
 // writeSums writes a plugin directory's SHA256SUMS.
@@ -35,7 +37,8 @@ func settleHost(h *pluginHost) {
 }
 
 // TestPluginThatFailsItsFirstStart starts a plugin that exits at once:
-// the agent starts without it, and serves its format once it starts.
+// the agent starts without it, and serves its format once it starts — a
+// version loaded meanwhile (answering 503) included.
 func TestPluginThatFailsItsFirstStart(t *testing.T) {
 	dir := t.TempDir()
 	_, sum, err := sdktest.BuildTestPlugin(dir, "flaky")
@@ -55,10 +58,23 @@ func TestPluginThatFailsItsFirstStart(t *testing.T) {
 	if hl := h.all[0].health(""); hl.ok || !strings.Contains(hl.why, "cannot open /dev/nvidia0") {
 		t.Fatalf("health of a plugin that did not start: %+v", hl)
 	}
+	rt := newServingRuntime(h, logging.Discard(), ServingOptions{})
+	art := filepath.Join(t.TempDir(), "model")
+	_ = os.WriteFile(art, []byte("weights"), 0o644)
+	k := reconcile.Key{Model: "m", Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}
+	if err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: k.Role, Format: "test"}, art); err != nil {
+		t.Fatal(err)
+	}
+	if hl := rt.health(k, 1); hl.ok {
+		t.Fatal("a version no runner serves is healthy")
+	}
 	os.Unsetenv("DROVER_TEST_PLUGIN_MODE") // the cause is gone
 	settleHost(h)
 	if h.forFormat("test") == nil {
 		t.Fatal("the plugin started on a later try but does not serve its format")
+	}
+	if hl := rt.health(k, 1); !hl.ok {
+		t.Fatalf("the version loaded while its runner was down, once it is up: %+v", hl)
 	}
 }
 

@@ -123,6 +123,8 @@ type servedVersion struct {
 	path    string
 	schema  *oip.Schema
 	native  *native.Model // for the native format
+	// assignment is what the version was loaded as.
+	assignment *droverv1.DesiredAssignment
 	// profile is the version's reference profile made ready to judge
 	// drift against; nil without.
 	profile *sketch.Reference
@@ -190,6 +192,11 @@ func newServingRuntime(host *pluginHost, logger *slog.Logger, opts ServingOption
 		r.processes[format] = &processRunner{format: format, srv: procserve.New(cfg, logger.With("process_server", format))}
 	}
 	r.routes.Store(&map[string]*route{})
+	if host != nil {
+		host.mu.Lock()
+		host.onRegister = r.adopt
+		host.mu.Unlock()
+	}
 	return r
 }
 
@@ -235,20 +242,11 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 		}
 	}
 	k := reconcile.Key{Model: a.GetModel(), Role: a.GetRole()}
+	v.assignment = a
 	if v.native == nil {
 		if run := r.runnerFor(a.GetFormat()); run != nil {
-			v.runner, v.runnerID = run, fmt.Sprintf("%s/v%d-%d", k, a.GetVersion(), r.loads.Add(1))
-			resp, err := run.load(ctx, &runnerv1.LoadRequest{Id: v.runnerID, ArtifactPath: path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
-			if err != nil {
+			if err := r.attach(ctx, k, v, run); err != nil {
 				return err
-			}
-			v.outputs = resp.GetOutputs()
-			if r.opts.BatchMaxRows > 1 {
-				sizes := r.batches.WithLabelValues(v.model, v.name)
-				v.batch = newBatcher(v.runnerID, func(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
-					sizes.Observe(float64(req.GetRows()))
-					return run.predict(ctx, req)
-				}, r.opts)
 			}
 		}
 	}
@@ -274,6 +272,68 @@ func (r *servingRuntime) Load(ctx context.Context, a *droverv1.DesiredAssignment
 	r.loaded[k] = v
 	r.publish()
 	return nil
+}
+
+// attach loads v into a runner, which serves it from then on.
+func (r *servingRuntime) attach(ctx context.Context, k reconcile.Key, v *servedVersion, run modelRunner) error {
+	a := v.assignment
+	v.runner, v.runnerID = run, fmt.Sprintf("%s/v%d-%d", k, a.GetVersion(), r.loads.Add(1))
+	resp, err := run.load(ctx, &runnerv1.LoadRequest{Id: v.runnerID, ArtifactPath: v.path, Format: a.GetFormat(), Schema: a.GetSchema(), Params: a.GetParams()})
+	if err != nil {
+		return err
+	}
+	v.outputs = resp.GetOutputs()
+	if r.opts.BatchMaxRows > 1 {
+		sizes := r.batches.WithLabelValues(v.model, v.name)
+		v.batch = newBatcher(v.runnerID, func(ctx context.Context, req *runnerv1.PredictRequest) (*runnerv1.PredictResponse, error) {
+			sizes.Observe(float64(req.GetRows()))
+			return run.predict(ctx, req)
+		}, r.opts)
+	}
+	return nil
+}
+
+// adopt loads, into a runner plugin that has just come up (one that failed
+// its first start), the versions loaded while no runner served their
+// format, which answered 503 until then. A version replaced meanwhile is
+// left alone.
+func (r *servingRuntime) adopt(formats []string) {
+	type orphan struct {
+		k reconcile.Key
+		v *servedVersion
+	}
+	var orphans []orphan
+	r.mu.Lock()
+	for k, v := range r.loaded {
+		if v.native == nil && v.runner == nil && slices.Contains(formats, v.format) {
+			orphans = append(orphans, orphan{k, v})
+		}
+	}
+	r.mu.Unlock()
+	for _, o := range orphans {
+		run := r.runnerFor(o.v.format)
+		if run == nil {
+			continue
+		}
+		nv := &servedVersion{model: o.v.model, version: o.v.version, name: o.v.name, role: o.v.role, weight: o.v.weight,
+			format: o.v.format, path: o.v.path, schema: o.v.schema, profile: o.v.profile, assignment: o.v.assignment, drained: make(chan struct{})}
+		if err := r.attach(context.Background(), o.k, nv, run); err != nil {
+			r.logger.Warn("a runner came up but did not load a version of its format", "model", nv.model, "version", nv.version, "format", nv.format, "err", err)
+			continue
+		}
+		r.mu.Lock()
+		if r.loaded[o.k] != o.v { // replaced or unloaded meanwhile
+			r.mu.Unlock()
+			r.retire(nv)
+			continue
+		}
+		nv.weight = o.v.weight // retuned meanwhile, perhaps
+		r.loaded[o.k] = nv
+		r.publish()
+		r.mu.Unlock()
+		r.retire(o.v)
+		r.logger.Info("a runner came up and serves a version of its format now", "model", nv.model, "version", nv.version, "format", nv.format)
+	}
 }
 
 // Retune applies what may change of a loaded version without loading it
