@@ -177,6 +177,19 @@ func (c *cluster) agents(t testing.TB) agentsList {
 	return l
 }
 
+// waitEnrolled waits until the hub lists agent.
+func (c *cluster) waitEnrolled(t testing.TB, agent string, timeout time.Duration) {
+	t.Helper()
+	hubtest.WaitFor(t, timeout, func() error {
+		for _, a := range c.agents(t).Agents {
+			if a.Name == agent {
+				return nil
+			}
+		}
+		return fmt.Errorf("no agent %s yet", agent)
+	})
+}
+
 // waitRunning waits until agent runs model version v, ready.
 func (c *cluster) waitRunning(t testing.TB, agent, model string, v uint64, timeout time.Duration) {
 	t.Helper()

@@ -298,6 +298,7 @@ func TestAgentKilledMidSwap(t *testing.T) {
 	a := f.agent
 
 	v, digest := f.pushPadded(t)
+	f.c.waitEnrolled(t, a.name, 30*time.Second)
 	f.c.cli(t, nil, "agents", "assign", a.name, fmt.Sprintf("centroid:%d", v))
 	f.c.waitRunning(t, a.name, "centroid", v, 30*time.Second)
 	t.Logf("agent up, v%d running, after %v", v, time.Since(began).Round(time.Millisecond))
