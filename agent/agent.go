@@ -380,7 +380,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.retrain.sync(d)
 		a.logger.Info("resuming the last desired state", "assignments", len(d.GetAssignments()), "training", len(d.GetTraining()))
 	}
-	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent " + buildinfo.Get().Version + " started"}}})
+	a.report(&droverv1.Report{Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent " + buildinfo.Get().Version + " started", AgentVersion: buildinfo.Get().Version}}})
 	a.logger.Info("agent started", "serve", a.Addr(), "hubs", a.cfg.Hubs, "data_dir", a.cfg.DataDir, "gpus", a.gpus.count())
 
 	var wg sync.WaitGroup

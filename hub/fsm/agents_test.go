@@ -332,3 +332,16 @@ func TestAgentEventsKeepTheNewest(t *testing.T) {
 		t.Fatalf("the oldest kept is %s, want a status change (the enrolment went first)", evs[0].GetKind())
 	}
 }
+
+// TestAgentVersionFollowsUpgrades: an agent upgraded in place (it does not
+// enrol again) reports its version as it starts, and the hub's record
+// follows.
+func TestAgentVersionFollowsUpgrades(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(1), Token: agentToken("t1"), Agent: &droverv1.Agent{Id: "a1", Name: "gpu-1", Version: "1.2.3"}})
+	h.mustApply(&fsmv1.AgentReports{Header: header(2), AgentId: "a1", Reports: []*droverv1.Report{
+		{Seq: 1, Body: &droverv1.Report_Event{Event: &droverv1.AgentEvent{Kind: "started", Message: "agent 1.2.4 started", AgentVersion: "1.2.4"}}}}})
+	if v := h.f.State().Snapshot().Agent("a1").GetVersion(); v != "1.2.4" {
+		t.Fatalf("the hub says the agent runs %q, want 1.2.4", v)
+	}
+}

@@ -374,6 +374,9 @@ func (s *Store) ApplyAgentReports(c Change, agentID string, reports []*droverv1.
 				ev.Message = fmt.Sprintf("%d reports dropped and %d telemetry windows merged while the hub was away", b.Dropped.GetDropped(), b.Dropped.GetSummarised())
 			case *droverv1.Report_Event:
 				ev.Kind, ev.Message = b.Event.GetKind(), b.Event.GetMessage()
+				if v := b.Event.GetAgentVersion(); v != "" && ValidateText("version", v, MaxKeyLen) == nil {
+					a.Version = v // an agent upgraded in place
+				}
 			case *droverv1.Report_StoreSpace:
 				a.DiskPressure = b.StoreSpace.GetLow()
 				ev.Kind = "store_space"

@@ -1539,9 +1539,12 @@ type AgentEvent struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// What happened: "started", "stopping", "assignment", "gpu_health",
 	// "xid", "inventory", "reports_dropped", ...
-	Kind          string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	AgentId       string `protobuf:"bytes,5,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Kind    string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	AgentId string `protobuf:"bytes,5,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// On a "started" event, the agent's version: the hub's record of the
+	// agent follows it (an upgraded agent does not enrol again).
+	AgentVersion  string `protobuf:"bytes,6,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1607,6 +1610,13 @@ func (x *AgentEvent) GetMessage() string {
 func (x *AgentEvent) GetAgentId() string {
 	if x != nil {
 		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
 	}
 	return ""
 }
@@ -3907,14 +3917,15 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\battempts\x18\a \x01(\x05R\battempts\x120\n" +
 	"\x06health\x18\b \x01(\x0e2\x18.drover.v1.ServingHealthR\x06health\x12'\n" +
-	"\x0fserving_version\x18\t \x01(\x04R\x0eservingVersion\"\x97\x01\n" +
+	"\x0fserving_version\x18\t \x01(\x04R\x0eservingVersion\"\xbc\x01\n" +
 	"\n" +
 	"AgentEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x19\n" +
-	"\bagent_id\x18\x05 \x01(\tR\aagentId\"\xcc\b\n" +
+	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12#\n" +
+	"\ragent_version\x18\x06 \x01(\tR\fagentVersion\"\xcc\b\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
