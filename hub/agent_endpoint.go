@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -179,11 +180,16 @@ func checkAgent(ctx context.Context, agentID string) error {
 	return nil
 }
 
-// Enroll takes a join token (or an admin's): an agent's own credential
-// may not enrol, or it could take over another agent by its name.
+// Enroll takes a join token only: an agent's own credential may not enrol,
+// or it could take over another agent by its name; nor may an admin's
+// token, which the agent would keep on disk, on every machine.
 func (s *agentControlService) Enroll(ctx context.Context, req *droverv1.EnrollRequest) (*droverv1.EnrollResponse, error) {
-	if bound := principalFrom(ctx).Token.GetAgentId(); bound != "" {
-		return nil, connect.NewError(connect.CodePermissionDenied, "this credential speaks for agent "+bound+" and may not enrol agents: enrol with a join token (drover tokens create --role agent)")
+	tok := principalFrom(ctx).Token
+	switch {
+	case tok.GetAgentId() != "":
+		return nil, connect.NewError(connect.CodePermissionDenied, "this credential speaks for agent "+tok.GetAgentId()+" and may not enrol agents: enrol with a join token (drover tokens create --role agent)")
+	case tok.GetRole() != droverv1.Role_ROLE_AGENT:
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Sprintf("token %s has the %s role: enrol with a join token (drover tokens create --role agent); an agent keeps its join token on disk", tok.GetId(), auth.RoleName(tok.GetRole())))
 	}
 	if err := state.ValidateName("agent name", req.GetName()); err != nil {
 		return nil, err

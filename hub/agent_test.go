@@ -83,6 +83,9 @@ func TestAgentEnrolmentAndControl(t *testing.T) {
 	wantCode(t, "an agent's credential enrolling", err, connect.CodePermissionDenied)
 	_, err = me.Enroll(ctx, &droverv1.EnrollRequest{Name: "gpu-new"})
 	wantCode(t, "an agent's credential enrolling a new agent", err, connect.CodePermissionDenied)
+	// Nor does an admin's token, which the agent would keep on disk.
+	_, err = control(follower, c.AdminToken).Enroll(ctx, &droverv1.EnrollRequest{Name: "gpu-new"})
+	wantCode(t, "an admin token enrolling", err, connect.CodePermissionDenied)
 
 	// The desired state reaches a watching agent quickly after a change.
 	v1 := pushVersion(t, admin, "churn", "model v1")

@@ -140,3 +140,25 @@ func TestNewFailsCleanlyPartWay(t *testing.T) {
 		t.Fatal("no HTTP address")
 	}
 }
+
+// TestDataDirOwner: a first start that failed (no --bootstrap) leaves the
+// data dir under the name it was given; started again under the intended
+// name it is taken over, since it holds no cluster state. Once it holds
+// state, another name is refused.
+func TestDataDirOwner(t *testing.T) {
+	cfg := hubtest.Config(t, "vm")
+	if n, err := hub.New(cfg); err == nil {
+		n.Shutdown(t.Context())
+		t.Fatal("a node with no cluster state, no --bootstrap and no --join started")
+	}
+	cfg.NodeName, cfg.Bootstrap = "hub-1", true
+	n := hubtest.Start(t, cfg)
+	n.Shutdown(t.Context())
+	cfg.NodeName, cfg.Bootstrap = "hub-2", false
+	if n, err := hub.New(cfg); err == nil {
+		n.Shutdown(t.Context())
+		t.Fatal("another name took a data dir that holds cluster state")
+	} else if !strings.Contains(err.Error(), `belongs to node "hub-1"`) {
+		t.Fatalf("New under another name: %v", err)
+	}
+}

@@ -45,6 +45,10 @@ type Node struct {
 	cfg    Config
 	logger *slog.Logger
 	now    func() time.Time
+	// formerOwner is the node another name had claimed the data dir for,
+	// when that name is not this node's: allowed only while the data dir
+	// holds no cluster state (a first start that failed), see startRaft.
+	formerOwner string
 
 	fsm      *fsm.FSM
 	raft     *raft.Raft
@@ -175,9 +179,9 @@ func (n *Node) goFunc(f func()) {
 	}()
 }
 
-// claimDataDir creates the data directory and records which node owns it,
-// refusing to start a node under another node's name: that would give two
-// Raft servers one identity.
+// claimDataDir creates the data directory and records which node owns it.
+// A data dir another name claimed is refused once it holds cluster state
+// (startRaft checks): two Raft servers with one identity would follow.
 func (n *Node) claimDataDir() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -187,7 +191,7 @@ func (n *Node) claimDataDir() error {
 	switch {
 	case err == nil:
 		if got := strings.TrimSpace(string(owner)); got != n.cfg.NodeName {
-			return fmt.Errorf("data dir %s belongs to node %q, not %q: start it with --node-name %s or use another data dir", n.cfg.DataDir, got, n.cfg.NodeName, got)
+			n.formerOwner = got
 		}
 		return nil
 	case errors.Is(err, os.ErrNotExist):
@@ -195,6 +199,21 @@ func (n *Node) claimDataDir() error {
 	default:
 		return fmt.Errorf("data dir: %w", err)
 	}
+}
+
+// settleOwner decides a data dir another name had claimed, once it is
+// known whether it holds cluster state: one that does stays that node's;
+// one that does not (a first start that failed, before the name was set)
+// is this node's now.
+func (n *Node) settleOwner(hasState bool) error {
+	if n.formerOwner == "" {
+		return nil
+	}
+	if hasState {
+		return fmt.Errorf("data dir %s belongs to node %q, not %q, and holds its cluster state: start it with --node-name %s, or give this node another data dir", n.cfg.DataDir, n.formerOwner, n.cfg.NodeName, n.formerOwner)
+	}
+	n.logger.Info("the data dir was claimed by another name but holds no cluster state; it is this node's now", "was", n.formerOwner)
+	return writeFileAtomic(filepath.Join(n.cfg.DataDir, "node-name"), []byte(n.cfg.NodeName+"\n"), 0o600)
 }
 
 // Alive reports whether the node's Raft is running, for systemd's watchdog.

@@ -83,6 +83,9 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
+	if err := n.settleOwner(hasState); err != nil {
+		return err
+	}
 	n.fsm = fsm.New(n.logger.With("component", "fsm"))
 	n.fsm.Observe = n.metrics.observeApply
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logStore, n.logStore, snaps, n.trans); err != nil {

@@ -43,6 +43,7 @@ func (p *pkg) writeBundle(dir, debPath, rpmPath string) (bundle, sums string, er
 		{name: "hub.yaml", src: filepath.Join(p.stageDir, "hub.yaml"), mode: 0o644},
 		{name: "agent.yaml", src: filepath.Join(p.stageDir, "agent.yaml"), mode: 0o644},
 		{name: "INSTALL", body: install, mode: 0o644},
+		{name: "churn_train.csv", src: p.sampleData, mode: 0o644},
 	}
 	var sumLines bytes.Buffer
 	for _, f := range contents {

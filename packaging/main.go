@@ -204,6 +204,7 @@ func run(ctx context.Context, o options, stderr io.Writer) (*Result, error) {
 		binary:     binary,
 		hubUnit:    filepath.Join(root, "systemd", "drover-hub.service"),
 		agentUnit:  filepath.Join(root, "systemd", "drover-agent.service"),
+		sampleData: filepath.Join(root, "internal", "churn", "testdata", "churn_train.csv"),
 		maintainer: o.maintainer,
 		glibc:      res.GlibcMin,
 		mtime:      sourceDate(),

@@ -44,6 +44,7 @@ const (
 	unitDir     = "/usr/lib/systemd/system"
 	configDir   = "/etc/drover"
 	dataDir     = "/var/lib/drover"
+	libDir      = "/usr/lib/drover"
 	docDir      = "/usr/share/doc/drover"
 	serviceUser = "drover"
 )
@@ -60,11 +61,14 @@ var scriptFiles = []string{"preinstall.sh", "postinstall.sh", "preremove.sh", "p
 
 // pkg is one release to package.
 type pkg struct {
-	version    string // 1.2.3 or 1.3.0-rc.1
-	arch       string // GOARCH
-	binary     string
-	hubUnit    string
-	agentUnit  string
+	version   string // 1.2.3 or 1.3.0-rc.1
+	arch      string // GOARCH
+	binary    string
+	hubUnit   string
+	agentUnit string
+	// sampleData is the churn training data the README's quick start
+	// trains on, carried in the bundle for a site without the source.
+	sampleData string
 	maintainer string
 	glibc      string // the oldest glibc the binary runs on; "" for none
 	mtime      time.Time
@@ -188,6 +192,10 @@ func (p *pkg) info(format string) *nfpm.Info {
 		{Source: staged("agent.yaml"), Destination: configDir + "/agent.yaml", Type: configType, FileInfo: file(0o640, "root", serviceUser)},
 		// systemd makes hub/ and agent/ below it (StateDirectory=).
 		{Destination: dataDir, Type: files.TypeDir, FileInfo: file(0o750, serviceUser, serviceUser)},
+		// The agent's default --plugin-dir, where runner plugins and
+		// their SHA256SUMS are installed (docs/runners.md).
+		{Destination: libDir, Type: files.TypeDir, FileInfo: file(0o755, "root", "root")},
+		{Destination: libDir + "/plugins", Type: files.TypeDir, FileInfo: file(0o755, "root", "root")},
 	}
 	if format == "deb" {
 		contents = append(contents,

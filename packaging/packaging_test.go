@@ -139,6 +139,8 @@ var wantPackaged = []packaged{
 	{path: "/etc/drover/hub.yaml", perm: 0o640, owner: "root", group: "drover", config: true},
 	{path: "/etc/drover/agent.yaml", perm: 0o640, owner: "root", group: "drover", config: true},
 	{path: "/var/lib/drover", dir: true, perm: 0o750, owner: "drover", group: "drover"},
+	{path: "/usr/lib/drover", dir: true, perm: 0o755, owner: "root", group: "root"},
+	{path: "/usr/lib/drover/plugins", dir: true, perm: 0o755, owner: "root", group: "root"},
 	{path: "/usr/share/doc/drover/copyright", perm: 0o644, owner: "root", group: "root", debOnly: true},
 	{path: "/usr/share/doc/drover/changelog.gz", perm: 0o644, owner: "root", group: "root", debOnly: true},
 }
@@ -554,7 +556,7 @@ func TestBundle(t *testing.T) {
 		modes[name] = h.Mode
 	}
 	deb, rpm := filepath.Base(res.file(t, "deb").Path), filepath.Base(res.file(t, "rpm").Path)
-	wantNames := []string{"INSTALL", "SHA256SUMS", "agent.yaml", deb, rpm, "drover", "drover-agent.service", "drover-hub.service", "hub.yaml"}
+	wantNames := []string{"INSTALL", "SHA256SUMS", "agent.yaml", "churn_train.csv", deb, rpm, "drover", "drover-agent.service", "drover-hub.service", "hub.yaml"}
 	slices.Sort(wantNames)
 	gotNames := slices.Sorted(func(yield func(string) bool) {
 		for n := range contents {

@@ -230,6 +230,14 @@ func (a *app) printError(err error) {
 		if msg == "" {
 			msg = ce.Error()
 		}
+		if a.client != nil && ce.Code() == connect.CodeUnavailable && strings.Contains(msg, "connection refused") {
+			// The hub's address is the likely mistake.
+			addrs := a.addrs
+			if len(addrs) == 0 {
+				addrs = []string{client.DefaultAddr}
+			}
+			msg += fmt.Sprintf(" (no hub answers at %s: start one, or give its address with --addr or DROVER_ADDR)", strings.Join(addrs, ","))
+		}
 	}
 	if a.json {
 		enc := json.NewEncoder(a.stderr)
