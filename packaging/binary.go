@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"debug/elf"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/droverhq/drover/internal/digest"
 )
@@ -150,4 +154,27 @@ func readerSHA256(r io.Reader) (string, int64, error) {
 		return "", 0, err
 	}
 	return d.Hex(), n, nil
+}
+
+// checkBinaryVersion asks a given binary its version: packaging one that
+// says another version than the packages' (a "dev" build, last week's)
+// would install a release that reports itself as something else. A binary
+// that does not answer `version --json` (a stand-in) is taken as it is.
+func checkBinaryVersion(ctx context.Context, binary, version string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "version", "--json").Output()
+	var v struct {
+		Version string `json:"version"`
+	}
+	if err == nil {
+		err = json.Unmarshal(out, &v)
+	}
+	switch {
+	case err != nil || v.Version == "":
+		return nil
+	case strings.TrimPrefix(v.Version, "v") != version:
+		return fmt.Errorf("%s says it is version %s, not %s: build it with -ldflags \"-X github.com/droverhq/drover/internal/buildinfo.Version=%s\", or leave out --binary", binary, v.Version, version, version)
+	}
+	return nil
 }

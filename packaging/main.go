@@ -191,6 +191,11 @@ func run(ctx context.Context, o options, stderr io.Writer) (*Result, error) {
 		return nil, err
 	}
 	res.Arch = arch
+	if !res.Built && arch == runtime.GOARCH {
+		if err := checkBinaryVersion(ctx, binary, o.version); err != nil {
+			return nil, err
+		}
+	}
 	if res.GlibcMin, err = glibcRequirement(binary); err != nil {
 		return nil, err
 	}

@@ -792,3 +792,24 @@ func TestReproducible(t *testing.T) {
 		t.Errorf("two runs differ:\n%q\n%q", sums[0], sums[1])
 	}
 }
+
+// TestBinaryVersionCheck refuses a --binary that says another version than
+// the packages', and takes one that says the same or does not answer.
+func TestBinaryVersionCheck(t *testing.T) {
+	script := func(out string) string {
+		path := filepath.Join(t.TempDir(), "drover")
+		if err := os.WriteFile(path, []byte("#!/bin/sh\necho '"+out+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if err := checkBinaryVersion(t.Context(), script(`{"version": "dev"}`), "1.2.3"); err == nil || !strings.Contains(err.Error(), "says it is version dev, not 1.2.3") {
+		t.Errorf("a dev build packaged as 1.2.3: %v", err)
+	}
+	if err := checkBinaryVersion(t.Context(), script(`{"version": "v1.2.3"}`), "1.2.3"); err != nil {
+		t.Errorf("the right version: %v", err)
+	}
+	if err := checkBinaryVersion(t.Context(), script("drover stand-in"), "1.2.3"); err != nil {
+		t.Errorf("a binary that does not say: %v", err)
+	}
+}
