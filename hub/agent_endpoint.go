@@ -154,6 +154,22 @@ func (s *agentService) DeleteAssignment(ctx context.Context, req *droverv1.Delet
 	return &droverv1.DeleteAssignmentResponse{Agent: v.(*droverv1.Agent)}, nil
 }
 
+func (s *agentService) RemoveAgent(ctx context.Context, req *droverv1.RemoveAgentRequest) (*droverv1.RemoveAgentResponse, error) {
+	if err := state.ValidateText("reason", req.GetReason(), state.MaxReasonLen); err != nil {
+		return nil, err
+	}
+	id, err := s.n.agentID(req.GetAgent())
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := s.n.apply(ctx, &fsmv1.AgentRemove{Header: s.n.header(ctx, req.GetReason()), AgentId: id, Force: req.GetForce()})
+	if err != nil {
+		return nil, err
+	}
+	s.n.liveness.forget(id)
+	return &droverv1.RemoveAgentResponse{Agent: v.(*droverv1.Agent)}, nil
+}
+
 // agentControlService implements drover.v1.AgentControlService, for agents.
 type agentControlService struct {
 	droverv1connect.UnimplementedAgentControlServiceHandler

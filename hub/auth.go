@@ -49,6 +49,7 @@ var procedurePermissions = map[string]auth.Permission{
 	droverv1connect.AgentServiceDrainAgentProcedure:       auth.Write,
 	droverv1connect.AgentServiceSetAssignmentProcedure:    auth.Write,
 	droverv1connect.AgentServiceDeleteAssignmentProcedure: auth.Write,
+	droverv1connect.AgentServiceRemoveAgentProcedure:      auth.Write,
 
 	droverv1connect.DriftServiceGetDriftProcedure:         auth.Read,
 	droverv1connect.DriftServiceListDriftEventsProcedure:  auth.Read,

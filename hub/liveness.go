@@ -75,6 +75,14 @@ func (l *liveness) putBack(ids []string) {
 	}
 }
 
+// forget drops what this node knows of a removed agent's heartbeats.
+func (l *liveness) forget(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.seen, id)
+	delete(l.pending, id)
+}
+
 func (l *liveness) lastSeen(id string) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

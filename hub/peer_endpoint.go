@@ -115,10 +115,23 @@ func (s *peerService) Apply(_ context.Context, req *droverv1.ApplyRequest) (*dro
 	if n.raft.State() != raft.Leader {
 		return nil, notLeader()
 	}
-	if _, _, err := fsm.Decode(req.GetCommand()); err != nil {
+	typ, body, err := fsm.Decode(req.GetCommand())
+	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err.Error())
 	}
-	v, idx, err := n.applyData(req.GetCommand())
+	// The command's time is the leader's, not the follower's that made it:
+	// the controllers measure deadlines from the times the state records,
+	// by the leader's clock.
+	if body.GetHeader() == nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, "fsm: a forwarded command has no header")
+	}
+	body.GetHeader().Time = now(n)
+	data, err := fsm.Encode(body)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err.Error())
+	}
+	data[0] = byte(typ) // as the follower sent it, the flag bit included
+	v, idx, err := n.applyData(data)
 	resp := &droverv1.ApplyResponse{Index: idx}
 	if se, ok := errors.AsType[*state.Error](err); ok {
 		resp.Error = &droverv1.CommandError{Code: se.Kind.String(), Message: se.Message}

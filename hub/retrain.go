@@ -224,7 +224,7 @@ func (n *Node) policyTrigger(view *state.Snapshot, p *droverv1.RetrainPolicy, m 
 			for _, ag := range view.Agents(nil) {
 				agents = append(agents, ag.GetId())
 			}
-			in.live = n.metricWindows.sample(agents, p.GetModel(), in.champion, now.Add(-accuracyWindow(a)))
+			in.live, _ = n.metricWindows.sample(agents, p.GetModel(), in.champion, now.Add(-accuracyWindow(a)))
 			if mv := view.Version(p.GetModel(), in.champion); mv != nil {
 				if acc, ok := mv.GetMetrics()["accuracy"]; ok {
 					in.registered = &acc

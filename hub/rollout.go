@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/droverhq/drover/hub/gates"
 	"github.com/droverhq/drover/hub/state"
@@ -71,17 +73,21 @@ func (s *metricStore) add(agentID string, seq uint64, w *droverv1.MetricWindow) 
 }
 
 // sample sums the agents' windows of a model version that began at or
-// after since.
-func (s *metricStore) sample(agents []string, model string, version uint64, since time.Time) gates.Sample {
+// after since, and says when the newest of them ended (zero: none).
+func (s *metricStore) sample(agents []string, model string, version uint64, since time.Time) (gates.Sample, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := gates.Sample{Latency: map[int]uint64{}}
+	var newest time.Time
 	var shadowAgreed, correct, logLossRows uint64
 	var logLoss float64
 	for _, id := range agents {
 		for _, w := range s.windows[id] {
 			if w.GetModel() != model || w.GetVersion() != version || w.GetStart().AsTime().Before(since) {
 				continue
+			}
+			if end := w.GetStart().AsTime().Add(w.GetLength().AsDuration()); end.After(newest) {
+				newest = end
 			}
 			out.Requests += w.GetRequests()
 			out.Errors += w.GetServerErrors()
@@ -108,7 +114,7 @@ func (s *metricStore) sample(agents []string, model string, version uint64, sinc
 		ll := logLoss / float64(logLossRows)
 		out.LogLoss = &ll
 	}
-	return out
+	return out, newest
 }
 
 // runRollouts drives the running rollouts until leadership ends.
@@ -244,6 +250,11 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		if ra.GetStep() > r.GetStep() {
 			continue
 		}
+		if view.Agent(ra.GetAgentId()).GetDraining() {
+			// Drained since the rollout began: it runs nothing, so it
+			// counts neither as ready nor as failed (skipped).
+			continue
+		}
 		stepAgents = append(stepAgents, ra.GetAgentId())
 		switch ra.GetPhase() {
 		case droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_READY, droverv1.RolloutAgentPhase_ROLLOUT_AGENT_PHASE_SERVING:
@@ -265,13 +276,10 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 			delete(mem.unhealthy, key)
 		}
 	}
-	share := step.GetMinHealthyShare()
-	if share == 0 {
-		share = 1
-	}
-	allowed := int(float64(len(stepAgents)) * (1 - share))
+	needed := healthyNeeded(len(stepAgents), step.GetMinHealthyShare())
+	allowed := len(stepAgents) - needed
 	fail := func(reason string) error {
-		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Reason: reason})
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Reason: reason})
 		if err == nil {
 			n.logger.Warn("rollout rolled back", "rollout", r.GetId(), "model", r.GetModel(), "version", r.GetToVersion(), "reason", reason)
 		}
@@ -291,14 +299,14 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 	if r.GetStepReadyTime() == nil {
 		switch {
 		case len(ready) == len(stepAgents):
-		case at.Sub(r.GetStepStartTime().AsTime()) > deadline && float64(len(ready)) >= share*float64(len(stepAgents)) && len(ready) > 0:
+		case at.Sub(r.GetStepStartTime().AsTime()) > deadline && len(ready) >= needed && len(ready) > 0:
 			n.logger.Info("rollout step going on without its late agents", "rollout", r.GetId(), "ready", len(ready), "agents", len(stepAgents))
 		case at.Sub(r.GetStepStartTime().AsTime()) > deadline:
 			return fail(fmt.Sprintf("only %d of %d agents of step %d were ready by the progress deadline (%s)", len(ready), len(stepAgents), r.GetStep()+1, deadline))
 		default:
 			return nil
 		}
-		v, _, err := n.applyLocal(ctx, &fsmv1.RolloutStepReady{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
+		v, _, err := n.applyLocal(ctx, &fsmv1.RolloutStepReady{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision()})
 		if err != nil || len(step.GetGates()) > 0 || step.GetBake().AsDuration() > 0 {
 			return err
 		}
@@ -313,10 +321,26 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		mem.judged[r.GetId()] = at
 	}
 	since := r.GetStepReadyTime().AsTime()
-	verdict, js := n.judgeStep(view, r, step, stepAgents, since)
-	if changed(r, js) {
-		if _, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Judgements: js}); err != nil {
-			return err
+	// A judgement counts (is recorded, and its failure adds to the
+	// gate's failures in a row) only when windows newer than those the
+	// step's last judgement saw have arrived: the same windows judged
+	// again each second are not new failures. Otherwise the step stands
+	// as its last judgements left it.
+	last, seen := stepJudgements(r)
+	verdict, js := recordedVerdict(step, last), []*droverv1.Judgement(nil)
+	for _, g := range step.GetGates() {
+		if j := last[g.GetName()]; j != nil {
+			js = append(js, j)
+		}
+	}
+	if len(step.GetGates()) > 0 {
+		v, newJs, dataEnd := n.judgeStep(view, r, step, stepAgents, since)
+		if dataEnd.After(seen) {
+			res, _, err := n.applyLocal(ctx, &fsmv1.RolloutJudge{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Judgements: newJs})
+			if err != nil {
+				return err
+			}
+			r, verdict, js = res.(*droverv1.Rollout), v, newJs
 		}
 	}
 	if verdict == gates.Fail {
@@ -332,45 +356,78 @@ func (n *Node) driveRollout(ctx context.Context, r *droverv1.Rollout, mem *rollo
 		return nil
 	}
 	if verdict == gates.Pass || len(step.GetGates()) == 0 {
-		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutAdvance{Header: header(""), Id: r.GetId(), Step: r.GetStep()})
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutAdvance{Header: header(""), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision()})
 		return err
 	}
 	if at.After(since.Add(step.GetBake().AsDuration() + deadline)) {
 		reason := fmt.Sprintf("the gates of step %d stayed inconclusive (too few samples) for %s after the bake", r.GetStep()+1, deadline)
-		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Reason: reason, Pause: true})
+		_, _, err := n.applyLocal(ctx, &fsmv1.RolloutFail{Header: header(reason), Id: r.GetId(), Step: r.GetStep(), Revision: r.GetRevision(), Reason: reason, Pause: true})
 		return err
 	}
 	return nil
 }
 
-// changed reports whether judgements say something the rollout's last ones
-// for the step did not.
-func changed(r *droverv1.Rollout, js []*droverv1.Judgement) bool {
+// healthyNeeded is how many of a step's n agents must be ready (or may
+// not fail) under its min-healthy share (0: all): the share of n rounded
+// up, so that 0.8 of 5 is 4, not 3 by floating-point error.
+func healthyNeeded(n int, share float64) int {
+	if share <= 0 {
+		return n
+	}
+	return min(n, int(math.Ceil(share*float64(n)-1e-9)))
+}
+
+// stepJudgements returns the last judgement of each gate of the current
+// step recorded since the rollout last resumed (failures before a pause
+// do not carry over), and the end of the newest window they saw.
+func stepJudgements(r *droverv1.Rollout) (map[string]*droverv1.Judgement, time.Time) {
 	last := map[string]*droverv1.Judgement{}
+	var seen time.Time
 	for _, j := range r.GetJudgements() {
-		if j.GetStep() == r.GetStep() {
-			last[j.GetGate()] = j
+		if j.GetStep() != r.GetStep() || j.GetRevision() < r.GetResumeRevision() {
+			continue
+		}
+		last[j.GetGate()] = j
+		if end := j.GetDataEnd().AsTime(); j.GetDataEnd() != nil && end.After(seen) {
+			seen = end
 		}
 	}
-	for _, j := range js {
-		l := last[j.GetGate()]
-		if l == nil || l.GetResult() != j.GetResult() || l.GetConsecutiveFailures() != j.GetConsecutiveFailures() {
-			return true
+	return last, seen
+}
+
+// recordedVerdict is the step's verdict from its gates' last judgements:
+// fail if a gate reached its failure limit, pass if every gate passed,
+// inconclusive otherwise (a gate not judged yet included).
+func recordedVerdict(step *droverv1.RolloutStep, last map[string]*droverv1.Judgement) gates.Result {
+	verdict := gates.Pass
+	for _, g := range step.GetGates() {
+		j := last[g.GetName()]
+		switch {
+		case j == nil:
+			verdict = gates.Inconclusive
+		case j.GetResult() == string(gates.Fail) && j.GetConsecutiveFailures() >= max(g.GetFailureLimit(), gates.DefaultFailureLimit):
+			return gates.Fail
+		case j.GetResult() != string(gates.Pass):
+			verdict = gates.Inconclusive
 		}
 	}
-	return false
+	return verdict
 }
 
 // judgeStep measures the step's agents (the canary group) and the agents
 // still on the old version, and the old version's traffic on the step's
-// agents (the baseline group), and judges the step's gates.
-func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time) (gates.Result, []*droverv1.Judgement) {
+// agents (the baseline group), and judges the step's gates. It returns
+// the end of the newest window it judged, which the judgements record.
+func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *droverv1.RolloutStep, stepAgents []string, since time.Time) (gates.Result, []*droverv1.Judgement, time.Time) {
 	var all []string
 	for _, ra := range r.GetAgents() {
 		all = append(all, ra.GetAgentId())
 	}
-	canary := n.metricWindows.sample(stepAgents, r.GetModel(), r.GetToVersion(), since)
-	baseline := n.metricWindows.sample(all, r.GetModel(), r.GetFromVersion(), since)
+	canary, dataEnd := n.metricWindows.sample(stepAgents, r.GetModel(), r.GetToVersion(), since)
+	baseline, baselineEnd := n.metricWindows.sample(all, r.GetModel(), r.GetFromVersion(), since)
+	if baselineEnd.After(dataEnd) {
+		dataEnd = baselineEnd
+	}
 	canary.Agents, baseline.Agents = uint64(len(stepAgents)), uint64(len(all)-len(stepAgents))
 	for _, id := range stepAgents {
 		if a := view.Agent(id); a != nil && slices.ContainsFunc(a.GetGpuHealth(), func(g *droverv1.GpuHealth) bool { return g.GetHealth() == "unhealthy" }) {
@@ -383,6 +440,9 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 		var parts []*droverv1.DriftWindow
 		for _, w := range view.DriftWindows(r.GetModel(), r.GetToVersion(), stepAgents, since) {
 			parts = append(parts, w.GetWindow())
+			if end := w.GetWindow().GetStart().AsTime().Add(w.GetWindow().GetLength().AsDuration()); end.After(dataEnd) {
+				dataEnd = end
+			}
 		}
 		if merged, err := sketch.MergeWindows(parts...); err == nil && len(parts) > 0 {
 			rep := ref.Evaluate(merged, state.DriftOptions(view.DriftSettings(r.GetModel())))
@@ -394,12 +454,12 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 			}
 		}
 	}
-	// The failure counts so far, from the step's last judgements.
+	// The failure counts so far, from the step's last judgements since
+	// the rollout last resumed.
 	tracker := &gates.Tracker{Consecutive: map[string]int{}}
-	for _, j := range r.GetJudgements() {
-		if j.GetStep() == r.GetStep() {
-			tracker.Consecutive[j.GetGate()] = int(j.GetConsecutiveFailures())
-		}
+	last, _ := stepJudgements(r)
+	for gate, j := range last {
+		tracker.Consecutive[gate] = int(j.GetConsecutiveFailures())
 	}
 	gs := make([]gates.Gate, len(step.GetGates()))
 	for i, g := range step.GetGates() {
@@ -410,6 +470,9 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 	for i, j := range judged {
 		pj := &droverv1.Judgement{Step: r.GetStep(), Gate: j.Gate, Metric: string(j.Metric), Result: string(j.Result),
 			PValue: j.PValue, Samples: j.Samples, Detail: j.Limit, ConsecutiveFailures: uint32(tracker.Consecutive[j.Gate])}
+		if !dataEnd.IsZero() {
+			pj.DataEnd = timestamppb.New(dataEnd)
+		}
 		if j.Reason != "" && j.Reason != j.Limit {
 			pj.Detail = strings.TrimSpace(j.Limit + " " + j.Reason)
 			// "x > max 1 failed: x > max 1" says it twice.
@@ -425,7 +488,7 @@ func (n *Node) judgeStep(view *state.Snapshot, r *droverv1.Rollout, step *drover
 		}
 		out[i] = pj
 	}
-	return verdict, out
+	return verdict, out, dataEnd
 }
 
 // gateOf is a gate as package gates takes it.

@@ -345,3 +345,41 @@ func TestAgentVersionFollowsUpgrades(t *testing.T) {
 		t.Fatalf("the hub says the agent runs %q, want 1.2.4", v)
 	}
 }
+
+// TestRemoveAgent forgets an agent with its credentials, events and drift
+// windows; it is refused while the agent has assignments (unless forced)
+// or takes part in an active rollout.
+func TestRemoveAgent(t *testing.T) {
+	profile, windows := driftFixtures()
+	h := newHarness(t)
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: true, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("a"), Format: "onnx", ReferenceProfile: profile}})
+	h.mustApply(&fsmv1.VersionCreate{Header: header(1), Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob("b"), Format: "onnx"}})
+	for _, id := range []string{"a1", "a2"} {
+		h.mustApply(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t" + id), Agent: &droverv1.Agent{Id: id, Name: "gpu-" + id}})
+	}
+	w := proto.CloneOf(windows[0])
+	w.Model, w.Version = "churn", 1
+	h.mustApply(&fsmv1.AgentReports{Header: header(3), AgentId: "a1", Reports: []*droverv1.Report{{Seq: 1, Body: &droverv1.Report_Drift{Drift: w}}}})
+	h.mustApply(&fsmv1.AssignmentSet{Header: header(4), AgentId: "a1", Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	h.refused(&fsmv1.AgentRemove{Header: header(5), AgentId: "a1"}, state.KindFailedPrecondition)
+	h.mustApply(&fsmv1.RolloutCreate{Header: header(6), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2, Steps: []*droverv1.RolloutStep{{Percent: 100}}}})
+	h.refused(&fsmv1.AgentRemove{Header: header(7), AgentId: "a1", Force: true}, state.KindFailedPrecondition)
+	h.mustApply(&fsmv1.RolloutAct{Header: header(8), Id: "r1", Action: droverv1.RolloutAction_ROLLOUT_ACTION_ABORT})
+
+	h.mustApply(&fsmv1.AgentRemove{Header: header(9), AgentId: "a1", Force: true})
+	view := h.f.State().Snapshot()
+	if view.Agent("a1") != nil || view.Agent("gpu-a1") != nil || len(view.AgentEvents("a1", 100)) != 0 ||
+		len(view.DriftWindows("churn", 1, []string{"a1"}, time.Time{})) != 0 {
+		t.Fatal("a removed agent's record, events or drift windows are left")
+	}
+	hash := sha256.Sum256([]byte("secret-ta1"))
+	if view.TokenByHash(hash[:]) != nil {
+		t.Fatal("a removed agent's credential still works")
+	}
+	if view.Agent("a2") == nil {
+		t.Fatal("another agent went too")
+	}
+	h.refused(&fsmv1.AgentRemove{Header: header(10), AgentId: "a1"}, state.KindNotFound)
+	// The same name enrols again, as a new agent.
+	h.mustApply(&fsmv1.AgentEnroll{Header: header(11), Token: agentToken("t3"), Agent: &droverv1.Agent{Id: "a3", Name: "gpu-a1"}})
+}

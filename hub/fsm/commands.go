@@ -70,6 +70,7 @@ const (
 	RetrainJobRequeueType    MessageType = 35
 	RetrainJobFailType       MessageType = 36
 	RetrainJobFinishType     MessageType = 37
+	AgentRemoveType          MessageType = 38
 )
 
 // Command is the body of any command: every one starts with a Header.
@@ -161,6 +162,9 @@ func init() {
 	register(AgentDrainType, func(s *state.Store, c state.Change, b *fsmv1.AgentDrain) (*droverv1.Agent, error) {
 		return s.DrainAgent(c, b.GetAgentId(), b.GetUndo())
 	})
+	register(AgentRemoveType, func(s *state.Store, c state.Change, b *fsmv1.AgentRemove) (*droverv1.Agent, error) {
+		return s.RemoveAgent(c, b.GetAgentId(), b.GetForce())
+	})
 	register(AssignmentSetType, func(s *state.Store, c state.Change, b *fsmv1.AssignmentSet) (*droverv1.Agent, error) {
 		return s.SetAssignment(c, b.GetAgentId(), b.GetAssignment())
 	})
@@ -181,19 +185,19 @@ func init() {
 		return s.CreateRollout(c, b.GetRollout())
 	})
 	register(RolloutStepReadyType, func(s *state.Store, c state.Change, b *fsmv1.RolloutStepReady) (*droverv1.Rollout, error) {
-		return s.RolloutStepReady(c, b.GetId(), b.GetStep())
+		return s.RolloutStepReady(c, b.GetId(), b.GetStep(), b.GetRevision())
 	})
 	register(RolloutJudgeType, func(s *state.Store, c state.Change, b *fsmv1.RolloutJudge) (*droverv1.Rollout, error) {
 		return s.RolloutJudge(c, b.GetId(), b.GetStep(), b.GetRevision(), b.GetJudgements())
 	})
 	register(RolloutAdvanceType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAdvance) (*droverv1.Rollout, error) {
-		return s.RolloutAdvance(c, b.GetId(), b.GetStep())
+		return s.RolloutAdvance(c, b.GetId(), b.GetStep(), b.GetRevision())
 	})
 	register(RolloutFailType, func(s *state.Store, c state.Change, b *fsmv1.RolloutFail) (*droverv1.Rollout, error) {
 		if b.GetPause() {
-			return s.RolloutPause(c, b.GetId(), b.GetStep(), b.GetReason())
+			return s.RolloutPause(c, b.GetId(), b.GetStep(), b.GetRevision(), b.GetReason())
 		}
-		return s.RolloutFail(c, b.GetId(), b.GetStep(), b.GetReason())
+		return s.RolloutFail(c, b.GetId(), b.GetStep(), b.GetRevision(), b.GetReason())
 	})
 	register(RolloutActType, func(s *state.Store, c state.Change, b *fsmv1.RolloutAct) (*droverv1.Rollout, error) {
 		return s.ActOnRollout(c, b.GetId(), b.GetAction())

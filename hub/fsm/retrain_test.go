@@ -399,3 +399,31 @@ func TestRefusalMessagesAreDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestRetrainTimeoutAfterSuccessRefused: the controller's time-out of a
+// running attempt (a fail carrying the attempt), landing after the
+// agent's success moved the job to finishing, is refused; a cancel by hand
+// still applies.
+func TestRetrainTimeoutAfterSuccessRefused(t *testing.T) {
+	h := retrainFixture(t)
+	h.mustApply(&fsmv1.RetrainJobCreate{Header: header(10), Job: &droverv1.RetrainJob{Id: "job-1", Policy: "nightly", Trigger: "drift", ChampionVersion: 1}})
+	h.mustApply(&fsmv1.RetrainJobDataset{Header: header(15), Id: "job-1", Dataset: &droverv1.DatasetVersion{Dataset: "churn-retrain", Content: blob("assembled"), Format: "csv", Rows: 500},
+		Validation: &droverv1.DatasetValidation{Passed: true, Rows: 500}})
+	h.mustApply(&fsmv1.RetrainJobPlace{Header: header(16), Id: "job-1", Attempt: 1, AgentId: "a2"})
+	// The controller decides the attempt timed out; meanwhile it succeeds.
+	rep := trainingReport(10, 17, &droverv1.TrainingReport{JobId: "job-1", Attempt: 1, Phase: droverv1.TrainingPhase_TRAINING_PHASE_SUCCEEDED,
+		Result: &droverv1.TrainingResult{Artifact: blob("cand"), Format: "drover-native", Metrics: map[string]float64{"accuracy": 0.9}, ChampionMetrics: map[string]float64{"accuracy": 0.8}}})
+	rep.AgentId = "a2"
+	h.mustApply(rep)
+	if s := h.job("job-1").GetState(); s != droverv1.RetrainJobState_RETRAIN_JOB_STATE_FINISHING {
+		t.Fatalf("state %v", s)
+	}
+	h.refused(&fsmv1.RetrainJobFail{Header: header(18), Id: "job-1", Attempt: 1, Reason: "timed out: attempt 1 on gpu-a2 ran longer than 1h0m0s"}, state.KindFailedPrecondition)
+	if s := h.job("job-1").GetState(); s != droverv1.RetrainJobState_RETRAIN_JOB_STATE_FINISHING {
+		t.Fatalf("after the late time-out: %v", s)
+	}
+	h.mustApply(&fsmv1.RetrainJobFail{Header: header(19), Id: "job-1", Reason: "cancelled by hand", Cancel: true})
+	if s := h.job("job-1").GetState(); s != droverv1.RetrainJobState_RETRAIN_JOB_STATE_CANCELLED {
+		t.Fatalf("after cancel: %v", s)
+	}
+}

@@ -194,3 +194,100 @@ func TestEndedRolloutsAreTrimmed(t *testing.T) {
 		t.Fatalf("the newest was dropped or the oldest kept: newest %s", got[0].GetId())
 	}
 }
+
+// rolloutFixture is a model with versions 1 and 2 and two agents, a1 and
+// a2, running 1 as primary.
+func rolloutFixture(t *testing.T) *harness {
+	h := newHarness(t)
+	for i := range 2 {
+		h.mustApply(&fsmv1.VersionCreate{Header: header(1), CreateModel: i == 0, Version: &droverv1.ModelVersion{Model: "churn", Artifact: blob(string(rune('a' + i))), Format: "onnx"}})
+	}
+	for _, id := range []string{"a1", "a2"} {
+		h.mustApply(&fsmv1.AgentEnroll{Header: header(2), Token: agentToken("t" + id), Agent: &droverv1.Agent{Id: id, Name: "gpu-" + id}})
+		h.mustApply(&fsmv1.AssignmentSet{Header: header(3), AgentId: id, Assignment: &droverv1.Assignment{Model: "churn", Version: 1, Role: droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY}})
+	}
+	return h
+}
+
+// TestVersionStateRefusedDuringRollout: the target of an active rollout is
+// neither archived nor rejected by hand (the rollout would go on rolling it
+// out); once the rollout is aborted it is, and archived stays archived
+// through a later rollback.
+func TestVersionStateRefusedDuringRollout(t *testing.T) {
+	h := rolloutFixture(t)
+	steps := []*droverv1.RolloutStep{{Agents: 1, Weight: 10}, {Percent: 100}}
+	h.mustApply(&fsmv1.RolloutCreate{Header: header(4), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2, Steps: steps}})
+	for _, st := range []droverv1.VersionState{droverv1.VersionState_VERSION_STATE_ARCHIVED, droverv1.VersionState_VERSION_STATE_REJECTED} {
+		res := h.apply(&fsmv1.VersionStateSet{Header: header(5), Model: "churn", Version: 2, State: st})
+		if state.KindOf(res.Err) != state.KindFailedPrecondition || !strings.Contains(res.Err.Error(), "rollout r1") {
+			t.Fatalf("%v of the target mid-rollout: %v", st, res.Err)
+		}
+	}
+	if s := h.f.State().Snapshot().Version("churn", 2).GetState(); s != droverv1.VersionState_VERSION_STATE_READY {
+		t.Fatalf("version %v", s)
+	}
+	h.mustApply(&fsmv1.RolloutAct{Header: header(6), Id: "r1", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PAUSE})
+	h.refused(&fsmv1.VersionStateSet{Header: header(7), Model: "churn", Version: 2, State: droverv1.VersionState_VERSION_STATE_ARCHIVED}, state.KindFailedPrecondition)
+	// Another version of the model is not held up.
+	h.mustApply(&fsmv1.VersionStateSet{Header: header(7), Model: "churn", Version: 1, State: droverv1.VersionState_VERSION_STATE_REJECTED})
+	h.mustApply(&fsmv1.RolloutAct{Header: header(8), Id: "r1", Action: droverv1.RolloutAction_ROLLOUT_ACTION_ABORT})
+	h.mustApply(&fsmv1.VersionStateSet{Header: header(9), Model: "churn", Version: 2, State: droverv1.VersionState_VERSION_STATE_ARCHIVED})
+	if s := h.f.State().Snapshot().Version("churn", 2).GetState(); s != droverv1.VersionState_VERSION_STATE_ARCHIVED {
+		t.Fatalf("after abort: %v", s)
+	}
+
+	// A succeeded rollout's version archived, then the rollout rolled back
+	// by hand: the version stays archived.
+	h.mustApply(&fsmv1.VersionStateSet{Header: header(10), Model: "churn", Version: 1, State: droverv1.VersionState_VERSION_STATE_READY})
+	h.mustApply(&fsmv1.VersionStateSet{Header: header(10), Model: "churn", Version: 2, State: droverv1.VersionState_VERSION_STATE_READY})
+	h.mustApply(&fsmv1.RolloutCreate{Header: header(11), Rollout: &droverv1.Rollout{Id: "r2", Model: "churn", ToVersion: 2, Force: true, Steps: steps}})
+	h.mustApply(&fsmv1.RolloutAct{Header: header(12), Id: "r2", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PROMOTE})
+	h.mustApply(&fsmv1.VersionStateSet{Header: header(13), Model: "churn", Version: 2, State: droverv1.VersionState_VERSION_STATE_ARCHIVED})
+	h.mustApply(&fsmv1.RolloutAct{Header: header(14), Id: "r2", Action: droverv1.RolloutAction_ROLLOUT_ACTION_ROLLBACK})
+	if s := h.f.State().Snapshot().Version("churn", 2).GetState(); s != droverv1.VersionState_VERSION_STATE_ARCHIVED {
+		t.Errorf("a rollback turned an archived version %v", s)
+	}
+}
+
+// TestRolloutDecisionsGuardedByRevision: a decision made before a pause and
+// resume (at an older revision) is refused after it, and a step is only
+// advanced once it is baking.
+func TestRolloutDecisionsGuardedByRevision(t *testing.T) {
+	h := rolloutFixture(t)
+	steps := []*droverv1.RolloutStep{{Agents: 1, Weight: 10}, {Percent: 100}}
+	r := h.mustApply(&fsmv1.RolloutCreate{Header: header(4), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2, Steps: steps}}).(*droverv1.Rollout)
+	// Not baking yet: no advance.
+	h.refused(&fsmv1.RolloutAdvance{Header: header(5), Id: "r1", Step: 0, Revision: r.GetRevision()}, state.KindFailedPrecondition)
+	r = h.mustApply(&fsmv1.RolloutStepReady{Header: header(5), Id: "r1", Step: 0, Revision: r.GetRevision()}).(*droverv1.Rollout)
+	decided := r.GetRevision() // the controller decides to advance, or to roll back, here...
+	h.mustApply(&fsmv1.RolloutAct{Header: header(6), Id: "r1", Action: droverv1.RolloutAction_ROLLOUT_ACTION_PAUSE})
+	h.mustApply(&fsmv1.RolloutAct{Header: header(7), Id: "r1", Action: droverv1.RolloutAction_ROLLOUT_ACTION_RESUME})
+	// ...and its commands land after the resume.
+	h.refused(&fsmv1.RolloutAdvance{Header: header(8), Id: "r1", Step: 0, Revision: decided}, state.KindFailedPrecondition)
+	h.refused(&fsmv1.RolloutFail{Header: header(8), Id: "r1", Step: 0, Revision: decided, Reason: "gate errors"}, state.KindFailedPrecondition)
+	h.refused(&fsmv1.RolloutFail{Header: header(8), Id: "r1", Step: 0, Revision: decided, Reason: "inconclusive", Pause: true}, state.KindFailedPrecondition)
+	// Resume restarted the bake: without a revision, still not baking.
+	h.refused(&fsmv1.RolloutAdvance{Header: header(8), Id: "r1", Step: 0}, state.KindFailedPrecondition)
+	r = h.f.State().Snapshot().Rollout("r1")
+	if r.GetStep() != 0 || r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING {
+		t.Fatalf("stale decisions changed the rollout: step %d, %v", r.GetStep(), r.GetState())
+	}
+	h.refused(&fsmv1.RolloutStepReady{Header: header(9), Id: "r1", Step: 0, Revision: decided}, state.KindFailedPrecondition)
+	r = h.mustApply(&fsmv1.RolloutStepReady{Header: header(9), Id: "r1", Step: 0, Revision: r.GetRevision()}).(*droverv1.Rollout)
+	r = h.mustApply(&fsmv1.RolloutAdvance{Header: header(10), Id: "r1", Step: 0, Revision: r.GetRevision()}).(*droverv1.Rollout)
+	if r.GetStep() != 1 {
+		t.Fatalf("step %d", r.GetStep())
+	}
+}
+
+// TestRolloutLeavesOutDrainingAgents: a draining agent runs nothing, so a
+// new rollout does not wait for it.
+func TestRolloutLeavesOutDrainingAgents(t *testing.T) {
+	h := rolloutFixture(t)
+	h.mustApply(&fsmv1.AgentDrain{Header: header(4), AgentId: "a2"})
+	r := h.mustApply(&fsmv1.RolloutCreate{Header: header(5), Rollout: &droverv1.Rollout{Id: "r1", Model: "churn", ToVersion: 2,
+		Steps: []*droverv1.RolloutStep{{Percent: 100}}}}).(*droverv1.Rollout)
+	if len(r.GetAgents()) != 1 || r.GetAgents()[0].GetAgentId() != "a1" {
+		t.Fatalf("rollout agents: %v", r.GetAgents())
+	}
+}

@@ -213,6 +213,78 @@ func (s *Store) DrainAgent(c Change, agentID string, undo bool) (*droverv1.Agent
 	return out, err
 }
 
+// RemoveAgent forgets an agent: its record, credentials, events and drift
+// windows and verdicts. It refuses while the agent takes part in an
+// active rollout or runs a retraining job, and, unless force, while it
+// has assignments.
+func (s *Store) RemoveAgent(c Change, agentID string, force bool) (*droverv1.Agent, error) {
+	var out *droverv1.Agent
+	err := s.write(c, func(t *txn) error {
+		a, err := getAgent(t, agentID)
+		if err != nil {
+			return err
+		}
+		if n := len(a.GetAssignments()); n > 0 && !force {
+			return Preconditionf("agent %s has %d assignments: unassign them first, or remove it with force", a.GetName(), n)
+		}
+		rollouts, err := t.Get(tableRollouts, "id")
+		if err != nil {
+			return err
+		}
+		for _, r := range collect[*droverv1.Rollout](rollouts) {
+			if rolloutActive(r) && slices.ContainsFunc(r.GetAgents(), func(ra *droverv1.RolloutAgent) bool { return ra.GetAgentId() == a.GetId() }) {
+				return Preconditionf("agent %s takes part in rollout %s, which is %s: abort it or wait for it first", a.GetName(), r.GetId(), rolloutStateName(r.GetState()))
+			}
+		}
+		jobs, err := t.Get(tableRetrainJobs, "id")
+		if err != nil {
+			return err
+		}
+		for _, j := range collect[*droverv1.RetrainJob](jobs) {
+			if j.GetAgentId() == a.GetId() && (j.GetState() == stateRunning || j.GetState() == stateFinishing) {
+				return Preconditionf("agent %s runs retraining job %s: cancel it or wait for it first", a.GetName(), j.GetId())
+			}
+		}
+		// Its credentials, events, and drift windows and verdicts go with it.
+		for _, q := range []struct {
+			table, index string
+			args         []any
+			mine         func(any) bool
+		}{
+			{tableTokens, "agent", []any{a.GetId()}, nil},
+			{tableAgentEvents, "id_prefix", []any{a.GetId()}, nil},
+			{tableDriftWindows, "id", nil, func(o any) bool { return o.(*droverv1.AgentDriftWindow).GetAgentId() == a.GetId() }},
+			{tableDriftVerdicts, "id", nil, func(o any) bool { return o.(*droverv1.DriftVerdictRecord).GetAgentId() == a.GetId() }},
+		} {
+			it, err := t.Get(q.table, q.index, q.args...)
+			if err != nil {
+				return err
+			}
+			var rows []any
+			for o := it.Next(); o != nil; o = it.Next() {
+				if q.mine == nil || q.mine(o) {
+					rows = append(rows, o)
+				}
+			}
+			for _, o := range rows {
+				if err := t.Delete(q.table, o); err != nil {
+					return err
+				}
+			}
+		}
+		if err := t.Delete(tableAgents, a); err != nil {
+			return err
+		}
+		out = a
+		summary := fmt.Sprintf("agent %s (%s) removed", a.GetName(), a.GetId())
+		if n := len(a.GetAssignments()); n > 0 {
+			summary += fmt.Sprintf(" with its %d assignments", n)
+		}
+		return t.audit("agent.remove", agentResource(a.GetName()), summary)
+	})
+	return out, err
+}
+
 // ValidateAssignment checks an assignment as a caller gives it.
 func ValidateAssignment(a *droverv1.Assignment) error {
 	if err := ValidateName("model name", a.GetModel()); err != nil {

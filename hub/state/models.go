@@ -232,6 +232,15 @@ func (s *Store) SetVersionState(c Change, model string, version uint64, state dr
 			out = v
 			return nil
 		}
+		if state != droverv1.VersionState_VERSION_STATE_READY {
+			// An active rollout would go on rolling it out, and its
+			// rollback would overwrite the state.
+			if r, err := activeRolloutOf(t, model, version); err != nil {
+				return err
+			} else if r != nil {
+				return Preconditionf("rollout %s of %s:%d is %s; abort it first", r.GetId(), model, version, rolloutStateName(r.GetState()))
+			}
+		}
 		if state == droverv1.VersionState_VERSION_STATE_ARCHIVED {
 			if aliases := aliasesOf(t.Txn, model, version); len(aliases) > 0 {
 				return Preconditionf("version %d of %q is the target of alias %s; move the alias first", version, model, strings.Join(aliases, ", "))

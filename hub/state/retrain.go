@@ -537,7 +537,8 @@ func (s *Store) RequeueRetrainJob(c Change, id string, attempt uint32, reason st
 
 // FailRetrainJob fails (or cancels) a job that has not ended. A non-zero
 // attempt guards a running job: the command is refused if the job has
-// moved on to another attempt since it was made.
+// moved on to another attempt, or is no longer running (its agent's
+// success moved it to finishing), since it was made.
 func (s *Store) FailRetrainJob(c Change, id string, attempt uint32, reason string, cancel bool) (*droverv1.RetrainJob, error) {
 	verb := "retrain.job.fail"
 	if cancel {
@@ -547,6 +548,9 @@ func (s *Store) FailRetrainJob(c Change, id string, attempt uint32, reason strin
 		func(t *txn, j *droverv1.RetrainJob) (string, error) {
 			if attempt != 0 && attempt != j.GetAttempt() {
 				return "", Preconditionf("retraining job %s is at attempt %d, not %d", id, j.GetAttempt(), attempt)
+			}
+			if attempt != 0 && j.GetState() != stateRunning {
+				return "", Preconditionf("retraining job %s is %s, no longer running attempt %d", id, JobStateName(j.GetState()), attempt)
 			}
 			if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
 				return "", err

@@ -183,8 +183,8 @@ func createRollout(t *txn, in *droverv1.Rollout) (*droverv1.Rollout, error) {
 	baseline := map[uint64]int{}
 	for raw := agentsIt.Next(); raw != nil; raw = agentsIt.Next() {
 		a := raw.(*droverv1.Agent)
-		if !matches(a.GetLabels(), r.GetSelector()) {
-			continue
+		if !matches(a.GetLabels(), r.GetSelector()) || a.GetDraining() {
+			continue // a draining agent runs nothing: it could never be ready
 		}
 		i := slices.IndexFunc(a.GetAssignments(), func(x *droverv1.Assignment) bool {
 			return x.GetModel() == r.GetModel() && x.GetRole() == primaryRole
@@ -371,7 +371,7 @@ func rollBack(t *txn, r *droverv1.Rollout, reason string) error {
 	if err != nil {
 		return err
 	}
-	if raw != nil {
+	if raw != nil && raw.(*droverv1.ModelVersion).GetState() != droverv1.VersionState_VERSION_STATE_ARCHIVED { // archived stays archived
 		v := proto.CloneOf(raw.(*droverv1.ModelVersion))
 		v.State, v.StateReason = droverv1.VersionState_VERSION_STATE_REJECTED, "rollout "+r.GetId()+": "+reason
 		v.UpdateTime, v.ModifyIndex = t.c.timestamp(), t.c.Index
@@ -405,10 +405,11 @@ func removeRole(a *droverv1.Agent, model string, role droverv1.AssignmentRole) {
 	})
 }
 
-// updateRollout runs fn on a rollout guarded by its state and step: a
-// command made for another step, or for a rollout no longer running, is
-// refused as stale (and changes nothing).
-func (s *Store) updateRollout(c Change, id string, step uint32, verb string, fn func(t *txn, r *droverv1.Rollout) (string, error)) (*droverv1.Rollout, error) {
+// updateRollout runs fn on a rollout guarded by its state, step and
+// revision: a command made for another step, at another revision (0:
+// any), or for a rollout no longer running, is refused as stale (and
+// changes nothing).
+func (s *Store) updateRollout(c Change, id string, step uint32, revision uint64, verb string, fn func(t *txn, r *droverv1.Rollout) (string, error)) (*droverv1.Rollout, error) {
 	var out *droverv1.Rollout
 	err := s.write(c, func(t *txn) error {
 		raw, err := t.First(tableRollouts, "id", id)
@@ -421,6 +422,9 @@ func (s *Store) updateRollout(c Change, id string, step uint32, verb string, fn 
 		r := proto.CloneOf(raw.(*droverv1.Rollout))
 		if r.GetState() != droverv1.RolloutState_ROLLOUT_STATE_RUNNING || r.GetStep() != step {
 			return Preconditionf("stale: rollout %s is %s at step %d, not running at step %d", id, rolloutStateName(r.GetState()), r.GetStep(), step)
+		}
+		if revision != 0 && r.GetRevision() != revision {
+			return Preconditionf("stale: decision about rollout %s made at revision %d, now %d", id, revision, r.GetRevision())
 		}
 		summary, err := fn(t, r)
 		if err != nil {
@@ -437,9 +441,10 @@ func (s *Store) updateRollout(c Change, id string, step uint32, verb string, fn 
 	return out, err
 }
 
-// RolloutStepReady starts the step's bake: its agents are ready.
-func (s *Store) RolloutStepReady(c Change, id string, step uint32) (*droverv1.Rollout, error) {
-	return s.updateRollout(c, id, step, "rollout.step_ready", func(t *txn, r *droverv1.Rollout) (string, error) {
+// RolloutStepReady starts the step's bake: its agents are ready; a decision
+// made at the rollout's revision (0: any).
+func (s *Store) RolloutStepReady(c Change, id string, step uint32, revision uint64) (*droverv1.Rollout, error) {
+	return s.updateRollout(c, id, step, revision, "rollout.step_ready", func(t *txn, r *droverv1.Rollout) (string, error) {
 		if r.GetStepReadyTime() != nil {
 			return "", Preconditionf("stale: step %d of rollout %s is already baking", step, id)
 		}
@@ -451,14 +456,11 @@ func (s *Store) RolloutStepReady(c Change, id string, step uint32) (*droverv1.Ro
 // RolloutJudge records judgements of the current step, made at the
 // rollout's revision (0: any).
 func (s *Store) RolloutJudge(c Change, id string, step uint32, revision uint64, js []*droverv1.Judgement) (*droverv1.Rollout, error) {
-	return s.updateRollout(c, id, step, "rollout.judge", func(t *txn, r *droverv1.Rollout) (string, error) {
-		if revision != 0 && r.GetRevision() != revision {
-			return "", Preconditionf("stale: judgements of rollout %s made at revision %d, now %d", id, revision, r.GetRevision())
-		}
+	return s.updateRollout(c, id, step, revision, "rollout.judge", func(t *txn, r *droverv1.Rollout) (string, error) {
 		var parts []string
 		for _, j := range js {
 			j = proto.CloneOf(j)
-			j.Step, j.Time = step, c.timestamp()
+			j.Step, j.Time, j.Revision = step, c.timestamp(), r.GetRevision()+1
 			r.Judgements = append(r.Judgements, j)
 			parts = append(parts, j.GetGate()+" "+j.GetResult())
 		}
@@ -470,9 +472,13 @@ func (s *Store) RolloutJudge(c Change, id string, step uint32, revision uint64, 
 }
 
 // RolloutAdvance moves a rollout from a passed step to the next, or
-// finishes it after the last.
-func (s *Store) RolloutAdvance(c Change, id string, step uint32) (*droverv1.Rollout, error) {
-	return s.updateRollout(c, id, step, "rollout.advance", func(t *txn, r *droverv1.Rollout) (string, error) {
+// finishes it after the last; a decision made at the rollout's revision
+// (0: any), for a step that is baking.
+func (s *Store) RolloutAdvance(c Change, id string, step uint32, revision uint64) (*droverv1.Rollout, error) {
+	return s.updateRollout(c, id, step, revision, "rollout.advance", func(t *txn, r *droverv1.Rollout) (string, error) {
+		if r.GetStepReadyTime() == nil {
+			return "", Preconditionf("stale: step %d of rollout %s is not baking (its agents are not ready)", step, id)
+		}
 		if int(step)+1 >= len(r.GetSteps()) {
 			if err := finishRollout(t, r); err != nil {
 				return "", err
@@ -489,9 +495,10 @@ func (s *Store) RolloutAdvance(c Change, id string, step uint32) (*droverv1.Roll
 }
 
 // RolloutFail rolls a running rollout back by itself, for the reason
-// given (a gate, load failures, a crash-looping runner, a deadline).
-func (s *Store) RolloutFail(c Change, id string, step uint32, reason string) (*droverv1.Rollout, error) {
-	return s.updateRollout(c, id, step, "rollout.rollback", func(t *txn, r *droverv1.Rollout) (string, error) {
+// given (a gate, load failures, a crash-looping runner, a deadline); a
+// decision made at the rollout's revision (0: any).
+func (s *Store) RolloutFail(c Change, id string, step uint32, revision uint64, reason string) (*droverv1.Rollout, error) {
+	return s.updateRollout(c, id, step, revision, "rollout.rollback", func(t *txn, r *droverv1.Rollout) (string, error) {
 		if err := rollBack(t, r, reason); err != nil {
 			return "", err
 		}
@@ -500,9 +507,9 @@ func (s *Store) RolloutFail(c Change, id string, step uint32, reason string) (*d
 }
 
 // RolloutPause freezes a running rollout for a reason (the controller's,
-// when its gates stay inconclusive).
-func (s *Store) RolloutPause(c Change, id string, step uint32, reason string) (*droverv1.Rollout, error) {
-	return s.updateRollout(c, id, step, "rollout.pause", func(t *txn, r *droverv1.Rollout) (string, error) {
+// when its gates stay inconclusive), made at its revision (0: any).
+func (s *Store) RolloutPause(c Change, id string, step uint32, revision uint64, reason string) (*droverv1.Rollout, error) {
+	return s.updateRollout(c, id, step, revision, "rollout.pause", func(t *txn, r *droverv1.Rollout) (string, error) {
 		r.State, r.Reason = droverv1.RolloutState_ROLLOUT_STATE_PAUSED, reason
 		return "paused at step " + fmt.Sprint(step+1) + ": " + reason, nil
 	})
@@ -533,9 +540,10 @@ func (s *Store) ActOnRollout(c Change, id string, action droverv1.RolloutAction)
 				return Preconditionf("rollout %s is %s; only a paused rollout resumes", id, rolloutStateName(state))
 			}
 			// The bake starts again: what was judged before the pause is
-			// not the traffic after it.
+			// not the traffic after it, and its failures no longer count.
 			r.State, r.Reason, verb, summary = droverv1.RolloutState_ROLLOUT_STATE_RUNNING, "", "rollout.resume", "resumed"
 			r.StepStartTime, r.StepReadyTime = c.timestamp(), nil
+			r.ResumeRevision = r.GetRevision() + 1
 		case droverv1.RolloutAction_ROLLOUT_ACTION_PROMOTE:
 			if !rolloutActive(r) {
 				return Preconditionf("rollout %s is %s; only an active rollout is promoted", id, rolloutStateName(state))
@@ -645,4 +653,19 @@ func (v *Snapshot) WatchRollout(id string) (*droverv1.Rollout, <-chan struct{}) 
 		return nil, ch
 	}
 	return raw.(*droverv1.Rollout), ch
+}
+
+// activeRolloutOf returns the active rollout whose target is a model's
+// version, or nil.
+func activeRolloutOf(t *txn, model string, version uint64) (*droverv1.Rollout, error) {
+	it, err := t.Get(tableRollouts, "model", model)
+	if err != nil {
+		return nil, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if r := raw.(*droverv1.Rollout); rolloutActive(r) && r.GetToVersion() == version {
+			return r, nil
+		}
+	}
+	return nil, nil
 }

@@ -17,9 +17,9 @@ import (
 func (a *app) agentsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agents",
-		Short: "The fleet: list and inspect agents, label, drain and assign them",
+		Short: "The fleet: list and inspect agents, label, drain, assign and remove them",
 	}
-	cmd.AddCommand(a.agentsList(), a.agentsShow(), a.agentsLabel(), a.agentsDrain(), a.agentsAssign(), a.agentsUnassign())
+	cmd.AddCommand(a.agentsList(), a.agentsShow(), a.agentsLabel(), a.agentsDrain(), a.agentsAssign(), a.agentsUnassign(), a.agentsRemove())
 	return cmd
 }
 
@@ -293,6 +293,40 @@ func (a *app) agentsLabel() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&remove, "remove", nil, "a label key to remove (repeatable)")
+	return cmd
+}
+
+func (a *app) agentsRemove() *cobra.Command {
+	var reason string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "remove <agent>",
+		Short: "Forget an agent for good (a machine decommissioned): its record, events and credentials",
+		Long: `Forget an agent for good: its record, events, drift windows and credentials.
+Refused while it has assignments (unassign them, or --force to remove them
+with it), takes part in an active rollout, or runs a retraining job. Stop
+the agent first: one still running finds its credential refused and enrols
+again with its join token, as a new agent.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.hub()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.ctx(cmd)
+			defer cancel()
+			resp, err := c.Agents.RemoveAgent(ctx, &droverv1.RemoveAgentRequest{Agent: args[0], Reason: reason, Force: force})
+			if err != nil {
+				return err
+			}
+			v := agentOf(resp.GetAgent(), false)
+			return a.emit(v, func(w io.Writer) {
+				fmt.Fprintf(w, "removed agent %s (%s)\n", v.Name, v.ID)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit trail")
+	cmd.Flags().BoolVar(&force, "force", false, "remove it with its assignments")
 	return cmd
 }
 

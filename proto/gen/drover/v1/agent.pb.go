@@ -2260,6 +2260,115 @@ func (x *DrainAgentResponse) GetAgent() *Agent {
 	return nil
 }
 
+type RemoveAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's id or name.
+	Agent  string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Remove it though it has assignments (they go with it). An agent in
+	// an active rollout or running a retraining job is never removed: abort
+	// or cancel that first.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentRequest) Reset() {
+	*x = RemoveAgentRequest{}
+	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentRequest) ProtoMessage() {}
+
+func (x *RemoveAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAgentRequest) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RemoveAgentRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *RemoveAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RemoveAgentRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent as it was.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentResponse) Reset() {
+	*x = RemoveAgentResponse{}
+	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentResponse) ProtoMessage() {}
+
+func (x *RemoveAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAgentResponse) Descriptor() ([]byte, []int) {
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RemoveAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
 type SetAssignmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Agent string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
@@ -2276,7 +2385,7 @@ type SetAssignmentRequest struct {
 
 func (x *SetAssignmentRequest) Reset() {
 	*x = SetAssignmentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	mi := &file_drover_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2397,7 @@ func (x *SetAssignmentRequest) String() string {
 func (*SetAssignmentRequest) ProtoMessage() {}
 
 func (x *SetAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[22]
+	mi := &file_drover_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2410,7 @@ func (x *SetAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*SetAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetAssignmentRequest) GetAgent() string {
@@ -2362,7 +2471,7 @@ type SetAssignmentResponse struct {
 
 func (x *SetAssignmentResponse) Reset() {
 	*x = SetAssignmentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	mi := &file_drover_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2483,7 @@ func (x *SetAssignmentResponse) String() string {
 func (*SetAssignmentResponse) ProtoMessage() {}
 
 func (x *SetAssignmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[23]
+	mi := &file_drover_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2496,7 @@ func (x *SetAssignmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAssignmentResponse.ProtoReflect.Descriptor instead.
 func (*SetAssignmentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetAssignmentResponse) GetAgent() *Agent {
@@ -2409,7 +2518,7 @@ type DeleteAssignmentRequest struct {
 
 func (x *DeleteAssignmentRequest) Reset() {
 	*x = DeleteAssignmentRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[24]
+	mi := &file_drover_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2530,7 @@ func (x *DeleteAssignmentRequest) String() string {
 func (*DeleteAssignmentRequest) ProtoMessage() {}
 
 func (x *DeleteAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[24]
+	mi := &file_drover_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2543,7 @@ func (x *DeleteAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteAssignmentRequest) GetAgent() string {
@@ -2474,7 +2583,7 @@ type DeleteAssignmentResponse struct {
 
 func (x *DeleteAssignmentResponse) Reset() {
 	*x = DeleteAssignmentResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[25]
+	mi := &file_drover_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2595,7 @@ func (x *DeleteAssignmentResponse) String() string {
 func (*DeleteAssignmentResponse) ProtoMessage() {}
 
 func (x *DeleteAssignmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[25]
+	mi := &file_drover_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2608,7 @@ func (x *DeleteAssignmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAssignmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAssignmentResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteAssignmentResponse) GetAgent() *Agent {
@@ -2522,7 +2631,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[26]
+	mi := &file_drover_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2643,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[26]
+	mi := &file_drover_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2656,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EnrollRequest) GetName() string {
@@ -2592,7 +2701,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[27]
+	mi := &file_drover_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2713,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[27]
+	mi := &file_drover_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2726,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -2654,7 +2763,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[28]
+	mi := &file_drover_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2775,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[28]
+	mi := &file_drover_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2788,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HeartbeatRequest) GetAgentId() string {
@@ -2715,7 +2824,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[29]
+	mi := &file_drover_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2836,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[29]
+	mi := &file_drover_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2849,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeartbeatResponse) GetDesiredFingerprint() string {
@@ -2759,7 +2868,7 @@ type WatchDesiredRequest struct {
 
 func (x *WatchDesiredRequest) Reset() {
 	*x = WatchDesiredRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[30]
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2880,7 @@ func (x *WatchDesiredRequest) String() string {
 func (*WatchDesiredRequest) ProtoMessage() {}
 
 func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[30]
+	mi := &file_drover_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2893,7 @@ func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDesiredRequest.ProtoReflect.Descriptor instead.
 func (*WatchDesiredRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchDesiredRequest) GetAgentId() string {
@@ -2804,7 +2913,7 @@ type WatchDesiredResponse struct {
 
 func (x *WatchDesiredResponse) Reset() {
 	*x = WatchDesiredResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[31]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +2925,7 @@ func (x *WatchDesiredResponse) String() string {
 func (*WatchDesiredResponse) ProtoMessage() {}
 
 func (x *WatchDesiredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[31]
+	mi := &file_drover_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +2938,7 @@ func (x *WatchDesiredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDesiredResponse.ProtoReflect.Descriptor instead.
 func (*WatchDesiredResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchDesiredResponse) GetDesired() *DesiredState {
@@ -2859,7 +2968,7 @@ type TelemetryWindow struct {
 
 func (x *TelemetryWindow) Reset() {
 	*x = TelemetryWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +2980,7 @@ func (x *TelemetryWindow) String() string {
 func (*TelemetryWindow) ProtoMessage() {}
 
 func (x *TelemetryWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[32]
+	mi := &file_drover_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +2993,7 @@ func (x *TelemetryWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryWindow.ProtoReflect.Descriptor instead.
 func (*TelemetryWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TelemetryWindow) GetStart() *timestamppb.Timestamp {
@@ -2925,7 +3034,7 @@ type GpuWindow struct {
 
 func (x *GpuWindow) Reset() {
 	*x = GpuWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3046,7 @@ func (x *GpuWindow) String() string {
 func (*GpuWindow) ProtoMessage() {}
 
 func (x *GpuWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[33]
+	mi := &file_drover_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3059,7 @@ func (x *GpuWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuWindow.ProtoReflect.Descriptor instead.
 func (*GpuWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GpuWindow) GetIndex() int32 {
@@ -3036,7 +3145,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3157,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[34]
+	mi := &file_drover_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3170,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Report) GetSeq() uint64 {
@@ -3318,7 +3427,7 @@ type MetricWindow struct {
 
 func (x *MetricWindow) Reset() {
 	*x = MetricWindow{}
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +3439,7 @@ func (x *MetricWindow) String() string {
 func (*MetricWindow) ProtoMessage() {}
 
 func (x *MetricWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[35]
+	mi := &file_drover_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +3452,7 @@ func (x *MetricWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricWindow.ProtoReflect.Descriptor instead.
 func (*MetricWindow) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MetricWindow) GetModel() string {
@@ -3496,7 +3605,7 @@ type GpuHealthReport struct {
 
 func (x *GpuHealthReport) Reset() {
 	*x = GpuHealthReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +3617,7 @@ func (x *GpuHealthReport) String() string {
 func (*GpuHealthReport) ProtoMessage() {}
 
 func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[36]
+	mi := &file_drover_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +3630,7 @@ func (x *GpuHealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuHealthReport.ProtoReflect.Descriptor instead.
 func (*GpuHealthReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GpuHealthReport) GetGpus() []*GpuHealth {
@@ -3546,7 +3655,7 @@ type StoreSpaceReport struct {
 
 func (x *StoreSpaceReport) Reset() {
 	*x = StoreSpaceReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3558,7 +3667,7 @@ func (x *StoreSpaceReport) String() string {
 func (*StoreSpaceReport) ProtoMessage() {}
 
 func (x *StoreSpaceReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[37]
+	mi := &file_drover_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3571,7 +3680,7 @@ func (x *StoreSpaceReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSpaceReport.ProtoReflect.Descriptor instead.
 func (*StoreSpaceReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StoreSpaceReport) GetLow() bool {
@@ -3608,7 +3717,7 @@ type ReportsDropped struct {
 
 func (x *ReportsDropped) Reset() {
 	*x = ReportsDropped{}
-	mi := &file_drover_v1_agent_proto_msgTypes[38]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3620,7 +3729,7 @@ func (x *ReportsDropped) String() string {
 func (*ReportsDropped) ProtoMessage() {}
 
 func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[38]
+	mi := &file_drover_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3633,7 +3742,7 @@ func (x *ReportsDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportsDropped.ProtoReflect.Descriptor instead.
 func (*ReportsDropped) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportsDropped) GetDropped() uint64 {
@@ -3660,7 +3769,7 @@ type LabelsReport struct {
 
 func (x *LabelsReport) Reset() {
 	*x = LabelsReport{}
-	mi := &file_drover_v1_agent_proto_msgTypes[39]
+	mi := &file_drover_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3672,7 +3781,7 @@ func (x *LabelsReport) String() string {
 func (*LabelsReport) ProtoMessage() {}
 
 func (x *LabelsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[39]
+	mi := &file_drover_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3685,7 +3794,7 @@ func (x *LabelsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelsReport.ProtoReflect.Descriptor instead.
 func (*LabelsReport) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LabelsReport) GetLabels() map[string]string {
@@ -3705,7 +3814,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_drover_v1_agent_proto_msgTypes[40]
+	mi := &file_drover_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +3826,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[40]
+	mi := &file_drover_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +3839,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportRequest) GetAgentId() string {
@@ -3757,7 +3866,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_drover_v1_agent_proto_msgTypes[41]
+	mi := &file_drover_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3769,7 +3878,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_agent_proto_msgTypes[41]
+	mi := &file_drover_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3782,7 +3891,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_drover_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportResponse) GetAckedSeq() uint64 {
@@ -3991,6 +4100,12 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04undo\x18\x03 \x01(\bR\x04undo\"<\n" +
 	"\x12DrainAgentResponse\x12&\n" +
+	"\x05agent\x18\x01 \x01(\v2\x10.drover.v1.AgentR\x05agent\"X\n" +
+	"\x12RemoveAgentRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"=\n" +
+	"\x13RemoveAgentResponse\x12&\n" +
 	"\x05agent\x18\x01 \x01(\v2\x10.drover.v1.AgentR\x05agent\"\xd1\x01\n" +
 	"\x14SetAssignmentRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x14\n" +
@@ -4144,7 +4259,7 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\rServingHealth\x12\x1e\n" +
 	"\x1aSERVING_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SERVING_HEALTH_HEALTHY\x10\x01\x12\x1c\n" +
-	"\x18SERVING_HEALTH_UNHEALTHY\x10\x022\xfb\x03\n" +
+	"\x18SERVING_HEALTH_UNHEALTHY\x10\x022\xc9\x04\n" +
 	"\fAgentService\x12N\n" +
 	"\n" +
 	"ListAgents\x12\x1c.drover.v1.ListAgentsRequest\x1a\x1d.drover.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12H\n" +
@@ -4153,7 +4268,8 @@ const file_drover_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"DrainAgent\x12\x1c.drover.v1.DrainAgentRequest\x1a\x1d.drover.v1.DrainAgentResponse\x12R\n" +
 	"\rSetAssignment\x12\x1f.drover.v1.SetAssignmentRequest\x1a .drover.v1.SetAssignmentResponse\x12[\n" +
-	"\x10DeleteAssignment\x12\".drover.v1.DeleteAssignmentRequest\x1a#.drover.v1.DeleteAssignmentResponse2\xae\x02\n" +
+	"\x10DeleteAssignment\x12\".drover.v1.DeleteAssignmentRequest\x1a#.drover.v1.DeleteAssignmentResponse\x12L\n" +
+	"\vRemoveAgent\x12\x1d.drover.v1.RemoveAgentRequest\x1a\x1e.drover.v1.RemoveAgentResponse2\xae\x02\n" +
 	"\x13AgentControlService\x12=\n" +
 	"\x06Enroll\x12\x18.drover.v1.EnrollRequest\x1a\x19.drover.v1.EnrollResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.drover.v1.HeartbeatRequest\x1a\x1c.drover.v1.HeartbeatResponse\x12Q\n" +
@@ -4173,7 +4289,7 @@ func file_drover_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_drover_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_drover_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_drover_v1_agent_proto_goTypes = []any{
 	(AgentStatus)(0),                 // 0: drover.v1.AgentStatus
 	(AssignmentRole)(0),              // 1: drover.v1.AssignmentRole
@@ -4202,153 +4318,158 @@ var file_drover_v1_agent_proto_goTypes = []any{
 	(*SetAgentLabelsResponse)(nil),   // 24: drover.v1.SetAgentLabelsResponse
 	(*DrainAgentRequest)(nil),        // 25: drover.v1.DrainAgentRequest
 	(*DrainAgentResponse)(nil),       // 26: drover.v1.DrainAgentResponse
-	(*SetAssignmentRequest)(nil),     // 27: drover.v1.SetAssignmentRequest
-	(*SetAssignmentResponse)(nil),    // 28: drover.v1.SetAssignmentResponse
-	(*DeleteAssignmentRequest)(nil),  // 29: drover.v1.DeleteAssignmentRequest
-	(*DeleteAssignmentResponse)(nil), // 30: drover.v1.DeleteAssignmentResponse
-	(*EnrollRequest)(nil),            // 31: drover.v1.EnrollRequest
-	(*EnrollResponse)(nil),           // 32: drover.v1.EnrollResponse
-	(*HeartbeatRequest)(nil),         // 33: drover.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 34: drover.v1.HeartbeatResponse
-	(*WatchDesiredRequest)(nil),      // 35: drover.v1.WatchDesiredRequest
-	(*WatchDesiredResponse)(nil),     // 36: drover.v1.WatchDesiredResponse
-	(*TelemetryWindow)(nil),          // 37: drover.v1.TelemetryWindow
-	(*GpuWindow)(nil),                // 38: drover.v1.GpuWindow
-	(*Report)(nil),                   // 39: drover.v1.Report
-	(*MetricWindow)(nil),             // 40: drover.v1.MetricWindow
-	(*GpuHealthReport)(nil),          // 41: drover.v1.GpuHealthReport
-	(*StoreSpaceReport)(nil),         // 42: drover.v1.StoreSpaceReport
-	(*ReportsDropped)(nil),           // 43: drover.v1.ReportsDropped
-	(*LabelsReport)(nil),             // 44: drover.v1.LabelsReport
-	(*ReportRequest)(nil),            // 45: drover.v1.ReportRequest
-	(*ReportResponse)(nil),           // 46: drover.v1.ReportResponse
-	nil,                              // 47: drover.v1.DesiredAssignment.ParamsEntry
-	nil,                              // 48: drover.v1.TrainingTask.ParamsEntry
-	nil,                              // 49: drover.v1.Agent.LabelsEntry
-	nil,                              // 50: drover.v1.Agent.ReportedLabelsEntry
-	nil,                              // 51: drover.v1.Agent.OperatorLabelsEntry
-	nil,                              // 52: drover.v1.ListAgentsRequest.SelectorEntry
-	nil,                              // 53: drover.v1.SetAgentLabelsRequest.SetEntry
-	nil,                              // 54: drover.v1.EnrollRequest.LabelsEntry
-	nil,                              // 55: drover.v1.MetricWindow.LatencyEntry
-	nil,                              // 56: drover.v1.LabelsReport.LabelsEntry
-	(*Actor)(nil),                    // 57: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil),    // 58: google.protobuf.Timestamp
-	(*BlobRef)(nil),                  // 59: drover.v1.BlobRef
-	(*FeatureSchema)(nil),            // 60: drover.v1.FeatureSchema
-	(*MetricPoint)(nil),              // 61: drover.v1.MetricPoint
-	(*TrainingResult)(nil),           // 62: drover.v1.TrainingResult
-	(*ReadOptions)(nil),              // 63: drover.v1.ReadOptions
-	(*ReadMeta)(nil),                 // 64: drover.v1.ReadMeta
-	(*DriftWindow)(nil),              // 65: drover.v1.DriftWindow
-	(*LabelledExport)(nil),           // 66: drover.v1.LabelledExport
-	(*durationpb.Duration)(nil),      // 67: google.protobuf.Duration
+	(*RemoveAgentRequest)(nil),       // 27: drover.v1.RemoveAgentRequest
+	(*RemoveAgentResponse)(nil),      // 28: drover.v1.RemoveAgentResponse
+	(*SetAssignmentRequest)(nil),     // 29: drover.v1.SetAssignmentRequest
+	(*SetAssignmentResponse)(nil),    // 30: drover.v1.SetAssignmentResponse
+	(*DeleteAssignmentRequest)(nil),  // 31: drover.v1.DeleteAssignmentRequest
+	(*DeleteAssignmentResponse)(nil), // 32: drover.v1.DeleteAssignmentResponse
+	(*EnrollRequest)(nil),            // 33: drover.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 34: drover.v1.EnrollResponse
+	(*HeartbeatRequest)(nil),         // 35: drover.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 36: drover.v1.HeartbeatResponse
+	(*WatchDesiredRequest)(nil),      // 37: drover.v1.WatchDesiredRequest
+	(*WatchDesiredResponse)(nil),     // 38: drover.v1.WatchDesiredResponse
+	(*TelemetryWindow)(nil),          // 39: drover.v1.TelemetryWindow
+	(*GpuWindow)(nil),                // 40: drover.v1.GpuWindow
+	(*Report)(nil),                   // 41: drover.v1.Report
+	(*MetricWindow)(nil),             // 42: drover.v1.MetricWindow
+	(*GpuHealthReport)(nil),          // 43: drover.v1.GpuHealthReport
+	(*StoreSpaceReport)(nil),         // 44: drover.v1.StoreSpaceReport
+	(*ReportsDropped)(nil),           // 45: drover.v1.ReportsDropped
+	(*LabelsReport)(nil),             // 46: drover.v1.LabelsReport
+	(*ReportRequest)(nil),            // 47: drover.v1.ReportRequest
+	(*ReportResponse)(nil),           // 48: drover.v1.ReportResponse
+	nil,                              // 49: drover.v1.DesiredAssignment.ParamsEntry
+	nil,                              // 50: drover.v1.TrainingTask.ParamsEntry
+	nil,                              // 51: drover.v1.Agent.LabelsEntry
+	nil,                              // 52: drover.v1.Agent.ReportedLabelsEntry
+	nil,                              // 53: drover.v1.Agent.OperatorLabelsEntry
+	nil,                              // 54: drover.v1.ListAgentsRequest.SelectorEntry
+	nil,                              // 55: drover.v1.SetAgentLabelsRequest.SetEntry
+	nil,                              // 56: drover.v1.EnrollRequest.LabelsEntry
+	nil,                              // 57: drover.v1.MetricWindow.LatencyEntry
+	nil,                              // 58: drover.v1.LabelsReport.LabelsEntry
+	(*Actor)(nil),                    // 59: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
+	(*BlobRef)(nil),                  // 61: drover.v1.BlobRef
+	(*FeatureSchema)(nil),            // 62: drover.v1.FeatureSchema
+	(*MetricPoint)(nil),              // 63: drover.v1.MetricPoint
+	(*TrainingResult)(nil),           // 64: drover.v1.TrainingResult
+	(*ReadOptions)(nil),              // 65: drover.v1.ReadOptions
+	(*ReadMeta)(nil),                 // 66: drover.v1.ReadMeta
+	(*DriftWindow)(nil),              // 67: drover.v1.DriftWindow
+	(*LabelledExport)(nil),           // 68: drover.v1.LabelledExport
+	(*durationpb.Duration)(nil),      // 69: google.protobuf.Duration
 }
 var file_drover_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: drover.v1.Gpu.mig_instances:type_name -> drover.v1.MigInstance
 	5,  // 1: drover.v1.Inventory.host:type_name -> drover.v1.Host
 	7,  // 2: drover.v1.Inventory.gpus:type_name -> drover.v1.Gpu
 	1,  // 3: drover.v1.Assignment.role:type_name -> drover.v1.AssignmentRole
-	57, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
-	58, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
+	59, // 4: drover.v1.Assignment.set_by:type_name -> drover.v1.Actor
+	60, // 5: drover.v1.Assignment.set_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: drover.v1.DesiredAssignment.role:type_name -> drover.v1.AssignmentRole
-	59, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
-	60, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
-	47, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
+	61, // 7: drover.v1.DesiredAssignment.artifact:type_name -> drover.v1.BlobRef
+	62, // 8: drover.v1.DesiredAssignment.schema:type_name -> drover.v1.FeatureSchema
+	49, // 9: drover.v1.DesiredAssignment.params:type_name -> drover.v1.DesiredAssignment.ParamsEntry
 	11, // 10: drover.v1.DesiredState.assignments:type_name -> drover.v1.DesiredAssignment
 	13, // 11: drover.v1.DesiredState.training:type_name -> drover.v1.TrainingTask
 	14, // 12: drover.v1.DesiredState.exports:type_name -> drover.v1.ExportTask
-	48, // 13: drover.v1.TrainingTask.params:type_name -> drover.v1.TrainingTask.ParamsEntry
-	59, // 14: drover.v1.TrainingTask.dataset:type_name -> drover.v1.BlobRef
-	60, // 15: drover.v1.TrainingTask.schema:type_name -> drover.v1.FeatureSchema
-	59, // 16: drover.v1.TrainingTask.champion_artifact:type_name -> drover.v1.BlobRef
-	58, // 17: drover.v1.TrainingTask.deadline:type_name -> google.protobuf.Timestamp
+	50, // 13: drover.v1.TrainingTask.params:type_name -> drover.v1.TrainingTask.ParamsEntry
+	61, // 14: drover.v1.TrainingTask.dataset:type_name -> drover.v1.BlobRef
+	62, // 15: drover.v1.TrainingTask.schema:type_name -> drover.v1.FeatureSchema
+	61, // 16: drover.v1.TrainingTask.champion_artifact:type_name -> drover.v1.BlobRef
+	60, // 17: drover.v1.TrainingTask.deadline:type_name -> google.protobuf.Timestamp
 	3,  // 18: drover.v1.TrainingReport.phase:type_name -> drover.v1.TrainingPhase
-	61, // 19: drover.v1.TrainingReport.points:type_name -> drover.v1.MetricPoint
-	62, // 20: drover.v1.TrainingReport.result:type_name -> drover.v1.TrainingResult
+	63, // 19: drover.v1.TrainingReport.points:type_name -> drover.v1.MetricPoint
+	64, // 20: drover.v1.TrainingReport.result:type_name -> drover.v1.TrainingResult
 	1,  // 21: drover.v1.AssignmentStatus.role:type_name -> drover.v1.AssignmentRole
 	2,  // 22: drover.v1.AssignmentStatus.phase:type_name -> drover.v1.AssignmentPhase
-	58, // 23: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
+	60, // 23: drover.v1.AssignmentStatus.time:type_name -> google.protobuf.Timestamp
 	4,  // 24: drover.v1.AssignmentStatus.health:type_name -> drover.v1.ServingHealth
-	58, // 25: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
-	49, // 26: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
-	50, // 27: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
-	51, // 28: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
+	60, // 25: drover.v1.AgentEvent.time:type_name -> google.protobuf.Timestamp
+	51, // 26: drover.v1.Agent.labels:type_name -> drover.v1.Agent.LabelsEntry
+	52, // 27: drover.v1.Agent.reported_labels:type_name -> drover.v1.Agent.ReportedLabelsEntry
+	53, // 28: drover.v1.Agent.operator_labels:type_name -> drover.v1.Agent.OperatorLabelsEntry
 	0,  // 29: drover.v1.Agent.status:type_name -> drover.v1.AgentStatus
-	58, // 30: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
+	60, // 30: drover.v1.Agent.status_time:type_name -> google.protobuf.Timestamp
 	8,  // 31: drover.v1.Agent.inventory:type_name -> drover.v1.Inventory
-	58, // 32: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
+	60, // 32: drover.v1.Agent.enroll_time:type_name -> google.protobuf.Timestamp
 	10, // 33: drover.v1.Agent.assignments:type_name -> drover.v1.Assignment
 	16, // 34: drover.v1.Agent.assignment_statuses:type_name -> drover.v1.AssignmentStatus
 	9,  // 35: drover.v1.Agent.gpu_health:type_name -> drover.v1.GpuHealth
-	63, // 36: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
-	52, // 37: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
+	65, // 36: drover.v1.ListAgentsRequest.read:type_name -> drover.v1.ReadOptions
+	54, // 37: drover.v1.ListAgentsRequest.selector:type_name -> drover.v1.ListAgentsRequest.SelectorEntry
 	18, // 38: drover.v1.ListAgentsResponse.agents:type_name -> drover.v1.Agent
-	64, // 39: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
-	63, // 40: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
+	66, // 39: drover.v1.ListAgentsResponse.meta:type_name -> drover.v1.ReadMeta
+	65, // 40: drover.v1.GetAgentRequest.read:type_name -> drover.v1.ReadOptions
 	18, // 41: drover.v1.GetAgentResponse.agent:type_name -> drover.v1.Agent
 	17, // 42: drover.v1.GetAgentResponse.events:type_name -> drover.v1.AgentEvent
 	12, // 43: drover.v1.GetAgentResponse.desired:type_name -> drover.v1.DesiredState
-	64, // 44: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
-	37, // 45: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
-	53, // 46: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
+	66, // 44: drover.v1.GetAgentResponse.meta:type_name -> drover.v1.ReadMeta
+	39, // 45: drover.v1.GetAgentResponse.telemetry:type_name -> drover.v1.TelemetryWindow
+	55, // 46: drover.v1.SetAgentLabelsRequest.set:type_name -> drover.v1.SetAgentLabelsRequest.SetEntry
 	18, // 47: drover.v1.SetAgentLabelsResponse.agent:type_name -> drover.v1.Agent
 	18, // 48: drover.v1.DrainAgentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 49: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	18, // 50: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
-	1,  // 51: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
-	18, // 52: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
-	54, // 53: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
-	8,  // 54: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
-	12, // 55: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
-	64, // 56: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
-	58, // 57: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
-	58, // 58: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
-	38, // 59: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
-	58, // 60: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
-	16, // 61: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
-	41, // 62: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
-	8,  // 63: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
-	17, // 64: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
-	37, // 65: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
-	43, // 66: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
-	44, // 67: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
-	65, // 68: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
-	40, // 69: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
-	15, // 70: drover.v1.Report.training:type_name -> drover.v1.TrainingReport
-	66, // 71: drover.v1.Report.export:type_name -> drover.v1.LabelledExport
-	42, // 72: drover.v1.Report.store_space:type_name -> drover.v1.StoreSpaceReport
-	58, // 73: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
-	67, // 74: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
-	55, // 75: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
-	9,  // 76: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
-	56, // 77: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
-	39, // 78: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
-	19, // 79: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
-	21, // 80: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
-	23, // 81: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
-	25, // 82: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
-	27, // 83: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
-	29, // 84: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
-	31, // 85: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
-	33, // 86: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	35, // 87: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
-	45, // 88: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
-	20, // 89: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
-	22, // 90: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
-	24, // 91: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
-	26, // 92: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
-	28, // 93: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
-	30, // 94: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
-	32, // 95: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
-	34, // 96: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	36, // 97: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
-	46, // 98: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
-	89, // [89:99] is the sub-list for method output_type
-	79, // [79:89] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	18, // 49: drover.v1.RemoveAgentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 50: drover.v1.SetAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	18, // 51: drover.v1.SetAssignmentResponse.agent:type_name -> drover.v1.Agent
+	1,  // 52: drover.v1.DeleteAssignmentRequest.role:type_name -> drover.v1.AssignmentRole
+	18, // 53: drover.v1.DeleteAssignmentResponse.agent:type_name -> drover.v1.Agent
+	56, // 54: drover.v1.EnrollRequest.labels:type_name -> drover.v1.EnrollRequest.LabelsEntry
+	8,  // 55: drover.v1.EnrollRequest.inventory:type_name -> drover.v1.Inventory
+	12, // 56: drover.v1.WatchDesiredResponse.desired:type_name -> drover.v1.DesiredState
+	66, // 57: drover.v1.WatchDesiredResponse.meta:type_name -> drover.v1.ReadMeta
+	60, // 58: drover.v1.TelemetryWindow.start:type_name -> google.protobuf.Timestamp
+	60, // 59: drover.v1.TelemetryWindow.end:type_name -> google.protobuf.Timestamp
+	40, // 60: drover.v1.TelemetryWindow.gpus:type_name -> drover.v1.GpuWindow
+	60, // 61: drover.v1.Report.time:type_name -> google.protobuf.Timestamp
+	16, // 62: drover.v1.Report.assignment:type_name -> drover.v1.AssignmentStatus
+	43, // 63: drover.v1.Report.gpu_health:type_name -> drover.v1.GpuHealthReport
+	8,  // 64: drover.v1.Report.inventory:type_name -> drover.v1.Inventory
+	17, // 65: drover.v1.Report.event:type_name -> drover.v1.AgentEvent
+	39, // 66: drover.v1.Report.telemetry:type_name -> drover.v1.TelemetryWindow
+	45, // 67: drover.v1.Report.dropped:type_name -> drover.v1.ReportsDropped
+	46, // 68: drover.v1.Report.labels:type_name -> drover.v1.LabelsReport
+	67, // 69: drover.v1.Report.drift:type_name -> drover.v1.DriftWindow
+	42, // 70: drover.v1.Report.metrics:type_name -> drover.v1.MetricWindow
+	15, // 71: drover.v1.Report.training:type_name -> drover.v1.TrainingReport
+	68, // 72: drover.v1.Report.export:type_name -> drover.v1.LabelledExport
+	44, // 73: drover.v1.Report.store_space:type_name -> drover.v1.StoreSpaceReport
+	60, // 74: drover.v1.MetricWindow.start:type_name -> google.protobuf.Timestamp
+	69, // 75: drover.v1.MetricWindow.length:type_name -> google.protobuf.Duration
+	57, // 76: drover.v1.MetricWindow.latency:type_name -> drover.v1.MetricWindow.LatencyEntry
+	9,  // 77: drover.v1.GpuHealthReport.gpus:type_name -> drover.v1.GpuHealth
+	58, // 78: drover.v1.LabelsReport.labels:type_name -> drover.v1.LabelsReport.LabelsEntry
+	41, // 79: drover.v1.ReportRequest.reports:type_name -> drover.v1.Report
+	19, // 80: drover.v1.AgentService.ListAgents:input_type -> drover.v1.ListAgentsRequest
+	21, // 81: drover.v1.AgentService.GetAgent:input_type -> drover.v1.GetAgentRequest
+	23, // 82: drover.v1.AgentService.SetAgentLabels:input_type -> drover.v1.SetAgentLabelsRequest
+	25, // 83: drover.v1.AgentService.DrainAgent:input_type -> drover.v1.DrainAgentRequest
+	29, // 84: drover.v1.AgentService.SetAssignment:input_type -> drover.v1.SetAssignmentRequest
+	31, // 85: drover.v1.AgentService.DeleteAssignment:input_type -> drover.v1.DeleteAssignmentRequest
+	27, // 86: drover.v1.AgentService.RemoveAgent:input_type -> drover.v1.RemoveAgentRequest
+	33, // 87: drover.v1.AgentControlService.Enroll:input_type -> drover.v1.EnrollRequest
+	35, // 88: drover.v1.AgentControlService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	37, // 89: drover.v1.AgentControlService.WatchDesired:input_type -> drover.v1.WatchDesiredRequest
+	47, // 90: drover.v1.AgentControlService.Report:input_type -> drover.v1.ReportRequest
+	20, // 91: drover.v1.AgentService.ListAgents:output_type -> drover.v1.ListAgentsResponse
+	22, // 92: drover.v1.AgentService.GetAgent:output_type -> drover.v1.GetAgentResponse
+	24, // 93: drover.v1.AgentService.SetAgentLabels:output_type -> drover.v1.SetAgentLabelsResponse
+	26, // 94: drover.v1.AgentService.DrainAgent:output_type -> drover.v1.DrainAgentResponse
+	30, // 95: drover.v1.AgentService.SetAssignment:output_type -> drover.v1.SetAssignmentResponse
+	32, // 96: drover.v1.AgentService.DeleteAssignment:output_type -> drover.v1.DeleteAssignmentResponse
+	28, // 97: drover.v1.AgentService.RemoveAgent:output_type -> drover.v1.RemoveAgentResponse
+	34, // 98: drover.v1.AgentControlService.Enroll:output_type -> drover.v1.EnrollResponse
+	36, // 99: drover.v1.AgentControlService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	38, // 100: drover.v1.AgentControlService.WatchDesired:output_type -> drover.v1.WatchDesiredResponse
+	48, // 101: drover.v1.AgentControlService.Report:output_type -> drover.v1.ReportResponse
+	91, // [91:102] is the sub-list for method output_type
+	80, // [80:91] is the sub-list for method input_type
+	80, // [80:80] is the sub-list for extension type_name
+	80, // [80:80] is the sub-list for extension extendee
+	0,  // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_agent_proto_init() }
@@ -4361,7 +4482,7 @@ func file_drover_v1_agent_proto_init() {
 	file_drover_v1_model_proto_init()
 	file_drover_v1_retrain_proto_init()
 	file_drover_v1_run_proto_init()
-	file_drover_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
+	file_drover_v1_agent_proto_msgTypes[36].OneofWrappers = []any{
 		(*Report_Assignment)(nil),
 		(*Report_GpuHealth)(nil),
 		(*Report_Inventory)(nil),
@@ -4381,7 +4502,7 @@ func file_drover_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_agent_proto_rawDesc), len(file_drover_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

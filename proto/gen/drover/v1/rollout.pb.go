@@ -584,8 +584,13 @@ type Judgement struct {
 	Time   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time,proto3" json:"time,omitempty"`
 	// Failing judgements in a row so far.
 	ConsecutiveFailures uint32 `protobuf:"varint,11,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The end of the newest metric or drift window the judgement saw: a
+	// step's gates are judged again only once newer windows arrive.
+	DataEnd *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=data_end,json=dataEnd,proto3" json:"data_end,omitempty"`
+	// The rollout's revision the judgement made (recorded by the hub).
+	Revision      uint64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Judgement) Reset() {
@@ -695,6 +700,20 @@ func (x *Judgement) GetConsecutiveFailures() uint32 {
 	return 0
 }
 
+func (x *Judgement) GetDataEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DataEnd
+	}
+	return nil
+}
+
+func (x *Judgement) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // Rollout is a model moving from one version to another.
 type Rollout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -724,9 +743,12 @@ type Rollout struct {
 	// Started with --force (the target had been rejected).
 	Force bool `protobuf:"varint,18,opt,name=force,proto3" json:"force,omitempty"`
 	// Incremented by every change: watchers and guarded commands use it.
-	Revision      uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision uint64 `protobuf:"varint,19,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The revision of the last resume: judgements recorded before it do not
+	// count towards a gate's failures in a row.
+	ResumeRevision uint64 `protobuf:"varint,20,opt,name=resume_revision,json=resumeRevision,proto3" json:"resume_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -888,6 +910,13 @@ func (x *Rollout) GetForce() bool {
 func (x *Rollout) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *Rollout) GetResumeRevision() uint64 {
+	if x != nil {
+		return x.ResumeRevision
 	}
 	return 0
 }
@@ -1490,7 +1519,7 @@ const file_drover_v1_rollout_proto_rawDesc = "" +
 	"\x10previous_version\x18\x04 \x01(\x04R\x0fpreviousVersion\x12%\n" +
 	"\x0eprevious_alias\x18\x05 \x01(\tR\rpreviousAlias\x122\n" +
 	"\x05phase\x18\x06 \x01(\x0e2\x1c.drover.v1.RolloutAgentPhaseR\x05phase\x12\x18\n" +
-	"\amessage\x18\a \x01(\tR\amessage\"\xf8\x02\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"\xcb\x03\n" +
 	"\tJudgement\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\rR\x04step\x12\x12\n" +
 	"\x04gate\x18\x02 \x01(\tR\x04gate\x12\x16\n" +
@@ -1503,11 +1532,13 @@ const file_drover_v1_rollout_proto_rawDesc = "" +
 	"\x06detail\x18\t \x01(\tR\x06detail\x12.\n" +
 	"\x04time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
-	"\x14consecutive_failures\x18\v \x01(\rR\x13consecutiveFailuresB\t\n" +
+	"\x14consecutive_failures\x18\v \x01(\rR\x13consecutiveFailures\x125\n" +
+	"\bdata_end\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\adataEnd\x12\x1a\n" +
+	"\brevision\x18\r \x01(\x04R\brevisionB\t\n" +
 	"\a_canaryB\v\n" +
 	"\t_baselineB\n" +
 	"\n" +
-	"\b_p_value\"\xf8\x06\n" +
+	"\b_p_value\"\xa1\a\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12!\n" +
@@ -1534,7 +1565,8 @@ const file_drover_v1_rollout_proto_rawDesc = "" +
 	"updateTime\x125\n" +
 	"\bend_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x14\n" +
 	"\x05force\x18\x12 \x01(\bR\x05force\x12\x1a\n" +
-	"\brevision\x18\x13 \x01(\x04R\brevision\x1a;\n" +
+	"\brevision\x18\x13 \x01(\x04R\brevision\x12'\n" +
+	"\x0fresume_revision\x18\x14 \x01(\x04R\x0eresumeRevision\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\x02\n" +
@@ -1652,44 +1684,45 @@ var file_drover_v1_rollout_proto_depIdxs = []int32{
 	20, // 2: drover.v1.RolloutStep.progress_deadline:type_name -> google.protobuf.Duration
 	2,  // 3: drover.v1.RolloutAgent.phase:type_name -> drover.v1.RolloutAgentPhase
 	21, // 4: drover.v1.Judgement.time:type_name -> google.protobuf.Timestamp
-	18, // 5: drover.v1.Rollout.selector:type_name -> drover.v1.Rollout.SelectorEntry
-	3,  // 6: drover.v1.Rollout.steps:type_name -> drover.v1.RolloutStep
-	0,  // 7: drover.v1.Rollout.state:type_name -> drover.v1.RolloutState
-	21, // 8: drover.v1.Rollout.step_start_time:type_name -> google.protobuf.Timestamp
-	21, // 9: drover.v1.Rollout.step_ready_time:type_name -> google.protobuf.Timestamp
-	5,  // 10: drover.v1.Rollout.agents:type_name -> drover.v1.RolloutAgent
-	6,  // 11: drover.v1.Rollout.judgements:type_name -> drover.v1.Judgement
-	22, // 12: drover.v1.Rollout.created_by:type_name -> drover.v1.Actor
-	21, // 13: drover.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
-	21, // 14: drover.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	21, // 15: drover.v1.Rollout.end_time:type_name -> google.protobuf.Timestamp
-	19, // 16: drover.v1.StartRolloutRequest.selector:type_name -> drover.v1.StartRolloutRequest.SelectorEntry
-	3,  // 17: drover.v1.StartRolloutRequest.steps:type_name -> drover.v1.RolloutStep
-	7,  // 18: drover.v1.StartRolloutResponse.rollout:type_name -> drover.v1.Rollout
-	23, // 19: drover.v1.GetRolloutRequest.read:type_name -> drover.v1.ReadOptions
-	7,  // 20: drover.v1.GetRolloutResponse.rollout:type_name -> drover.v1.Rollout
-	24, // 21: drover.v1.GetRolloutResponse.meta:type_name -> drover.v1.ReadMeta
-	23, // 22: drover.v1.ListRolloutsRequest.read:type_name -> drover.v1.ReadOptions
-	7,  // 23: drover.v1.ListRolloutsResponse.rollouts:type_name -> drover.v1.Rollout
-	24, // 24: drover.v1.ListRolloutsResponse.meta:type_name -> drover.v1.ReadMeta
-	7,  // 25: drover.v1.WatchRolloutResponse.rollout:type_name -> drover.v1.Rollout
-	1,  // 26: drover.v1.ActOnRolloutRequest.action:type_name -> drover.v1.RolloutAction
-	7,  // 27: drover.v1.ActOnRolloutResponse.rollout:type_name -> drover.v1.Rollout
-	8,  // 28: drover.v1.RolloutService.StartRollout:input_type -> drover.v1.StartRolloutRequest
-	10, // 29: drover.v1.RolloutService.GetRollout:input_type -> drover.v1.GetRolloutRequest
-	12, // 30: drover.v1.RolloutService.ListRollouts:input_type -> drover.v1.ListRolloutsRequest
-	14, // 31: drover.v1.RolloutService.WatchRollout:input_type -> drover.v1.WatchRolloutRequest
-	16, // 32: drover.v1.RolloutService.ActOnRollout:input_type -> drover.v1.ActOnRolloutRequest
-	9,  // 33: drover.v1.RolloutService.StartRollout:output_type -> drover.v1.StartRolloutResponse
-	11, // 34: drover.v1.RolloutService.GetRollout:output_type -> drover.v1.GetRolloutResponse
-	13, // 35: drover.v1.RolloutService.ListRollouts:output_type -> drover.v1.ListRolloutsResponse
-	15, // 36: drover.v1.RolloutService.WatchRollout:output_type -> drover.v1.WatchRolloutResponse
-	17, // 37: drover.v1.RolloutService.ActOnRollout:output_type -> drover.v1.ActOnRolloutResponse
-	33, // [33:38] is the sub-list for method output_type
-	28, // [28:33] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	21, // 5: drover.v1.Judgement.data_end:type_name -> google.protobuf.Timestamp
+	18, // 6: drover.v1.Rollout.selector:type_name -> drover.v1.Rollout.SelectorEntry
+	3,  // 7: drover.v1.Rollout.steps:type_name -> drover.v1.RolloutStep
+	0,  // 8: drover.v1.Rollout.state:type_name -> drover.v1.RolloutState
+	21, // 9: drover.v1.Rollout.step_start_time:type_name -> google.protobuf.Timestamp
+	21, // 10: drover.v1.Rollout.step_ready_time:type_name -> google.protobuf.Timestamp
+	5,  // 11: drover.v1.Rollout.agents:type_name -> drover.v1.RolloutAgent
+	6,  // 12: drover.v1.Rollout.judgements:type_name -> drover.v1.Judgement
+	22, // 13: drover.v1.Rollout.created_by:type_name -> drover.v1.Actor
+	21, // 14: drover.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
+	21, // 15: drover.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	21, // 16: drover.v1.Rollout.end_time:type_name -> google.protobuf.Timestamp
+	19, // 17: drover.v1.StartRolloutRequest.selector:type_name -> drover.v1.StartRolloutRequest.SelectorEntry
+	3,  // 18: drover.v1.StartRolloutRequest.steps:type_name -> drover.v1.RolloutStep
+	7,  // 19: drover.v1.StartRolloutResponse.rollout:type_name -> drover.v1.Rollout
+	23, // 20: drover.v1.GetRolloutRequest.read:type_name -> drover.v1.ReadOptions
+	7,  // 21: drover.v1.GetRolloutResponse.rollout:type_name -> drover.v1.Rollout
+	24, // 22: drover.v1.GetRolloutResponse.meta:type_name -> drover.v1.ReadMeta
+	23, // 23: drover.v1.ListRolloutsRequest.read:type_name -> drover.v1.ReadOptions
+	7,  // 24: drover.v1.ListRolloutsResponse.rollouts:type_name -> drover.v1.Rollout
+	24, // 25: drover.v1.ListRolloutsResponse.meta:type_name -> drover.v1.ReadMeta
+	7,  // 26: drover.v1.WatchRolloutResponse.rollout:type_name -> drover.v1.Rollout
+	1,  // 27: drover.v1.ActOnRolloutRequest.action:type_name -> drover.v1.RolloutAction
+	7,  // 28: drover.v1.ActOnRolloutResponse.rollout:type_name -> drover.v1.Rollout
+	8,  // 29: drover.v1.RolloutService.StartRollout:input_type -> drover.v1.StartRolloutRequest
+	10, // 30: drover.v1.RolloutService.GetRollout:input_type -> drover.v1.GetRolloutRequest
+	12, // 31: drover.v1.RolloutService.ListRollouts:input_type -> drover.v1.ListRolloutsRequest
+	14, // 32: drover.v1.RolloutService.WatchRollout:input_type -> drover.v1.WatchRolloutRequest
+	16, // 33: drover.v1.RolloutService.ActOnRollout:input_type -> drover.v1.ActOnRolloutRequest
+	9,  // 34: drover.v1.RolloutService.StartRollout:output_type -> drover.v1.StartRolloutResponse
+	11, // 35: drover.v1.RolloutService.GetRollout:output_type -> drover.v1.GetRolloutResponse
+	13, // 36: drover.v1.RolloutService.ListRollouts:output_type -> drover.v1.ListRolloutsResponse
+	15, // 37: drover.v1.RolloutService.WatchRollout:output_type -> drover.v1.WatchRolloutResponse
+	17, // 38: drover.v1.RolloutService.ActOnRollout:output_type -> drover.v1.ActOnRolloutResponse
+	34, // [34:39] is the sub-list for method output_type
+	29, // [29:34] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_rollout_proto_init() }

@@ -1182,6 +1182,66 @@ func (x *AgentDrain) GetUndo() bool {
 	return false
 }
 
+type AgentRemove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Force         bool                   `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentRemove) Reset() {
+	*x = AgentRemove{}
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentRemove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentRemove) ProtoMessage() {}
+
+func (x *AgentRemove) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentRemove.ProtoReflect.Descriptor instead.
+func (*AgentRemove) Descriptor() ([]byte, []int) {
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AgentRemove) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AgentRemove) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentRemove) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type AssignmentSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1193,7 +1253,7 @@ type AssignmentSet struct {
 
 func (x *AssignmentSet) Reset() {
 	*x = AssignmentSet{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1265,7 @@ func (x *AssignmentSet) String() string {
 func (*AssignmentSet) ProtoMessage() {}
 
 func (x *AssignmentSet) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1278,7 @@ func (x *AssignmentSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentSet.ProtoReflect.Descriptor instead.
 func (*AssignmentSet) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AssignmentSet) GetHeader() *Header {
@@ -1254,7 +1314,7 @@ type AssignmentDelete struct {
 
 func (x *AssignmentDelete) Reset() {
 	*x = AssignmentDelete{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1326,7 @@ func (x *AssignmentDelete) String() string {
 func (*AssignmentDelete) ProtoMessage() {}
 
 func (x *AssignmentDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1339,7 @@ func (x *AssignmentDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentDelete.ProtoReflect.Descriptor instead.
 func (*AssignmentDelete) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AssignmentDelete) GetHeader() *Header {
@@ -1323,7 +1383,7 @@ type AgentReports struct {
 
 func (x *AgentReports) Reset() {
 	*x = AgentReports{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1395,7 @@ func (x *AgentReports) String() string {
 func (*AgentReports) ProtoMessage() {}
 
 func (x *AgentReports) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1408,7 @@ func (x *AgentReports) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReports.ProtoReflect.Descriptor instead.
 func (*AgentReports) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AgentReports) GetHeader() *Header {
@@ -1383,7 +1443,7 @@ type AgentStatusSet struct {
 
 func (x *AgentStatusSet) Reset() {
 	*x = AgentStatusSet{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1455,7 @@ func (x *AgentStatusSet) String() string {
 func (*AgentStatusSet) ProtoMessage() {}
 
 func (x *AgentStatusSet) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[22]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1468,7 @@ func (x *AgentStatusSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatusSet.ProtoReflect.Descriptor instead.
 func (*AgentStatusSet) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentStatusSet) GetHeader() *Header {
@@ -1444,7 +1504,7 @@ type RolloutCreate struct {
 
 func (x *RolloutCreate) Reset() {
 	*x = RolloutCreate{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1516,7 @@ func (x *RolloutCreate) String() string {
 func (*RolloutCreate) ProtoMessage() {}
 
 func (x *RolloutCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1529,7 @@ func (x *RolloutCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutCreate.ProtoReflect.Descriptor instead.
 func (*RolloutCreate) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RolloutCreate) GetHeader() *Header {
@@ -1488,17 +1548,20 @@ func (x *RolloutCreate) GetRollout() *v1.Rollout {
 
 // RolloutStepReady starts the bake of a rollout's step.
 type RolloutStepReady struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step   uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// The rollout's revision the decision was made at (0: any): a decision
+	// made before a pause and resume is refused after it.
+	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutStepReady) Reset() {
 	*x = RolloutStepReady{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1573,7 @@ func (x *RolloutStepReady) String() string {
 func (*RolloutStepReady) ProtoMessage() {}
 
 func (x *RolloutStepReady) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1586,7 @@ func (x *RolloutStepReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStepReady.ProtoReflect.Descriptor instead.
 func (*RolloutStepReady) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RolloutStepReady) GetHeader() *Header {
@@ -1547,6 +1610,13 @@ func (x *RolloutStepReady) GetStep() uint32 {
 	return 0
 }
 
+func (x *RolloutStepReady) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // RolloutJudge records judgements of a rollout's step.
 type RolloutJudge struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1563,7 +1633,7 @@ type RolloutJudge struct {
 
 func (x *RolloutJudge) Reset() {
 	*x = RolloutJudge{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1645,7 @@ func (x *RolloutJudge) String() string {
 func (*RolloutJudge) ProtoMessage() {}
 
 func (x *RolloutJudge) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1658,7 @@ func (x *RolloutJudge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutJudge.ProtoReflect.Descriptor instead.
 func (*RolloutJudge) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RolloutJudge) GetHeader() *Header {
@@ -1628,17 +1698,20 @@ func (x *RolloutJudge) GetRevision() uint64 {
 
 // RolloutAdvance moves a rollout past a passed step.
 type RolloutAdvance struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step   uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// The rollout's revision the decision was made at (0: any): a decision
+	// made before a pause and resume is refused after it.
+	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutAdvance) Reset() {
 	*x = RolloutAdvance{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1723,7 @@ func (x *RolloutAdvance) String() string {
 func (*RolloutAdvance) ProtoMessage() {}
 
 func (x *RolloutAdvance) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[26]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1736,7 @@ func (x *RolloutAdvance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAdvance.ProtoReflect.Descriptor instead.
 func (*RolloutAdvance) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RolloutAdvance) GetHeader() *Header {
@@ -1687,6 +1760,13 @@ func (x *RolloutAdvance) GetStep() uint32 {
 	return 0
 }
 
+func (x *RolloutAdvance) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // RolloutFail rolls a rollout back by itself, or pauses it.
 type RolloutFail struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1695,14 +1775,17 @@ type RolloutFail struct {
 	Step   uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
 	Reason string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Pause instead of rolling back.
-	Pause         bool `protobuf:"varint,5,opt,name=pause,proto3" json:"pause,omitempty"`
+	Pause bool `protobuf:"varint,5,opt,name=pause,proto3" json:"pause,omitempty"`
+	// The rollout's revision the decision was made at (0: any): a decision
+	// made before a pause and resume is refused after it.
+	Revision      uint64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutFail) Reset() {
 	*x = RolloutFail{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1797,7 @@ func (x *RolloutFail) String() string {
 func (*RolloutFail) ProtoMessage() {}
 
 func (x *RolloutFail) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[27]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1810,7 @@ func (x *RolloutFail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutFail.ProtoReflect.Descriptor instead.
 func (*RolloutFail) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RolloutFail) GetHeader() *Header {
@@ -1765,6 +1848,13 @@ func (x *RolloutFail) GetPause() bool {
 	return false
 }
 
+func (x *RolloutFail) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // RolloutAct is an operator's action on a rollout.
 type RolloutAct struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1777,7 +1867,7 @@ type RolloutAct struct {
 
 func (x *RolloutAct) Reset() {
 	*x = RolloutAct{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1879,7 @@ func (x *RolloutAct) String() string {
 func (*RolloutAct) ProtoMessage() {}
 
 func (x *RolloutAct) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[28]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1892,7 @@ func (x *RolloutAct) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutAct.ProtoReflect.Descriptor instead.
 func (*RolloutAct) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{28}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RolloutAct) GetHeader() *Header {
@@ -1838,7 +1928,7 @@ type RunCreate struct {
 
 func (x *RunCreate) Reset() {
 	*x = RunCreate{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1940,7 @@ func (x *RunCreate) String() string {
 func (*RunCreate) ProtoMessage() {}
 
 func (x *RunCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[29]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1953,7 @@ func (x *RunCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCreate.ProtoReflect.Descriptor instead.
 func (*RunCreate) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunCreate) GetHeader() *Header {
@@ -1891,7 +1981,7 @@ type RunLog struct {
 
 func (x *RunLog) Reset() {
 	*x = RunLog{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +1993,7 @@ func (x *RunLog) String() string {
 func (*RunLog) ProtoMessage() {}
 
 func (x *RunLog) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[30]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2006,7 @@ func (x *RunLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunLog.ProtoReflect.Descriptor instead.
 func (*RunLog) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RunLog) GetHeader() *Header {
@@ -1944,7 +2034,7 @@ type DriftSettingsSet struct {
 
 func (x *DriftSettingsSet) Reset() {
 	*x = DriftSettingsSet{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2046,7 @@ func (x *DriftSettingsSet) String() string {
 func (*DriftSettingsSet) ProtoMessage() {}
 
 func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[31]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2059,7 @@ func (x *DriftSettingsSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftSettingsSet.ProtoReflect.Descriptor instead.
 func (*DriftSettingsSet) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DriftSettingsSet) GetHeader() *Header {
@@ -1997,7 +2087,7 @@ type RetrainPolicyPut struct {
 
 func (x *RetrainPolicyPut) Reset() {
 	*x = RetrainPolicyPut{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2099,7 @@ func (x *RetrainPolicyPut) String() string {
 func (*RetrainPolicyPut) ProtoMessage() {}
 
 func (x *RetrainPolicyPut) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[32]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2112,7 @@ func (x *RetrainPolicyPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainPolicyPut.ProtoReflect.Descriptor instead.
 func (*RetrainPolicyPut) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{32}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetrainPolicyPut) GetHeader() *Header {
@@ -2050,7 +2140,7 @@ type RetrainPolicyDelete struct {
 
 func (x *RetrainPolicyDelete) Reset() {
 	*x = RetrainPolicyDelete{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2152,7 @@ func (x *RetrainPolicyDelete) String() string {
 func (*RetrainPolicyDelete) ProtoMessage() {}
 
 func (x *RetrainPolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[33]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2165,7 @@ func (x *RetrainPolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainPolicyDelete.ProtoReflect.Descriptor instead.
 func (*RetrainPolicyDelete) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{33}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RetrainPolicyDelete) GetHeader() *Header {
@@ -2108,7 +2198,7 @@ type RetrainJobCreate struct {
 
 func (x *RetrainJobCreate) Reset() {
 	*x = RetrainJobCreate{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2210,7 @@ func (x *RetrainJobCreate) String() string {
 func (*RetrainJobCreate) ProtoMessage() {}
 
 func (x *RetrainJobCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[34]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2223,7 @@ func (x *RetrainJobCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobCreate.ProtoReflect.Descriptor instead.
 func (*RetrainJobCreate) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{34}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RetrainJobCreate) GetHeader() *Header {
@@ -2176,7 +2266,7 @@ type RetrainJobCollect struct {
 
 func (x *RetrainJobCollect) Reset() {
 	*x = RetrainJobCollect{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2278,7 @@ func (x *RetrainJobCollect) String() string {
 func (*RetrainJobCollect) ProtoMessage() {}
 
 func (x *RetrainJobCollect) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[35]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2291,7 @@ func (x *RetrainJobCollect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobCollect.ProtoReflect.Descriptor instead.
 func (*RetrainJobCollect) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{35}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RetrainJobCollect) GetHeader() *Header {
@@ -2240,7 +2330,7 @@ type RetrainJobDataset struct {
 
 func (x *RetrainJobDataset) Reset() {
 	*x = RetrainJobDataset{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2342,7 @@ func (x *RetrainJobDataset) String() string {
 func (*RetrainJobDataset) ProtoMessage() {}
 
 func (x *RetrainJobDataset) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[36]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2355,7 @@ func (x *RetrainJobDataset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobDataset.ProtoReflect.Descriptor instead.
 func (*RetrainJobDataset) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{36}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RetrainJobDataset) GetHeader() *Header {
@@ -2309,7 +2399,7 @@ type RetrainJobPlace struct {
 
 func (x *RetrainJobPlace) Reset() {
 	*x = RetrainJobPlace{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2411,7 @@ func (x *RetrainJobPlace) String() string {
 func (*RetrainJobPlace) ProtoMessage() {}
 
 func (x *RetrainJobPlace) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[37]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2424,7 @@ func (x *RetrainJobPlace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobPlace.ProtoReflect.Descriptor instead.
 func (*RetrainJobPlace) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{37}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RetrainJobPlace) GetHeader() *Header {
@@ -2379,7 +2469,7 @@ type RetrainJobRequeue struct {
 
 func (x *RetrainJobRequeue) Reset() {
 	*x = RetrainJobRequeue{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2481,7 @@ func (x *RetrainJobRequeue) String() string {
 func (*RetrainJobRequeue) ProtoMessage() {}
 
 func (x *RetrainJobRequeue) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[38]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2494,7 @@ func (x *RetrainJobRequeue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobRequeue.ProtoReflect.Descriptor instead.
 func (*RetrainJobRequeue) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{38}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RetrainJobRequeue) GetHeader() *Header {
@@ -2451,7 +2541,7 @@ type RetrainJobFail struct {
 
 func (x *RetrainJobFail) Reset() {
 	*x = RetrainJobFail{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2553,7 @@ func (x *RetrainJobFail) String() string {
 func (*RetrainJobFail) ProtoMessage() {}
 
 func (x *RetrainJobFail) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[39]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2566,7 @@ func (x *RetrainJobFail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobFail.ProtoReflect.Descriptor instead.
 func (*RetrainJobFail) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{39}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RetrainJobFail) GetHeader() *Header {
@@ -2528,7 +2618,7 @@ type RetrainJobFinish struct {
 
 func (x *RetrainJobFinish) Reset() {
 	*x = RetrainJobFinish{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2630,7 @@ func (x *RetrainJobFinish) String() string {
 func (*RetrainJobFinish) ProtoMessage() {}
 
 func (x *RetrainJobFinish) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[40]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2643,7 @@ func (x *RetrainJobFinish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrainJobFinish.ProtoReflect.Descriptor instead.
 func (*RetrainJobFinish) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{40}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RetrainJobFinish) GetHeader() *Header {
@@ -2587,7 +2677,7 @@ type AgentReportsResult struct {
 
 func (x *AgentReportsResult) Reset() {
 	*x = AgentReportsResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +2689,7 @@ func (x *AgentReportsResult) String() string {
 func (*AgentReportsResult) ProtoMessage() {}
 
 func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[41]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +2702,7 @@ func (x *AgentReportsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReportsResult.ProtoReflect.Descriptor instead.
 func (*AgentReportsResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{41}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentReportsResult) GetAckedSeq() uint64 {
@@ -2633,7 +2723,7 @@ type AliasSetResult struct {
 
 func (x *AliasSetResult) Reset() {
 	*x = AliasSetResult{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2735,7 @@ func (x *AliasSetResult) String() string {
 func (*AliasSetResult) ProtoMessage() {}
 
 func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[42]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2748,7 @@ func (x *AliasSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetResult.ProtoReflect.Descriptor instead.
 func (*AliasSetResult) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{42}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AliasSetResult) GetAlias() *v1.Alias {
@@ -2684,7 +2774,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2786,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[43]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2799,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{43}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{44}
 }
 
 // SnapshotHeader is the first record of every snapshot.
@@ -2725,7 +2815,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2827,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[44]
+	mi := &file_drover_fsm_v1_fsm_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2840,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{44}
+	return file_drover_fsm_v1_fsm_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2861,7 +2951,11 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"AgentDrain\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
-	"\x04undo\x18\x03 \x01(\bR\x04undo\"\x90\x01\n" +
+	"\x04undo\x18\x03 \x01(\bR\x04undo\"m\n" +
+	"\vAgentRemove\x12-\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x90\x01\n" +
 	"\rAssignmentSet\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x125\n" +
@@ -2883,11 +2977,12 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\tagent_ids\x18\x03 \x03(\tR\bagentIds\"l\n" +
 	"\rRolloutCreate\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12,\n" +
-	"\arollout\x18\x02 \x01(\v2\x12.drover.v1.RolloutR\arollout\"e\n" +
+	"\arollout\x18\x02 \x01(\v2\x12.drover.v1.RolloutR\arollout\"\x81\x01\n" +
 	"\x10RolloutStepReady\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
-	"\x04step\x18\x03 \x01(\rR\x04step\"\xb3\x01\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\xb3\x01\n" +
 	"\fRolloutJudge\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -2895,17 +2990,19 @@ const file_drover_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"judgements\x18\x04 \x03(\v2\x14.drover.v1.JudgementR\n" +
 	"judgements\x12\x1a\n" +
-	"\brevision\x18\x05 \x01(\x04R\brevision\"c\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\"\x7f\n" +
 	"\x0eRolloutAdvance\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
-	"\x04step\x18\x03 \x01(\rR\x04step\"\x8e\x01\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\xaa\x01\n" +
 	"\vRolloutFail\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\rR\x04step\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05pause\x18\x05 \x01(\bR\x05pause\"}\n" +
+	"\x05pause\x18\x05 \x01(\bR\x05pause\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x04R\brevision\"}\n" +
 	"\n" +
 	"RolloutAct\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.drover.fsm.v1.HeaderR\x06header\x12\x0e\n" +
@@ -2985,7 +3082,7 @@ func file_drover_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_drover_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_drover_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*Header)(nil),                // 0: drover.fsm.v1.Header
 	(*Node)(nil),                  // 1: drover.fsm.v1.Node
@@ -3006,60 +3103,61 @@ var file_drover_fsm_v1_fsm_proto_goTypes = []any{
 	(*AgentEnroll)(nil),           // 16: drover.fsm.v1.AgentEnroll
 	(*AgentLabelsSet)(nil),        // 17: drover.fsm.v1.AgentLabelsSet
 	(*AgentDrain)(nil),            // 18: drover.fsm.v1.AgentDrain
-	(*AssignmentSet)(nil),         // 19: drover.fsm.v1.AssignmentSet
-	(*AssignmentDelete)(nil),      // 20: drover.fsm.v1.AssignmentDelete
-	(*AgentReports)(nil),          // 21: drover.fsm.v1.AgentReports
-	(*AgentStatusSet)(nil),        // 22: drover.fsm.v1.AgentStatusSet
-	(*RolloutCreate)(nil),         // 23: drover.fsm.v1.RolloutCreate
-	(*RolloutStepReady)(nil),      // 24: drover.fsm.v1.RolloutStepReady
-	(*RolloutJudge)(nil),          // 25: drover.fsm.v1.RolloutJudge
-	(*RolloutAdvance)(nil),        // 26: drover.fsm.v1.RolloutAdvance
-	(*RolloutFail)(nil),           // 27: drover.fsm.v1.RolloutFail
-	(*RolloutAct)(nil),            // 28: drover.fsm.v1.RolloutAct
-	(*RunCreate)(nil),             // 29: drover.fsm.v1.RunCreate
-	(*RunLog)(nil),                // 30: drover.fsm.v1.RunLog
-	(*DriftSettingsSet)(nil),      // 31: drover.fsm.v1.DriftSettingsSet
-	(*RetrainPolicyPut)(nil),      // 32: drover.fsm.v1.RetrainPolicyPut
-	(*RetrainPolicyDelete)(nil),   // 33: drover.fsm.v1.RetrainPolicyDelete
-	(*RetrainJobCreate)(nil),      // 34: drover.fsm.v1.RetrainJobCreate
-	(*RetrainJobCollect)(nil),     // 35: drover.fsm.v1.RetrainJobCollect
-	(*RetrainJobDataset)(nil),     // 36: drover.fsm.v1.RetrainJobDataset
-	(*RetrainJobPlace)(nil),       // 37: drover.fsm.v1.RetrainJobPlace
-	(*RetrainJobRequeue)(nil),     // 38: drover.fsm.v1.RetrainJobRequeue
-	(*RetrainJobFail)(nil),        // 39: drover.fsm.v1.RetrainJobFail
-	(*RetrainJobFinish)(nil),      // 40: drover.fsm.v1.RetrainJobFinish
-	(*AgentReportsResult)(nil),    // 41: drover.fsm.v1.AgentReportsResult
-	(*AliasSetResult)(nil),        // 42: drover.fsm.v1.AliasSetResult
-	(*Empty)(nil),                 // 43: drover.fsm.v1.Empty
-	(*SnapshotHeader)(nil),        // 44: drover.fsm.v1.SnapshotHeader
-	nil,                           // 45: drover.fsm.v1.ModelCreate.LabelsEntry
-	nil,                           // 46: drover.fsm.v1.AgentLabelsSet.SetEntry
-	(*v1.Actor)(nil),              // 47: drover.v1.Actor
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
-	(*v1.Token)(nil),              // 49: drover.v1.Token
-	(*v1.ModelVersion)(nil),       // 50: drover.v1.ModelVersion
-	(v1.VersionState)(0),          // 51: drover.v1.VersionState
-	(*v1.DatasetVersion)(nil),     // 52: drover.v1.DatasetVersion
-	(*v1.Agent)(nil),              // 53: drover.v1.Agent
-	(*v1.Assignment)(nil),         // 54: drover.v1.Assignment
-	(v1.AssignmentRole)(0),        // 55: drover.v1.AssignmentRole
-	(*v1.Report)(nil),             // 56: drover.v1.Report
-	(v1.AgentStatus)(0),           // 57: drover.v1.AgentStatus
-	(*v1.Rollout)(nil),            // 58: drover.v1.Rollout
-	(*v1.Judgement)(nil),          // 59: drover.v1.Judgement
-	(v1.RolloutAction)(0),         // 60: drover.v1.RolloutAction
-	(*v1.Run)(nil),                // 61: drover.v1.Run
-	(*v1.LogRunRequest)(nil),      // 62: drover.v1.LogRunRequest
-	(*v1.ModelDriftSettings)(nil), // 63: drover.v1.ModelDriftSettings
-	(*v1.RetrainPolicy)(nil),      // 64: drover.v1.RetrainPolicy
-	(*v1.RetrainJob)(nil),         // 65: drover.v1.RetrainJob
-	(*v1.DatasetValidation)(nil),  // 66: drover.v1.DatasetValidation
-	(*v1.Alias)(nil),              // 67: drover.v1.Alias
+	(*AgentRemove)(nil),           // 19: drover.fsm.v1.AgentRemove
+	(*AssignmentSet)(nil),         // 20: drover.fsm.v1.AssignmentSet
+	(*AssignmentDelete)(nil),      // 21: drover.fsm.v1.AssignmentDelete
+	(*AgentReports)(nil),          // 22: drover.fsm.v1.AgentReports
+	(*AgentStatusSet)(nil),        // 23: drover.fsm.v1.AgentStatusSet
+	(*RolloutCreate)(nil),         // 24: drover.fsm.v1.RolloutCreate
+	(*RolloutStepReady)(nil),      // 25: drover.fsm.v1.RolloutStepReady
+	(*RolloutJudge)(nil),          // 26: drover.fsm.v1.RolloutJudge
+	(*RolloutAdvance)(nil),        // 27: drover.fsm.v1.RolloutAdvance
+	(*RolloutFail)(nil),           // 28: drover.fsm.v1.RolloutFail
+	(*RolloutAct)(nil),            // 29: drover.fsm.v1.RolloutAct
+	(*RunCreate)(nil),             // 30: drover.fsm.v1.RunCreate
+	(*RunLog)(nil),                // 31: drover.fsm.v1.RunLog
+	(*DriftSettingsSet)(nil),      // 32: drover.fsm.v1.DriftSettingsSet
+	(*RetrainPolicyPut)(nil),      // 33: drover.fsm.v1.RetrainPolicyPut
+	(*RetrainPolicyDelete)(nil),   // 34: drover.fsm.v1.RetrainPolicyDelete
+	(*RetrainJobCreate)(nil),      // 35: drover.fsm.v1.RetrainJobCreate
+	(*RetrainJobCollect)(nil),     // 36: drover.fsm.v1.RetrainJobCollect
+	(*RetrainJobDataset)(nil),     // 37: drover.fsm.v1.RetrainJobDataset
+	(*RetrainJobPlace)(nil),       // 38: drover.fsm.v1.RetrainJobPlace
+	(*RetrainJobRequeue)(nil),     // 39: drover.fsm.v1.RetrainJobRequeue
+	(*RetrainJobFail)(nil),        // 40: drover.fsm.v1.RetrainJobFail
+	(*RetrainJobFinish)(nil),      // 41: drover.fsm.v1.RetrainJobFinish
+	(*AgentReportsResult)(nil),    // 42: drover.fsm.v1.AgentReportsResult
+	(*AliasSetResult)(nil),        // 43: drover.fsm.v1.AliasSetResult
+	(*Empty)(nil),                 // 44: drover.fsm.v1.Empty
+	(*SnapshotHeader)(nil),        // 45: drover.fsm.v1.SnapshotHeader
+	nil,                           // 46: drover.fsm.v1.ModelCreate.LabelsEntry
+	nil,                           // 47: drover.fsm.v1.AgentLabelsSet.SetEntry
+	(*v1.Actor)(nil),              // 48: drover.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*v1.Token)(nil),              // 50: drover.v1.Token
+	(*v1.ModelVersion)(nil),       // 51: drover.v1.ModelVersion
+	(v1.VersionState)(0),          // 52: drover.v1.VersionState
+	(*v1.DatasetVersion)(nil),     // 53: drover.v1.DatasetVersion
+	(*v1.Agent)(nil),              // 54: drover.v1.Agent
+	(*v1.Assignment)(nil),         // 55: drover.v1.Assignment
+	(v1.AssignmentRole)(0),        // 56: drover.v1.AssignmentRole
+	(*v1.Report)(nil),             // 57: drover.v1.Report
+	(v1.AgentStatus)(0),           // 58: drover.v1.AgentStatus
+	(*v1.Rollout)(nil),            // 59: drover.v1.Rollout
+	(*v1.Judgement)(nil),          // 60: drover.v1.Judgement
+	(v1.RolloutAction)(0),         // 61: drover.v1.RolloutAction
+	(*v1.Run)(nil),                // 62: drover.v1.Run
+	(*v1.LogRunRequest)(nil),      // 63: drover.v1.LogRunRequest
+	(*v1.ModelDriftSettings)(nil), // 64: drover.v1.ModelDriftSettings
+	(*v1.RetrainPolicy)(nil),      // 65: drover.v1.RetrainPolicy
+	(*v1.RetrainJob)(nil),         // 66: drover.v1.RetrainJob
+	(*v1.DatasetValidation)(nil),  // 67: drover.v1.DatasetValidation
+	(*v1.Alias)(nil),              // 68: drover.v1.Alias
 }
 var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
-	47, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
-	48, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
-	49, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
+	48, // 0: drover.fsm.v1.Header.actor:type_name -> drover.v1.Actor
+	49, // 1: drover.fsm.v1.Header.time:type_name -> google.protobuf.Timestamp
+	50, // 2: drover.fsm.v1.TokenRecord.token:type_name -> drover.v1.Token
 	0,  // 3: drover.fsm.v1.ClusterInit.header:type_name -> drover.fsm.v1.Header
 	2,  // 4: drover.fsm.v1.ClusterInit.meta:type_name -> drover.fsm.v1.ClusterMeta
 	3,  // 5: drover.fsm.v1.ClusterInit.admin_token:type_name -> drover.fsm.v1.TokenRecord
@@ -3067,68 +3165,69 @@ var file_drover_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 7: drover.fsm.v1.NodeUpsert.node:type_name -> drover.fsm.v1.Node
 	0,  // 8: drover.fsm.v1.NodeRemove.header:type_name -> drover.fsm.v1.Header
 	0,  // 9: drover.fsm.v1.ModelCreate.header:type_name -> drover.fsm.v1.Header
-	45, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
+	46, // 10: drover.fsm.v1.ModelCreate.labels:type_name -> drover.fsm.v1.ModelCreate.LabelsEntry
 	0,  // 11: drover.fsm.v1.VersionCreate.header:type_name -> drover.fsm.v1.Header
-	50, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
+	51, // 12: drover.fsm.v1.VersionCreate.version:type_name -> drover.v1.ModelVersion
 	0,  // 13: drover.fsm.v1.VersionStateSet.header:type_name -> drover.fsm.v1.Header
-	51, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
+	52, // 14: drover.fsm.v1.VersionStateSet.state:type_name -> drover.v1.VersionState
 	0,  // 15: drover.fsm.v1.ModelArchive.header:type_name -> drover.fsm.v1.Header
 	0,  // 16: drover.fsm.v1.AliasSet.header:type_name -> drover.fsm.v1.Header
 	0,  // 17: drover.fsm.v1.AliasDelete.header:type_name -> drover.fsm.v1.Header
 	0,  // 18: drover.fsm.v1.DatasetVersionCreate.header:type_name -> drover.fsm.v1.Header
-	52, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
+	53, // 19: drover.fsm.v1.DatasetVersionCreate.version:type_name -> drover.v1.DatasetVersion
 	0,  // 20: drover.fsm.v1.TokenCreate.header:type_name -> drover.fsm.v1.Header
 	3,  // 21: drover.fsm.v1.TokenCreate.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 22: drover.fsm.v1.TokenRevoke.header:type_name -> drover.fsm.v1.Header
 	0,  // 23: drover.fsm.v1.AgentEnroll.header:type_name -> drover.fsm.v1.Header
-	53, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
+	54, // 24: drover.fsm.v1.AgentEnroll.agent:type_name -> drover.v1.Agent
 	3,  // 25: drover.fsm.v1.AgentEnroll.token:type_name -> drover.fsm.v1.TokenRecord
 	0,  // 26: drover.fsm.v1.AgentLabelsSet.header:type_name -> drover.fsm.v1.Header
-	46, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
+	47, // 27: drover.fsm.v1.AgentLabelsSet.set:type_name -> drover.fsm.v1.AgentLabelsSet.SetEntry
 	0,  // 28: drover.fsm.v1.AgentDrain.header:type_name -> drover.fsm.v1.Header
-	0,  // 29: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
-	54, // 30: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
-	0,  // 31: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
-	55, // 32: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
-	0,  // 33: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
-	56, // 34: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
-	0,  // 35: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
-	57, // 36: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
-	0,  // 37: drover.fsm.v1.RolloutCreate.header:type_name -> drover.fsm.v1.Header
-	58, // 38: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
-	0,  // 39: drover.fsm.v1.RolloutStepReady.header:type_name -> drover.fsm.v1.Header
-	0,  // 40: drover.fsm.v1.RolloutJudge.header:type_name -> drover.fsm.v1.Header
-	59, // 41: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
-	0,  // 42: drover.fsm.v1.RolloutAdvance.header:type_name -> drover.fsm.v1.Header
-	0,  // 43: drover.fsm.v1.RolloutFail.header:type_name -> drover.fsm.v1.Header
-	0,  // 44: drover.fsm.v1.RolloutAct.header:type_name -> drover.fsm.v1.Header
-	60, // 45: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
-	0,  // 46: drover.fsm.v1.RunCreate.header:type_name -> drover.fsm.v1.Header
-	61, // 47: drover.fsm.v1.RunCreate.run:type_name -> drover.v1.Run
-	0,  // 48: drover.fsm.v1.RunLog.header:type_name -> drover.fsm.v1.Header
-	62, // 49: drover.fsm.v1.RunLog.log:type_name -> drover.v1.LogRunRequest
-	0,  // 50: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
-	63, // 51: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
-	0,  // 52: drover.fsm.v1.RetrainPolicyPut.header:type_name -> drover.fsm.v1.Header
-	64, // 53: drover.fsm.v1.RetrainPolicyPut.policy:type_name -> drover.v1.RetrainPolicy
-	0,  // 54: drover.fsm.v1.RetrainPolicyDelete.header:type_name -> drover.fsm.v1.Header
-	0,  // 55: drover.fsm.v1.RetrainJobCreate.header:type_name -> drover.fsm.v1.Header
-	65, // 56: drover.fsm.v1.RetrainJobCreate.job:type_name -> drover.v1.RetrainJob
-	48, // 57: drover.fsm.v1.RetrainJobCreate.schedule_time:type_name -> google.protobuf.Timestamp
-	0,  // 58: drover.fsm.v1.RetrainJobCollect.header:type_name -> drover.fsm.v1.Header
-	0,  // 59: drover.fsm.v1.RetrainJobDataset.header:type_name -> drover.fsm.v1.Header
-	52, // 60: drover.fsm.v1.RetrainJobDataset.dataset:type_name -> drover.v1.DatasetVersion
-	66, // 61: drover.fsm.v1.RetrainJobDataset.validation:type_name -> drover.v1.DatasetValidation
-	0,  // 62: drover.fsm.v1.RetrainJobPlace.header:type_name -> drover.fsm.v1.Header
-	0,  // 63: drover.fsm.v1.RetrainJobRequeue.header:type_name -> drover.fsm.v1.Header
-	0,  // 64: drover.fsm.v1.RetrainJobFail.header:type_name -> drover.fsm.v1.Header
-	0,  // 65: drover.fsm.v1.RetrainJobFinish.header:type_name -> drover.fsm.v1.Header
-	67, // 66: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
-	67, // [67:67] is the sub-list for method output_type
-	67, // [67:67] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	0,  // 29: drover.fsm.v1.AgentRemove.header:type_name -> drover.fsm.v1.Header
+	0,  // 30: drover.fsm.v1.AssignmentSet.header:type_name -> drover.fsm.v1.Header
+	55, // 31: drover.fsm.v1.AssignmentSet.assignment:type_name -> drover.v1.Assignment
+	0,  // 32: drover.fsm.v1.AssignmentDelete.header:type_name -> drover.fsm.v1.Header
+	56, // 33: drover.fsm.v1.AssignmentDelete.role:type_name -> drover.v1.AssignmentRole
+	0,  // 34: drover.fsm.v1.AgentReports.header:type_name -> drover.fsm.v1.Header
+	57, // 35: drover.fsm.v1.AgentReports.reports:type_name -> drover.v1.Report
+	0,  // 36: drover.fsm.v1.AgentStatusSet.header:type_name -> drover.fsm.v1.Header
+	58, // 37: drover.fsm.v1.AgentStatusSet.status:type_name -> drover.v1.AgentStatus
+	0,  // 38: drover.fsm.v1.RolloutCreate.header:type_name -> drover.fsm.v1.Header
+	59, // 39: drover.fsm.v1.RolloutCreate.rollout:type_name -> drover.v1.Rollout
+	0,  // 40: drover.fsm.v1.RolloutStepReady.header:type_name -> drover.fsm.v1.Header
+	0,  // 41: drover.fsm.v1.RolloutJudge.header:type_name -> drover.fsm.v1.Header
+	60, // 42: drover.fsm.v1.RolloutJudge.judgements:type_name -> drover.v1.Judgement
+	0,  // 43: drover.fsm.v1.RolloutAdvance.header:type_name -> drover.fsm.v1.Header
+	0,  // 44: drover.fsm.v1.RolloutFail.header:type_name -> drover.fsm.v1.Header
+	0,  // 45: drover.fsm.v1.RolloutAct.header:type_name -> drover.fsm.v1.Header
+	61, // 46: drover.fsm.v1.RolloutAct.action:type_name -> drover.v1.RolloutAction
+	0,  // 47: drover.fsm.v1.RunCreate.header:type_name -> drover.fsm.v1.Header
+	62, // 48: drover.fsm.v1.RunCreate.run:type_name -> drover.v1.Run
+	0,  // 49: drover.fsm.v1.RunLog.header:type_name -> drover.fsm.v1.Header
+	63, // 50: drover.fsm.v1.RunLog.log:type_name -> drover.v1.LogRunRequest
+	0,  // 51: drover.fsm.v1.DriftSettingsSet.header:type_name -> drover.fsm.v1.Header
+	64, // 52: drover.fsm.v1.DriftSettingsSet.settings:type_name -> drover.v1.ModelDriftSettings
+	0,  // 53: drover.fsm.v1.RetrainPolicyPut.header:type_name -> drover.fsm.v1.Header
+	65, // 54: drover.fsm.v1.RetrainPolicyPut.policy:type_name -> drover.v1.RetrainPolicy
+	0,  // 55: drover.fsm.v1.RetrainPolicyDelete.header:type_name -> drover.fsm.v1.Header
+	0,  // 56: drover.fsm.v1.RetrainJobCreate.header:type_name -> drover.fsm.v1.Header
+	66, // 57: drover.fsm.v1.RetrainJobCreate.job:type_name -> drover.v1.RetrainJob
+	49, // 58: drover.fsm.v1.RetrainJobCreate.schedule_time:type_name -> google.protobuf.Timestamp
+	0,  // 59: drover.fsm.v1.RetrainJobCollect.header:type_name -> drover.fsm.v1.Header
+	0,  // 60: drover.fsm.v1.RetrainJobDataset.header:type_name -> drover.fsm.v1.Header
+	53, // 61: drover.fsm.v1.RetrainJobDataset.dataset:type_name -> drover.v1.DatasetVersion
+	67, // 62: drover.fsm.v1.RetrainJobDataset.validation:type_name -> drover.v1.DatasetValidation
+	0,  // 63: drover.fsm.v1.RetrainJobPlace.header:type_name -> drover.fsm.v1.Header
+	0,  // 64: drover.fsm.v1.RetrainJobRequeue.header:type_name -> drover.fsm.v1.Header
+	0,  // 65: drover.fsm.v1.RetrainJobFail.header:type_name -> drover.fsm.v1.Header
+	0,  // 66: drover.fsm.v1.RetrainJobFinish.header:type_name -> drover.fsm.v1.Header
+	68, // 67: drover.fsm.v1.AliasSetResult.alias:type_name -> drover.v1.Alias
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_drover_fsm_v1_fsm_proto_init() }
@@ -3143,7 +3242,7 @@ func file_drover_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_fsm_v1_fsm_proto_rawDesc), len(file_drover_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,6 +40,8 @@ const (
 	// AgentServiceDeleteAssignmentProcedure is the procedure name of the AgentService's
 	// DeleteAssignment RPC.
 	AgentServiceDeleteAssignmentProcedure = "/drover.v1.AgentService/DeleteAssignment"
+	// AgentServiceRemoveAgentProcedure is the procedure name of the AgentService's RemoveAgent RPC.
+	AgentServiceRemoveAgentProcedure = "/drover.v1.AgentService/RemoveAgent"
 	// AgentControlServiceEnrollProcedure is the procedure name of the AgentControlService's Enroll RPC.
 	AgentControlServiceEnrollProcedure = "/drover.v1.AgentControlService/Enroll"
 	// AgentControlServiceHeartbeatProcedure is the procedure name of the AgentControlService's
@@ -97,6 +99,13 @@ var (
 			Procedure:  AgentServiceDeleteAssignmentProcedure,
 		}
 	})
+	agentServiceRemoveAgentSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_drover_v1_agent_proto.Services().ByName("AgentService").Methods().ByName("RemoveAgent"),
+			Procedure:  AgentServiceRemoveAgentProcedure,
+		}
+	})
 )
 
 // AgentServiceClient is a client for the drover.v1.AgentService service.
@@ -117,6 +126,12 @@ type AgentServiceClient interface {
 	SetAssignment(context.Context, *v1.SetAssignmentRequest) (*v1.SetAssignmentResponse, error)
 	// DeleteAssignment stops an agent running a model in a role.
 	DeleteAssignment(context.Context, *v1.DeleteAssignmentRequest) (*v1.DeleteAssignmentResponse, error)
+	// RemoveAgent forgets an agent for good (a machine decommissioned): its
+	// record, events, drift windows and credentials. Refused while it has
+	// assignments, takes part in an active rollout or runs a retraining
+	// job, unless forced (its assignments then go with it). An agent still
+	// running finds its credential refused and enrols again, as a new agent.
+	RemoveAgent(context.Context, *v1.RemoveAgentRequest) (*v1.RemoveAgentResponse, error)
 }
 
 // NewAgentServiceClient constructs a client for the drover.v1.AgentService service. Multiple
@@ -143,6 +158,12 @@ type AgentServiceHandler interface {
 	SetAssignment(context.Context, *v1.SetAssignmentRequest) (*v1.SetAssignmentResponse, error)
 	// DeleteAssignment stops an agent running a model in a role.
 	DeleteAssignment(context.Context, *v1.DeleteAssignmentRequest) (*v1.DeleteAssignmentResponse, error)
+	// RemoveAgent forgets an agent for good (a machine decommissioned): its
+	// record, events, drift windows and credentials. Refused while it has
+	// assignments, takes part in an active rollout or runs a retraining
+	// job, unless forced (its assignments then go with it). An agent still
+	// running finds its credential refused and enrols again, as a new agent.
+	RemoveAgent(context.Context, *v1.RemoveAgentRequest) (*v1.RemoveAgentResponse, error)
 }
 
 // RegisterAgentServiceHandler registers svc as the drover.v1.AgentService implementation on server.
@@ -155,6 +176,7 @@ func RegisterAgentServiceHandler(server *connect.Server, svc AgentServiceHandler
 		connect.Method{Spec: agentServiceDrainAgentSpec(), Handler: adapter.drainAgent},
 		connect.Method{Spec: agentServiceSetAssignmentSpec(), Handler: adapter.setAssignment},
 		connect.Method{Spec: agentServiceDeleteAssignmentSpec(), Handler: adapter.deleteAssignment},
+		connect.Method{Spec: agentServiceRemoveAgentSpec(), Handler: adapter.removeAgent},
 	)
 }
 
@@ -183,6 +205,10 @@ func (UnimplementedAgentServiceHandler) SetAssignment(context.Context, *v1.SetAs
 
 func (UnimplementedAgentServiceHandler) DeleteAssignment(context.Context, *v1.DeleteAssignmentRequest) (*v1.DeleteAssignmentResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.AgentService.DeleteAssignment is not implemented")
+}
+
+func (UnimplementedAgentServiceHandler) RemoveAgent(context.Context, *v1.RemoveAgentRequest) (*v1.RemoveAgentResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "drover.v1.AgentService.RemoveAgent is not implemented")
 }
 
 type agentServiceClient struct {
@@ -232,6 +258,14 @@ func (c *agentServiceClient) SetAssignment(ctx context.Context, req *v1.SetAssig
 func (c *agentServiceClient) DeleteAssignment(ctx context.Context, req *v1.DeleteAssignmentRequest) (*v1.DeleteAssignmentResponse, error) {
 	var res v1.DeleteAssignmentResponse
 	if err := c.client.CallUnary(ctx, agentServiceDeleteAssignmentSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *agentServiceClient) RemoveAgent(ctx context.Context, req *v1.RemoveAgentRequest) (*v1.RemoveAgentResponse, error) {
+	var res v1.RemoveAgentResponse
+	if err := c.client.CallUnary(ctx, agentServiceRemoveAgentSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -305,6 +339,18 @@ func (h agentServiceHandler) deleteAssignment(ctx context.Context, _ connect.Spe
 		return err
 	}
 	res, err := h.svc.DeleteAssignment(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h agentServiceHandler) removeAgent(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.RemoveAgentRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.RemoveAgent(ctx, &req)
 	if err != nil {
 		return err
 	}
