@@ -12,7 +12,6 @@ import (
 
 	"github.com/droverhq/drover/agent/oip"
 	"github.com/droverhq/drover/internal/logging"
-	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
 
@@ -21,23 +20,12 @@ import (
 // InvalidArgument) is a 400 with its message, and a failed load says why
 // without gRPC's wrapping.
 func TestPluginErrorsReachTheCaller(t *testing.T) {
-	dir := t.TempDir()
-	_, sum, err := sdktest.BuildExample(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
-	host, err := newPluginHost(context.Background(), dir, logging.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.close()
-	rt := newServingRuntime(host, logging.Discard(), ServingOptions{})
+	rt := newServingRuntime(startExamplePlugin(t), logging.Discard(), ServingOptions{})
 	primary := droverv1.AssignmentRole_ASSIGNMENT_ROLE_PRIMARY
 
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	_ = os.WriteFile(bad, []byte(`{"format":"centroid-json","features":`), 0o644)
-	err = rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: primary, Format: "centroid-json"}, bad)
+	err := rt.Load(context.Background(), &droverv1.DesiredAssignment{Model: "m", Version: 1, Role: primary, Format: "centroid-json"}, bad)
 	if err == nil || strings.Contains(err.Error(), "rpc error") || !strings.Contains(err.Error(), "runner plugin centroid") {
 		t.Fatalf("loading a truncated model: %v", err)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
-	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -236,18 +235,7 @@ func TestAgreement(t *testing.T) {
 // over it.
 func pluginRuntime(t testing.TB, opts ServingOptions) *servingRuntime {
 	t.Helper()
-	dir := t.TempDir()
-	_, sum, err := sdktest.BuildExample(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
-	host, err := newPluginHost(context.Background(), dir, logging.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(host.close)
-	return newServingRuntime(host, logging.Discard(), opts)
+	return newServingRuntime(startExamplePlugin(t), logging.Discard(), opts)
 }
 
 // loadCentroid loads a centroid model (x below 5 is "lo", above "hi")

@@ -21,7 +21,6 @@ import (
 	"github.com/droverhq/drover/agent/reconcile"
 	"github.com/droverhq/drover/internal/logging"
 	"github.com/droverhq/drover/plugins/native"
-	"github.com/droverhq/drover/plugins/sdk/sdktest"
 	runnerv1 "github.com/droverhq/drover/proto/gen/drover/runner/v1"
 	droverv1 "github.com/droverhq/drover/proto/gen/drover/v1"
 )
@@ -167,17 +166,7 @@ func TestServingNativeWithoutSchema(t *testing.T) {
 // plugin, kills the plugin, and sees the agent answer 503 and then, with
 // the plugin started again and the model reloaded, 200.
 func TestServingThroughPlugin(t *testing.T) {
-	dir := t.TempDir()
-	_, sum, err := sdktest.BuildExample(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sum+"  centroid\n"), 0o644)
-	host, err := newPluginHost(context.Background(), dir, logging.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.close()
+	host := startExamplePlugin(t)
 	art := filepath.Join(t.TempDir(), "model.json")
 	_ = os.WriteFile(art, []byte(`{"format":"centroid-json","features":["x"],"classes":["lo","hi"],"centroids":[[0],[10]]}`), 0o644)
 

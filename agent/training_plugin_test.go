@@ -25,7 +25,7 @@ import (
 
 // startExamplePlugin builds the example runner plugin (centroid, which
 // serves and trains) into a plugin directory and hosts it.
-func startExamplePlugin(t *testing.T) *pluginHost {
+func startExamplePlugin(t testing.TB) *pluginHost {
 	t.Helper()
 	dir := t.TempDir()
 	_, sum, err := sdktest.BuildExample(dir)
