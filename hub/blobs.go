@@ -309,11 +309,14 @@ func (n *Node) pullBlob(ctx context.Context, ref *droverv1.BlobRef, sources []st
 	if err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, err.Error())
 	}
-	if n.blobs.Has(d) {
+	// A copy held already counts once it is touched: an unreferenced
+	// one past its grace could otherwise be collected right after this
+	// node was counted as holding it.
+	if n.blobs.Touch(d) == nil {
 		return nil
 	}
 	done := n.pulls.do(d.String(), func() error {
-		if n.blobs.Has(d) {
+		if n.blobs.Touch(d) == nil {
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(n.ctx, transferTimeout(ref.GetSizeBytes()))
@@ -475,18 +478,15 @@ func (n *Node) CollectBlobs(ctx context.Context) (int, error) {
 			continue
 		}
 		n.gcMu.Lock()
-		fi, err := n.blobs.Stat(info.Digest)
-		if err == nil && n.now().Sub(fi.ModTime()) > n.cfg.BlobGCGrace {
-			err = n.blobs.Remove(info.Digest)
-			if err == nil {
-				removed++
-				n.metrics.blobGC.Inc()
-				n.logger.Info("collected an unreferenced blob", "digest", info.Digest, "bytes", fi.Size(), "age", n.now().Sub(fi.ModTime()).Round(time.Second))
-			}
-		}
+		fi, gone, err := n.blobs.Collect(info.Digest, n.now().Add(-n.cfg.BlobGCGrace))
 		n.gcMu.Unlock()
-		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		if err != nil {
 			return removed, err
+		}
+		if gone {
+			removed++
+			n.metrics.blobGC.Inc()
+			n.logger.Info("collected an unreferenced blob", "digest", info.Digest, "bytes", fi.Size(), "age", n.now().Sub(fi.ModTime()).Round(time.Second))
 		}
 	}
 	return removed, nil

@@ -2,7 +2,11 @@ package hub_test
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -160,5 +164,34 @@ func TestDataDirOwner(t *testing.T) {
 		t.Fatal("another name took a data dir that holds cluster state")
 	} else if !strings.Contains(err.Error(), `belongs to node "hub-1"`) {
 		t.Fatalf("New under another name: %v", err)
+	}
+}
+
+// TestCrashLeftoversCleared: what a crash leaves in the data dir — a
+// scratch file, a Raft snapshot half written (raft skips those and never
+// removes them) — is gone after the next start.
+func TestCrashLeftoversCleared(t *testing.T) {
+	cfg := hubtest.Config(t, "hub-1")
+	cfg.Bootstrap = true
+	n := hubtest.Start(t, cfg)
+	n.Shutdown(t.Context())
+	leftovers := []string{
+		filepath.Join(cfg.DataDir, "tmp", "dataset-123.csv"),
+		filepath.Join(cfg.DataDir, "raft", "snapshots", "2-9-1700000000000.tmp", "state.bin"),
+	}
+	for _, p := range leftovers {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Bootstrap = false
+	hubtest.Start(t, cfg)
+	for _, p := range leftovers {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is still there (%v)", p, err)
+		}
 	}
 }

@@ -304,12 +304,17 @@ func (n *Node) closeResources() error {
 type closer interface{ Close() error }
 
 // writeFileAtomic writes a file so that it is either whole or absent.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
@@ -325,6 +330,31 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return syncDir(filepath.Dir(path))
+}
+
+// scratchDir is where the node writes files it needs for a moment (a
+// data set being assembled); startRaft empties it, since a crash leaves
+// them behind.
+func (n *Node) scratchDir() string { return filepath.Join(n.cfg.DataDir, "tmp") }
+
+// clearLeftovers removes what a crash can leave in the data dir: scratch
+// files, and a Raft snapshot that was being written (raft skips those and
+// never removes them: each would keep a whole copy of the state).
+func (n *Node) clearLeftovers() error {
+	if err := os.RemoveAll(n.scratchDir()); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.MkdirAll(n.scratchDir(), 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	partial, _ := filepath.Glob(filepath.Join(n.cfg.DataDir, "raft", "snapshots", "*.tmp"))
+	for _, p := range partial {
+		n.logger.Info("removing a snapshot a crash left half-written", "path", p)
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -38,6 +38,9 @@ func (n *Node) startRaft() error {
 	if n.logStore, err = raftlog.Open(logDir, n.logger.With("component", "raftlog")); err != nil {
 		return fmt.Errorf("open raft log in %s: %w", logDir, err)
 	}
+	if err := n.clearLeftovers(); err != nil {
+		return err
+	}
 	hclog := logging.HCLog(n.logger, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hclog)
 	if err != nil {

@@ -470,7 +470,7 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 	if base == nil && len(labelled) == 0 {
 		return fail("no data: the recipe has no base data set and no agent handed in labelled rows (%d asked)", len(j.GetExportAgents()))
 	}
-	tmp, err := os.CreateTemp(n.cfg.DataDir, "dataset-*.csv")
+	tmp, err := os.CreateTemp(n.scratchDir(), "dataset-*.csv")
 	if err != nil {
 		return err
 	}
@@ -545,7 +545,7 @@ func (n *Node) assemble(ctx context.Context, view *state.Snapshot, j *droverv1.R
 // parquetAsCSV reads a Parquet data set and returns it as CSV, which is
 // what data sets are assembled and trained from.
 func (n *Node) parquetAsCSV(r io.Reader) (io.Reader, error) {
-	tmp, err := os.CreateTemp(n.cfg.DataDir, "base-*.parquet")
+	tmp, err := os.CreateTemp(n.scratchDir(), "base-*.parquet")
 	if err != nil {
 		return nil, err
 	}

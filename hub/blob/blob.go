@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/droverhq/drover/internal/digest"
@@ -38,6 +39,10 @@ var (
 type Store struct {
 	dir    string
 	logger *slog.Logger
+	// mu orders what puts a blob in place or marks it used against what
+	// collects it: a collection's check of a blob's age and its removal
+	// are one step, so a blob ingested or touched meanwhile stays.
+	mu sync.Mutex
 }
 
 // Open opens (creating if needed) a store rooted at dir and removes
@@ -97,10 +102,38 @@ func (s *Store) Open(d digest.Digest) (*os.File, error) {
 }
 
 // Touch marks a blob as recently used, which protects an unreferenced blob
-// from collection for another grace period.
+// from collection for another grace period. A blob collected before it
+// could be touched is ErrNotFound.
 func (s *Store) Touch(d digest.Digest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	now := time.Now()
-	return os.Chtimes(s.Path(d), now, now)
+	err := os.Chtimes(s.Path(d), now, now)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s", ErrNotFound, d)
+	}
+	return err
+}
+
+// Collect removes a blob last used before cutoff, and reports whether it
+// did; it leaves one ingested or touched since. A missing blob is not an
+// error.
+func (s *Store) Collect(d digest.Digest, cutoff time.Time) (os.FileInfo, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := s.Stat(d)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	case !fi.ModTime().Before(cutoff):
+		return fi, false, nil
+	}
+	if err := s.Remove(d); err != nil {
+		return fi, false, err
+	}
+	return fi, true, nil
 }
 
 // Remove deletes a blob. Removing a missing blob is not an error.
@@ -153,7 +186,10 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, want digest.Digest, siz
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return n, fmt.Errorf("blob: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	s.mu.Lock()
+	err = os.Rename(tmp.Name(), dst)
+	s.mu.Unlock()
+	if err != nil {
 		return n, fmt.Errorf("blob: %w", err)
 	}
 	committed = true

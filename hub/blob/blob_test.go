@@ -122,3 +122,38 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	b.ReportMetric(copyT.Seconds()/ingestT.Seconds(), "ingest/copy")
 }
+
+// TestCollect removes a blob last used before the cutoff, and leaves one
+// touched (or ingested again) since; a blob collected cannot be touched.
+func TestCollect(t *testing.T) {
+	s, err := Open(t.TempDir(), logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("old blob")
+	d := digest.FromBytes(data)
+	if _, err := s.Ingest(t.Context(), bytes.NewReader(data), d, -1); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(s.Path(d), old, old); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := time.Now().Add(-time.Hour)
+	if err := s.Touch(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, gone, err := s.Collect(d, cutoff); gone || err != nil || !s.Has(d) {
+		t.Fatalf("a blob touched since the cutoff was collected: %v %v", gone, err)
+	}
+	_ = os.Chtimes(s.Path(d), old, old)
+	if _, gone, err := s.Collect(d, cutoff); !gone || err != nil || s.Has(d) {
+		t.Fatalf("an old blob was not collected: %v %v", gone, err)
+	}
+	if err := s.Touch(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("touching a collected blob: %v", err)
+	}
+	if _, gone, err := s.Collect(d, cutoff); gone || err != nil {
+		t.Fatalf("collecting it again: %v %v", gone, err)
+	}
+}
