@@ -82,9 +82,9 @@ The data set drifts when at least --dataset-share of its features drift.
 
 Files are read by their extension, .csv or .parquet. A CSV column is numeric
 when every non-null value is a number; --schema (a model's feature schema, as
-'models push --schema' takes) fixes the types instead. Empty fields and NA,
-N/A, NaN, null, None, #N/A, <NA> are null, and so is a NaN; nulls are counted,
-not compared. An infinite number, a text value in a column the schema calls
+'models push --schema' takes) fixes the types instead. Empty fields are null;
+in a numeric column so are NA, N/A, NaN, null, None, #N/A, <NA> and a NaN
+(in a text column they are values). Nulls are counted, not compared. An infinite number, a text value in a column the schema calls
 numeric, an all-null column, an empty file or columns that differ between the
 two files are errors naming the file, row and column.
 
