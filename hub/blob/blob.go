@@ -183,7 +183,7 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, want digest.Digest, siz
 		return n, fmt.Errorf("blob: close: %w", err)
 	}
 	dst := s.Path(want)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+	if err := s.shardDir(filepath.Dir(dst)); err != nil {
 		return n, fmt.Errorf("blob: %w", err)
 	}
 	s.mu.Lock()
@@ -197,6 +197,19 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, want digest.Digest, siz
 		return n, fmt.Errorf("blob: sync directory: %w", err)
 	}
 	return n, nil
+}
+
+// shardDir makes a blob's shard directory, and syncs its parent when it
+// is new: the blob's rename is synced in the shard, which must itself
+// survive a crash.
+func (s *Store) shardDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 func syncDir(dir string) error {
