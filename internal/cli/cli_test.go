@@ -213,3 +213,12 @@ func TestMistakesAreUsageErrors(t *testing.T) {
 		t.Errorf("a bad DROVER_TIMEOUT: exit %d, %s", code, out)
 	}
 }
+
+// TestNoHubHint: a refused connection says which hub address was tried and
+// how to give another.
+func TestNoHubHint(t *testing.T) {
+	_, errOut, code := run(t, map[string]string{"DROVER_ADDR": "127.0.0.1:1"}, "models", "list")
+	if code != 1 || !strings.Contains(errOut, "no hub answers at 127.0.0.1:1") || !strings.Contains(errOut, "DROVER_ADDR") {
+		t.Fatalf("exit %d, %s", code, errOut)
+	}
+}
